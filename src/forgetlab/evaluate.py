@@ -1,0 +1,107 @@
+"""The only metric code that touches a model: MCQ accuracy, QA scores, losses.
+
+MCQ accuracy reads the next-token logits of the option letters after the prompt: one forward pass per question,
+batched. QA scores come from greedy generation. The pure scoring lives in `metrics/`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .batching import Encoded, collate, encode, fixed_batches, prompt_ids, to_device
+from .config import EvalConfig
+from .data.records import LETTERS, Example, MCQItem, Task, mcq_prompt, user
+from .losses import nll, unwrap
+from .metrics.qa import contains, exact_match
+
+
+def letter_ids(tok, n: int) -> list[int]:
+    """Token id of each answer letter as the first token of an answer."""
+    return [tok(LETTERS[i], add_special_tokens=False)["input_ids"][0] for i in range(n)]
+
+
+def _by_length(seqs: list[list[int]], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def mcq_predictions(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[int]:
+    """Predicted option index per item: argmax of the letter logits at the answer position."""
+    lm = unwrap(model)
+    device = next(model.parameters()).device
+    prompts = [prompt_ids(tok, user(mcq_prompt(it))) for it in items]
+    letters = letter_ids(tok, max((len(it.options) for it in items), default=0))
+    preds = [0] * len(items)
+    for idx in _by_length(prompts, batch_size):
+        batch = to_device(collate([Encoded(prompts[i], prompts[i]) for i in idx], tok.pad_token_id), device)
+        hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        last = batch["attention_mask"].sum(1) - 1
+        logits = lm.get_output_embeddings()(hidden[torch.arange(len(idx), device=device), last])  # (b, vocab)
+        for row, i in enumerate(idx):
+            preds[i] = int(logits[row, letters[: len(items[i].options)]].argmax())
+    return preds
+
+
+def mcq_accuracy(model, tok, items: list[MCQItem], batch_size: int = 16) -> float:
+    """Share of items whose predicted letter is the answer (nan for no items)."""
+    if not items:
+        return float("nan")
+    preds = mcq_predictions(model, tok, items, batch_size)
+    return sum(p == it.answer for p, it in zip(preds, items)) / len(items)
+
+
+@torch.no_grad()
+def generate_answers(model, tok, examples: list[Example], max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:
+    """Greedy answers, batched with left padding."""
+    device = next(model.parameters()).device
+    prompts = [prompt_ids(tok, ex.messages) for ex in examples]
+    out = [""] * len(examples)
+    for idx in _by_length(prompts, batch_size):
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]):] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        for row, i in enumerate(idx):
+            out[i] = tok.decode(gen[row, width:], skip_special_tokens=True).strip()
+    return out
+
+
+def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, batch_size: int = 16) -> dict[str, float]:
+    """Mean normalised exact match and contains of greedy answers against the targets."""
+    answers = generate_answers(model, tok, examples, max_new_tokens, batch_size)
+    n = max(1, len(examples))
+    return {"exact": sum(exact_match(a, ex.target) for a, ex in zip(answers, examples)) / n,
+            "contains": sum(contains(a, ex.target) for a, ex in zip(answers, examples)) / n}
+
+
+@torch.no_grad()
+def mean_loss(model, batches: list[dict]) -> float:
+    """Mean answer-token NLL over fixed batches (each batch weighted equally)."""
+    device = next(model.parameters()).device
+    return sum(float(nll(model, to_device(b, device))) for b in batches) / max(1, len(batches))
+
+
+def evaluate_task(model, tok, task: Task, cfg: EvalConfig) -> dict[str, dict[str, float]]:
+    """Per split: `accuracy` (MCQ letter accuracy, or QA `contains` for tasks without MCQ items), plus QA
+    exact/contains when `cfg.qa` is on or the task has only QA records."""
+    result: dict[str, dict[str, float]] = {}
+    for split, items in task.mcq.items():
+        result[split] = {"accuracy": mcq_accuracy(model, tok, items, cfg.batch_size), "n": len(items),
+                         "chance": sum(1 / len(it.options) for it in items) / max(1, len(items))}
+    if cfg.qa or not task.mcq:
+        for split, examples in task.qa.items():
+            scores = qa_scores(model, tok, examples, cfg.max_new_tokens, cfg.batch_size)
+            row = result.setdefault(split, {"n": len(examples), "chance": 0.0})
+            row.update({"qa_exact": scores["exact"], "qa_contains": scores["contains"]})
+            row.setdefault("accuracy", scores["contains"])
+    return result
+
+
+def task_batches(tok, task: Task, batch_size: int, max_length: int, limit: int | None = None) -> list[dict]:
+    """Fixed batches of a task's training records: the loss the landscape and forgetting estimate refer to."""
+    return fixed_batches([encode(tok, ex, max_length) for ex in task.train], batch_size, tok.pad_token_id, limit)

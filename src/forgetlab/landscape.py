@@ -1,0 +1,147 @@
+"""Loss landscape at a checkpoint: Hessian eigenvalues, weight displacement, the second-order forgetting estimate.
+
+Coordinates are the trainable LoRA parameters θ (see `model.trainable_named`). The Hessian H of a task's loss
+is never formed: Lanczos needs only Hessian-vector products, each one double backward pass.
+
+Forgetting of task 1 when θ moves from its checkpoint θ₁ by Δθ:
+    F₁ = L₁(θ₁ + Δθ) − L₁(θ₁) ≈ ½ ΔθᵀH₁Δθ ≤ ½ λ_max ||Δθ||²   (gradient term dropped: θ₁ is near a minimum)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+
+from .batching import to_device
+from .losses import nll, unwrap
+from .model import trainable_named
+
+HVP = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def eager_attention(model):
+    """Switch to eager attention for double backward (fused kernels may lack it); restore afterwards."""
+    lm = unwrap(model)
+    before = lm.config._attn_implementation
+    if before != "eager":
+        lm.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if before != "eager":
+            lm.set_attn_implementation(before)
+
+
+def make_hvp(model, batches: list[dict]) -> tuple[HVP, int]:
+    """Return (v ↦ H v, n) for the mean answer-token loss over `batches`; v and Hv are flat, shape (n,).
+
+    Dropout is off (eval mode) so H is the Hessian of a fixed function.
+    """
+    params = [p for _, p in trainable_named(model)]
+    n = sum(p.numel() for p in params)
+    device = params[0].device
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        pieces = list(torch.split(v.to(device, params[0].dtype), [p.numel() for p in params]))
+        vs = [piece.view_as(p) for piece, p in zip(pieces, params)]
+        out = [torch.zeros_like(p) for p in params]
+        for b in batches:
+            loss = nll(model, to_device(b, device)) / len(batches)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            dot = sum((g * u).sum() for g, u in zip(grads, vs))
+            for acc, h in zip(out, torch.autograd.grad(dot, params)):
+                acc += h.detach()
+        return torch.cat([h.reshape(-1) for h in out]).to(v.dtype)
+
+    return hvp, n
+
+
+def lanczos(hvp: HVP, n: int, k: int, iterations: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    """Top-k eigenvalues (largest first) of the symmetric operator `hvp` by Lanczos with full reorthogonalisation.
+
+    Uses exactly `min(iterations, n)` operator applications. Returns shape (min(k, iterations),), float64.
+    """
+    m = min(iterations, n)
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(n, generator=gen, dtype=torch.float64)
+    V = torch.zeros((m, n), dtype=dtype)
+    V[0] = (v / v.norm()).to(dtype)
+    alphas, betas = [], []
+    for j in range(m):
+        w = hvp(V[j]).to(torch.float64)
+        alpha = float(w @ V[j].double())
+        alphas.append(alpha)
+        # Full reorthogonalisation (twice, "twice is enough") keeps the Krylov basis orthogonal in finite precision.
+        for _ in range(2):
+            w -= V[: j + 1].double().T @ (V[: j + 1].double() @ w)
+        beta = float(w.norm())
+        if j == m - 1 or beta < 1e-10 * max(1.0, abs(alpha)):
+            break
+        betas.append(beta)
+        V[j + 1] = (w / beta).to(dtype)
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+        T += torch.diag(off, 1) + torch.diag(off, -1)
+    return torch.linalg.eigvalsh(T).flip(0)[:k]
+
+
+def power_iteration(hvp: HVP, n: int, k: int, tol: float = 1e-3, max_iter: int = 200, seed: int = 0,
+                    stop: Callable[[int, float], bool] | None = None) -> tuple[list[float], int]:
+    """Top-k eigenvalues by power iteration with deflation (PyHessian's method), for comparison with Lanczos.
+
+    Each eigenvalue iterates until its relative change is below `tol`, or until `stop(index, estimate)` is true.
+    Returns (eigenvalues, number of Hessian-vector products used).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    found: list[tuple[float, torch.Tensor]] = []
+    count = 0
+    for i in range(k):
+        v = torch.randn(n, generator=gen, dtype=torch.float64)
+        v /= v.norm()
+        estimate = None
+        for _ in range(max_iter):
+            hv = hvp(v.float()).double()
+            count += 1
+            for lam, u in found:  # deflate: remove the components of eigenpairs already found
+                hv -= lam * (u @ v) * u
+            new = float(hv @ v)
+            v = hv / hv.norm()
+            done = stop(i, new) if stop else estimate is not None and abs(new - estimate) < tol * abs(estimate) + 1e-12
+            estimate = new
+            if done:
+                break
+        found.append((estimate, v))
+    return [lam for lam, _ in found], count
+
+
+def top_eigenvalues(model, batches: list[dict], k: int, iterations: int, seed: int = 0) -> list[float]:
+    """Top-k Hessian eigenvalues of the loss over `batches` w.r.t. the trainable parameters."""
+    with eager_attention(model):
+        hvp, n = make_hvp(model, batches)
+        return [float(x) for x in lanczos(hvp, n, k, iterations, seed)]
+
+
+def quadratic_form(model, batches: list[dict], direction: torch.Tensor) -> float:
+    """½ dᵀ H d at the model's current parameters, for a flat direction d: one Hessian-vector product."""
+    with eager_attention(model):
+        hvp, _ = make_hvp(model, batches)
+        d = direction.to(torch.float32)
+        return 0.5 * float(hvp(d).double() @ d.double())
+
+
+def delta_w_norm(state_a: dict, state_b: dict, scaling: float) -> float:
+    """Frobenius norm of the change of the merged weight update ΔW = scaling · B A, summed over adapted layers.
+
+    States are `model.adapter_state` dicts; a layer missing from a state counts as ΔW = 0.
+    """
+    def update(state: dict, key: str):
+        return scaling * state[key.replace(".lora_A.", ".lora_B.")].double() @ state[key].double() if key in state else 0.0
+
+    total = 0.0
+    for key in sorted({k for k in (*state_a, *state_b) if ".lora_A." in k}):
+        total += float(((update(state_b, key) - update(state_a, key)) ** 2).sum())
+    return total ** 0.5

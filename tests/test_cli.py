@@ -1,0 +1,144 @@
+"""The real `forgetlab` entry point: a full run on the tiny model, determinism, interrupt + resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+
+FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "2", "--lr", "1e-2",
+        "--set", "data.facts.entities=2", "--set", "lora.r=4", "--set", "lora.dropout=0",
+        "--set", "landscape.iterations=4", "--set", "landscape.top_k=2", "--set", "landscape.batch_size=4"]
+
+
+def only_run(root: Path) -> Path:
+    runs = [p for p in root.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path):
+    r = run_cli("sequential", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = only_run(tmp_path)
+    for name in ("config.yaml", "metrics.json", "accuracy_matrix.csv", "history.csv", "eigenvalues.csv",
+                 "report.html", "accuracy_matrix.png", "loss.png", "eigenvalues.png"):
+        assert (run / name).is_file(), name
+    for task in ("facts-people", "facts-elements"):
+        assert (run / "adapters" / task / "adapter_model.safetensors").is_file()
+        meta = json.loads((run / "adapters" / task / "meta.json").read_text())
+        assert meta["task"] == task.replace("-", ":") and meta["config"]["lora"]["r"] == 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["stages"][0] == "before"
+    rows = (run / "accuracy_matrix.csv").read_text().splitlines()
+    assert rows[0] == "stage,facts:people/seen,facts:people/held_out,facts:elements/seen,facts:elements/held_out"
+    assert len(rows) == 4  # header + before + one row per task
+    assert len(metrics["estimates"]) == 1 and metrics["estimates"][0]["task"] == "facts:people"
+    assert len(metrics["checkpoints"][0]["eigenvalues"]) == 2
+    for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL"):
+        assert table in r.stdout
+    listing = run_cli("runs", "--out", str(tmp_path))
+    assert listing.returncode == 0 and "sequential" in listing.stdout
+
+
+def test_same_seed_same_numbers_through_the_cli(tiny_dir, tmp_path):
+    for name in ("a", "b"):
+        r = run_cli("sequential", "--model", str(tiny_dir), "--out", str(tmp_path / name), "--no-landscape", *FAST)
+        assert r.returncode == 0, r.stderr[-2000:]
+    a, b = (json.loads((only_run(tmp_path / n) / "metrics.json").read_text()) for n in ("a", "b"))
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    assert a["accuracy"] == b["accuracy"]
+
+
+def test_interrupt_then_resume(tiny_dir, tmp_path):
+    exe = Path(sys.executable).with_name("forgetlab")
+    args = [str(exe), "sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--no-landscape", *FAST,
+            "--epochs", "40"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("*/metrics.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err and "Traceback" not in err
+    run = only_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and len(metrics["stages"]) < 3
+    r = run_cli("sequential", "--resume", str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and len(metrics["stages"]) == 3
+
+
+def test_resume_from_a_finished_task_gives_the_same_result(tiny_dir, tmp_path):
+    r = run_cli("sequential", "--model", str(tiny_dir), "--out", str(tmp_path / "full"), "--no-landscape", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    full = only_run(tmp_path / "full")
+    # Cut the run back to "task 1 finished", as Ctrl-C during task 2 leaves it, then resume.
+    cut = tmp_path / "cut" / full.name
+    import shutil
+
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "adapters" / "facts-elements")
+    m = json.loads((cut / "metrics.json").read_text())
+    n1 = sum(h["task"] == "facts:people" for h in m["history"])
+    m.update(status="interrupted", stages=m["stages"][:2], accuracy=m["accuracy"][:2], history=m["history"][:n1],
+             checkpoints=m["checkpoints"][:1])
+    (cut / "metrics.json").write_text(json.dumps(m))
+    r = run_cli("sequential", "--resume", str(cut))
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = json.loads((cut / "metrics.json").read_text())
+    original = json.loads((full / "metrics.json").read_text())
+    assert resumed["accuracy"] == original["accuracy"]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in original["history"]]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sequential", "--task", "wiki:cats"], "unknown source 'wiki'"),
+    (["sequential", "--task", "facts:planets"], "valid domains: people, elements, festivals"),
+    (["sequential", "--set", "lora.r=0"], "lora.r: Input should be greater than 0"),
+    (["sequential", "--set", "train.bogus=1"], "unknown key 'train.bogus'"),
+    (["sequential", "--config", "no-such.yaml"], "no-such.yaml not found"),
+    (["sequential", "--task", "mmlu:astronomy"], "mmlu:astronomy"),
+    (["sequential", "--task", "mmlu:astronomy", "--mmlu-dir", "/no/such/dir"], "MMLU directory /no/such/dir not found"),
+    (["sequential", "--task", "file:/no/such.jsonl"], "data file /no/such.jsonl not found"),
+    (["sequential", "--strategy", "magic"], "valid methods: naive"),
+    (["sequential", "--preset", "huge"], "invalid choice"),
+    (["sequential", "--epochs", "x"], "invalid int value"),
+    (["sequential", "--resume", "/no/such/run"], "not a run directory"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_is_one_line_exit_2(args, message):
+    r = run_cli(*args, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_file_names_line_and_field(tmp_path):
+    bad = tmp_path / "qa.jsonl"
+    bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "c", "response": 3}\n')
+    r = run_cli("sequential", "--task", f"file:{bad}", timeout=120)
+    assert r.returncode == 2
+    assert f"{bad} line 2: field 'response' must be a non-empty string" in r.stderr
+
+
+def test_bad_lora_target_lists_the_model_layers(tiny_dir, tmp_path):
+    r = run_cli("sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--set", "lora.targets=[qkv]",
+                *FAST[:4], timeout=120)
+    assert r.returncode == 2 and "its linear layers are: down_proj, gate_proj" in r.stderr
+
+
+def test_help_explains_config_keys():
+    r = run_cli("sequential", "--help", timeout=60)
+    assert r.returncode == 0
+    assert "train.lr" in r.stdout and "peak learning rate" in r.stdout and "--resume" in r.stdout

@@ -1,0 +1,63 @@
+"""Config validation, overrides, presets, and every shipped YAML."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forgetlab.config import SequentialConfig, build_config, dump_yaml, read_yaml
+from forgetlab.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert SHIPPED, "configs/ must ship at least one YAML"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_yaml_loads_and_names_its_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# forgetlab ") and str(path.relative_to(ROOT)) in first, first
+    cfg = build_config(SequentialConfig, read_yaml(path), source=str(path))
+    assert cfg.tasks
+
+
+def test_defaults_and_roundtrip():
+    cfg = build_config(SequentialConfig, {})
+    again = build_config(SequentialConfig, yaml.safe_load(dump_yaml(cfg)))
+    assert again == cfg
+
+
+def test_preset_fills_and_explicit_keys_win():
+    cfg = build_config(SequentialConfig, {"lora": {"preset": "seft"}}, sets=["lora.r=8"])
+    assert cfg.lora.r == 8 and cfg.lora.alpha == 128 and "down_proj" in cfg.lora.targets
+
+
+def test_set_overrides_yaml_and_flags():
+    cfg = build_config(SequentialConfig, {"train": {"lr": 1e-3}}, {"train.lr": 2e-3}, ["train.lr=5e-4"])
+    assert cfg.train.lr == 5e-4
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["train.lrr=1"], "unknown key 'train.lrr'"),
+    (["lora.r=0"], "lora.r: Input should be greater than 0"),
+    (["train.epochs=many"], "train.epochs"),
+    (["lora.preset=huge"], "lora.preset"),
+    (["train.lr"], "expected key=value"),
+    (["tasks=[people]"], "source:name"),
+])
+def test_bad_settings_are_one_line_errors(sets, message):
+    with pytest.raises(UserError, match=message) as err:
+        build_config(SequentialConfig, {}, sets=sets)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [1,\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        read_yaml(bad)
+    with pytest.raises(UserError, match="not found"):
+        read_yaml(tmp_path / "missing.yaml")

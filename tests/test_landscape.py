@@ -1,0 +1,74 @@
+"""Lanczos against a dense eigendecomposition; power iteration; displacement norms."""
+
+import torch
+
+from forgetlab.batching import encode, fixed_batches
+from forgetlab.config import DataConfig, LoraSettings
+from forgetlab.data import load_task
+from forgetlab.landscape import delta_w_norm, eager_attention, lanczos, make_hvp, power_iteration, quadratic_form
+from forgetlab.loop import train
+from forgetlab.methods import MethodContext, build_method
+from forgetlab.model import adapter_state, attach_lora, flat, trainable_named
+
+from .conftest import tiny_llama
+
+
+def trained_tiny(tokenizer, dtype, lora: LoraSettings):
+    model = attach_lora(tiny_llama(len(tokenizer), dtype=dtype, hidden=16, layers=1), lora)
+    model.to(dtype)
+    task = load_task("facts:people", DataConfig(facts={"entities": 2}))
+    enc = [encode(tokenizer, ex, 128) for ex in task.train]
+    from forgetlab.config import TrainConfig
+
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=4)
+    train(model, enc, cfg, build_method("naive"), MethodContext(0), tokenizer.pad_token_id, seed=0)
+    model.base_model.set_attn_implementation("eager")  # fused CPU attention has no double backward
+    return model, fixed_batches(enc[:4], 4, tokenizer.pad_token_id)
+
+
+def test_lanczos_matches_dense_eigendecomposition(tokenizer):
+    lora = LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj",))
+    model, batches = trained_tiny(tokenizer, torch.float64, lora)
+    hvp, n = make_hvp(model, batches)
+    assert n == 2 * (16 + 16)  # A: (2, 16), B: (16, 2) in one layer
+    dense = torch.stack([hvp(torch.eye(n, dtype=torch.float64)[i]) for i in range(n)])
+    assert torch.allclose(dense, dense.T, atol=1e-8), "the Hessian must be symmetric"
+    exact = torch.linalg.eigvalsh(dense).flip(0)[:5]
+    approx = lanczos(hvp, n, 5, iterations=n, dtype=torch.float64)
+    assert torch.allclose(approx, exact, rtol=1e-4, atol=1e-10), (approx, exact)
+    assert exact[0] > 0
+
+
+def test_power_iteration_agrees_on_top_eigenvalue(tokenizer):
+    lora = LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj",))
+    model, batches = trained_tiny(tokenizer, torch.float64, lora)
+    hvp, n = make_hvp(model, batches)
+    dense = torch.stack([hvp(torch.eye(n, dtype=torch.float64)[i]) for i in range(n)])
+    eig = torch.linalg.eigvalsh(dense)
+    dominant = float(eig[eig.abs().argmax()])  # power iteration finds the largest |λ|, whatever its sign
+    vals, count = power_iteration(lambda v: hvp(v.double()), n, 1, tol=1e-7, max_iter=400)
+    assert abs(vals[0] - dominant) <= 1e-3 * abs(dominant)
+    assert count > 1
+
+
+def test_quadratic_form_matches_dense(tokenizer):
+    lora = LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj",))
+    model, batches = trained_tiny(tokenizer, torch.float64, lora)
+    hvp, n = make_hvp(model, batches)
+    d = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    dense = torch.stack([hvp(torch.eye(n, dtype=torch.float64)[i]) for i in range(n)])
+    q = quadratic_form(model, batches, d)
+    assert abs(q - 0.5 * float(d @ dense @ d)) <= 1e-3 * abs(q) + 1e-6
+
+
+def test_delta_w_norm_equals_merged_update(tokenizer):
+    lora = LoraSettings(r=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
+    model, _ = trained_tiny(tokenizer, torch.float32, lora)
+    after = adapter_state(model)
+    before = {k: torch.zeros_like(v) if ".lora_B." in k else v for k, v in after.items()}
+    # Explicit: PEFT's own delta weight of each LoRA layer, after minus before (B=0 gives zero).
+    explicit = sum(float((m.get_delta_weight("default").detach() ** 2).sum())
+                   for m in model.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "lora_A"))
+    assert abs(delta_w_norm(before, after, lora.alpha / lora.r) - explicit ** 0.5) < 1e-4 * explicit ** 0.5
+    assert delta_w_norm(after, after, 2.0) == 0.0
+    assert len(flat(after)) == sum(p.numel() for _, p in trainable_named(model))
