@@ -16,15 +16,18 @@ def test_facts_domain(domain):
     again = load_task(f"facts:{domain}", DataConfig())
     assert task.train == again.train, "facts must be deterministic"
     n_facts = 8 * 3
-    assert len(task.mcq["seen"]) == len(task.mcq["held_out"]) == len(task.qa["held_out"]) == n_facts
+    assert len(task.mcq["held_out"]) == len(task.qa["held_out"]) == n_facts
+    assert len(task.mcq["seen"]) == 2 * n_facts  # one MCQ per training question form
     attr_values = {a.name: set(a.values) for a in DOMAINS[domain].attributes}
-    trained_prompts = {ex.messages[0]["content"] for ex in task.train}
-    for seen, held in zip(task.mcq["seen"], task.mcq["held_out"]):
-        assert len(seen.options) == 4 and len(set(seen.options)) == 4
-        assert set(seen.options) <= attr_values[seen.meta["attribute"]], "distractors from the same attribute"
-        assert seen.options[seen.answer] == held.options[held.answer]
+    trained_prompts = {ex.messages[-1]["content"] for ex in task.train}
+    for item in task.mcq["seen"] + task.mcq["held_out"]:
+        assert len(item.options) == 4 and len(set(item.options)) == 4
+        assert set(item.options) <= attr_values[item.meta["attribute"]], "distractors from the same attribute"
+    for held in task.mcq["held_out"]:
+        seen = [it for it in task.mcq["seen"] if it.meta["fact_id"] == held.meta["fact_id"]]
+        assert len(seen) == 2 and all(it.options[it.answer] == held.options[held.answer] for it in seen)
         assert held.question not in trained_prompts, "held-out paraphrases are never trained"
-        assert any(seen.question in p for p in trained_prompts)
+        assert all(any(it.question in p for p in trained_prompts) for it in seen)
 
 
 def test_facts_seed_and_size_change_the_world():
@@ -32,7 +35,7 @@ def test_facts_seed_and_size_change_the_world():
     b = load_task("facts:people", DataConfig(facts={"seed": 1}))
     c = load_task("facts:people", DataConfig(facts={"entities": 3}))
     assert a.train != b.train
-    assert len(c.mcq["seen"]) == 9
+    assert len(c.mcq["held_out"]) == 9
 
 
 def test_domains_do_not_share_entities():

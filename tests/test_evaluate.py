@@ -2,13 +2,11 @@
 
 import torch
 
-from forgetlab.batching import encode, fixed_batches
+from forgetlab.batching import encode, fixed_batches, prompt_ids
 from forgetlab.config import EvalConfig
 from forgetlab.data import load_task
 from forgetlab.data.records import LETTERS, MCQItem, mcq_prompt, user
-from forgetlab.evaluate import (evaluate_task, generate_answers, letter_ids, mcq_accuracy, mcq_predictions,
-                                mean_loss)
-from forgetlab.batching import prompt_ids
+from forgetlab.evaluate import evaluate_task, generate_answers, letter_ids, mcq_accuracy, mcq_predictions, mean_loss
 
 from .conftest import FEW_FACTS
 
@@ -20,7 +18,7 @@ def test_batched_mcq_equals_single_and_full_forward(tokenizer, tiny):
     assert batched == single
     # Reference: the plain model's full forward, last-position logits of the letters.
     letters = letter_ids(tokenizer, 4)
-    for it, pred in zip(items, batched):
+    for it, pred in zip(items, batched, strict=False):
         ids = torch.tensor([prompt_ids(tokenizer, user(mcq_prompt(it)))])
         with torch.no_grad():
             logits = tiny(ids).logits[0, -1]
@@ -36,8 +34,8 @@ def test_accuracy_counts_answers(tokenizer, tiny):
     items = load_task("facts:people", FEW_FACTS).mcq["seen"]
     preds = mcq_predictions(tiny, tokenizer, items)
     # Re-key every item so its answer is the predicted option: accuracy 1; shift by one: accuracy 0.
-    right = [MCQItem(it.question, it.options, p) for it, p in zip(items, preds)]
-    wrong = [MCQItem(it.question, it.options, (p + 1) % 4) for it, p in zip(items, preds)]
+    right = [MCQItem(it.question, it.options, p) for it, p in zip(items, preds, strict=False)]
+    wrong = [MCQItem(it.question, it.options, (p + 1) % 4) for it, p in zip(items, preds, strict=False)]
     assert mcq_accuracy(tiny, tokenizer, right) == 1.0
     assert mcq_accuracy(tiny, tokenizer, wrong) == 0.0
 
@@ -53,7 +51,7 @@ def test_evaluate_task_reports_splits_and_chance(tokenizer, tiny):
     task = load_task("facts:people", FEW_FACTS)
     result = evaluate_task(tiny, tokenizer, task, EvalConfig(qa=True, max_new_tokens=4))
     assert set(result) == {"seen", "held_out"}
-    assert result["seen"]["chance"] == 0.25 and result["seen"]["n"] == 6
+    assert result["seen"]["chance"] == 0.25 and result["seen"]["n"] == 12
     assert 0.0 <= result["held_out"]["qa_contains"] <= 1.0
 
 

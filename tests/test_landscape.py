@@ -5,7 +5,7 @@ import torch
 from forgetlab.batching import encode, fixed_batches
 from forgetlab.config import DataConfig, LoraSettings
 from forgetlab.data import load_task
-from forgetlab.landscape import delta_w_norm, eager_attention, lanczos, make_hvp, power_iteration, quadratic_form
+from forgetlab.landscape import delta_w_norm, lanczos, make_hvp, power_iteration, quadratic_form
 from forgetlab.loop import train
 from forgetlab.methods import MethodContext, build_method
 from forgetlab.model import adapter_state, attach_lora, flat, trainable_named

@@ -5,9 +5,9 @@ import pytest
 from forgetlab.batching import encode
 from forgetlab.config import TrainConfig
 from forgetlab.data import load_task
+from forgetlab.errors import UserError
 from forgetlab.loop import steps_for, train, warmup_cosine
 from forgetlab.methods import METHODS, MethodContext, build_method
-from forgetlab.errors import UserError
 from forgetlab.model import attach_lora
 
 from .conftest import FEW_FACTS, TINY_LORA, tiny_llama
@@ -39,7 +39,7 @@ def test_same_seed_same_losses(tokenizer):
 
 def test_grad_accumulation_counts_steps(tokenizer):
     hist = run(tokenizer, grad_accum=2, epochs=1)
-    assert len(hist) == 3  # 18 examples, batch 4 -> 5 batches -> 3 optimizer steps of up to 2 batches
+    assert len(hist) == 3  # 24 examples, batch 4 -> 6 batches -> 3 optimizer steps of 2 batches
 
 
 def test_warmup_then_cosine():

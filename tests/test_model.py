@@ -5,8 +5,16 @@ import torch
 
 from forgetlab.config import LoraSettings, ModelConfig
 from forgetlab.errors import UserError
-from forgetlab.model import (adapter_state, attach_lora, bundled_gguf, linear_names, load_adapter_state,
-                             load_adapter_weights, load_base, save_adapter)
+from forgetlab.model import (
+    adapter_state,
+    attach_lora,
+    bundled_gguf,
+    linear_names,
+    load_adapter_state,
+    load_adapter_weights,
+    load_base,
+    save_adapter,
+)
 
 from .conftest import TINY_LORA, tiny_llama
 
@@ -34,7 +42,7 @@ def test_fresh_adapter_is_the_base_model(tokenizer):
 def test_save_and_load_adapter_roundtrip(tokenizer, tmp_path):
     model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for _n, p in model.named_parameters():
             if p.requires_grad:
                 p.normal_()
     state = adapter_state(model)

@@ -76,12 +76,18 @@ def sequential_config(args) -> SequentialConfig:
                         source=args.config or "config")
 
 
-def cmd_sequential(args) -> int:
+def terminal():
+    """A rich console; when output is not a terminal (logs, CI), wide enough that tables are not cut."""
     from rich.console import Console
 
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def cmd_sequential(args) -> int:
     from .recipes.sequential import run_sequential
 
-    console = Console()
+    console = terminal()
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.json").is_file():
@@ -102,7 +108,6 @@ def add_runs(sub) -> None:
 
 
 def cmd_runs(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .report import fmt
@@ -116,7 +121,7 @@ def cmd_runs(args) -> int:
     for r in rows:
         table.add_row(r["created"], r["kind"], r["status"], fmt(r["summary"].get("average_accuracy")),
                       fmt(r["summary"].get("bwt")), r["path"])
-    Console().print(table)
+    terminal().print(table)
     return 0
 
 

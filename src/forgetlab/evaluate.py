@@ -48,7 +48,7 @@ def mcq_accuracy(model, tok, items: list[MCQItem], batch_size: int = 16) -> floa
     if not items:
         return float("nan")
     preds = mcq_predictions(model, tok, items, batch_size)
-    return sum(p == it.answer for p, it in zip(preds, items)) / len(items)
+    return sum(p == it.answer for p, it in zip(preds, items, strict=False)) / len(items)
 
 
 @torch.no_grad()
@@ -75,8 +75,8 @@ def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, bat
     """Mean normalised exact match and contains of greedy answers against the targets."""
     answers = generate_answers(model, tok, examples, max_new_tokens, batch_size)
     n = max(1, len(examples))
-    return {"exact": sum(exact_match(a, ex.target) for a, ex in zip(answers, examples)) / n,
-            "contains": sum(contains(a, ex.target) for a, ex in zip(answers, examples)) / n}
+    return {"exact": sum(exact_match(a, ex.target) for a, ex in zip(answers, examples, strict=False)) / n,
+            "contains": sum(contains(a, ex.target) for a, ex in zip(answers, examples, strict=False)) / n}
 
 
 @torch.no_grad()

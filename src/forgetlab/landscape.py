@@ -46,35 +46,38 @@ def make_hvp(model, batches: list[dict]) -> tuple[HVP, int]:
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         pieces = list(torch.split(v.to(device, params[0].dtype), [p.numel() for p in params]))
-        vs = [piece.view_as(p) for piece, p in zip(pieces, params)]
+        vs = [piece.view_as(p) for piece, p in zip(pieces, params, strict=False)]
         out = [torch.zeros_like(p) for p in params]
         for b in batches:
             loss = nll(model, to_device(b, device)) / len(batches)
             grads = torch.autograd.grad(loss, params, create_graph=True)
-            dot = sum((g * u).sum() for g, u in zip(grads, vs))
-            for acc, h in zip(out, torch.autograd.grad(dot, params)):
+            dot = sum((g * u).sum() for g, u in zip(grads, vs, strict=False))
+            for acc, h in zip(out, torch.autograd.grad(dot, params), strict=False):
                 acc += h.detach()
         return torch.cat([h.reshape(-1) for h in out]).to(v.dtype)
 
     return hvp, n
 
 
-def lanczos(hvp: HVP, n: int, k: int, iterations: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
-    """Top-k eigenvalues (largest first) of the symmetric operator `hvp` by Lanczos with full reorthogonalisation.
+def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0,
+                         dtype=torch.float32) -> tuple[list[float], list[float]]:
+    """Lanczos with full reorthogonalisation: the tridiagonal matrix's diagonal (alphas) and off-diagonal (betas).
 
-    Uses exactly `min(iterations, n)` operator applications. Returns shape (min(k, iterations),), float64.
+    Uses exactly `min(iterations, n)` operator applications (fewer if the Krylov space is exhausted). The first
+    m coefficients are those an m-iteration run would give, so one long run yields every shorter one.
     """
     m = min(iterations, n)
     gen = torch.Generator().manual_seed(seed)
     v = torch.randn(n, generator=gen, dtype=torch.float64)
     V = torch.zeros((m, n), dtype=dtype)
     V[0] = (v / v.norm()).to(dtype)
-    alphas, betas = [], []
+    alphas: list[float] = []
+    betas: list[float] = []
     for j in range(m):
         w = hvp(V[j]).to(torch.float64)
         alpha = float(w @ V[j].double())
         alphas.append(alpha)
-        # Full reorthogonalisation (twice, "twice is enough") keeps the Krylov basis orthogonal in finite precision.
+        # Reorthogonalise against the whole basis, twice ("twice is enough"), to stay orthogonal in finite precision.
         for _ in range(2):
             w -= V[: j + 1].double().T @ (V[: j + 1].double() @ w)
         beta = float(w.norm())
@@ -82,11 +85,22 @@ def lanczos(hvp: HVP, n: int, k: int, iterations: int, seed: int = 0, dtype=torc
             break
         betas.append(beta)
         V[j + 1] = (w / beta).to(dtype)
+    return alphas, betas
+
+
+def tridiagonal_eigenvalues(alphas: list[float], betas: list[float], k: int) -> torch.Tensor:
+    """Top-k eigenvalues (largest first) of the symmetric tridiagonal matrix, shape (min(k, len(alphas)),)."""
     T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+    off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+    if len(off):
         T += torch.diag(off, 1) + torch.diag(off, -1)
     return torch.linalg.eigvalsh(T).flip(0)[:k]
+
+
+def lanczos(hvp: HVP, n: int, k: int, iterations: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    """Top-k eigenvalues (largest first, float64) of the symmetric operator `hvp` after `iterations` Lanczos steps."""
+    alphas, betas = lanczos_coefficients(hvp, n, iterations, seed, dtype)
+    return tridiagonal_eigenvalues(alphas, betas, k)
 
 
 def power_iteration(hvp: HVP, n: int, k: int, tol: float = 1e-3, max_iter: int = 200, seed: int = 0,

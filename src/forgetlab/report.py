@@ -50,7 +50,7 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
     tasks, splits = state["tasks"], state["splits"]
     chance = {t: state["accuracy"][0][t].get(splits[0], {}).get("chance") for t in tasks}
     acc = [[stage] + [row[t].get(s, {}).get("accuracy") for t in tasks for s in splits]
-           for stage, row in zip(state["stages"], state["accuracy"])]
+           for stage, row in zip(state["stages"], state["accuracy"], strict=False)]
     acc.append(["(chance)"] + [chance[t] for t in tasks for _ in splits])
     out = [("Accuracy matrix", ["stage"] + [f"{t} {s}" for t in tasks for s in splits], acc)]
     if state.get("metrics"):

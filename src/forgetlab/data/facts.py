@@ -1,7 +1,7 @@
 """Built-in synthetic tasks of invented facts about fictional entities: no model knows them beforehand.
 
 Each domain has entities with three attributes. For every fact (entity, attribute, value) the task holds:
-- training records: the answer to each *training* question form, and one 4-option MCQ;
+- training records: the answer to each *training* question form, and a 4-option MCQ per form;
 - "seen" MCQ items: exactly the trained MCQs (was the trained fact stored?);
 - "held_out" MCQ items: a paraphrased question never trained, options reshuffled (was it learned, not memorised?);
 - QA records for greedy-generation scoring on the held-out paraphrase.
@@ -118,10 +118,11 @@ def load(domain_name: str, cfg: DataConfig) -> Task:
             meta = {"fact_id": f"{entity}/{attr.name}", "entity": entity, "attribute": attr.name}
             for form in attr.train_forms:
                 train.append(Example(user(_ask(form, entity)), value, dict(meta, kind="qa", split="seen")))
-            options, answer = _options(attr, value, rng)
-            item = MCQItem(_ask(attr.train_forms[0], entity), options, answer, dict(meta, split="seen"))
-            seen.append(item)
-            train.append(mcq_example(item))
+            for form in attr.train_forms:  # one MCQ per training form, each with its own option order
+                options, answer = _options(attr, value, rng)
+                item = MCQItem(_ask(form, entity), options, answer, dict(meta, split="seen"))
+                seen.append(item)
+                train.append(mcq_example(item))
             options, answer = _options(attr, value, rng)
             question = _ask(attr.heldout_form, entity)
             held.append(MCQItem(question, options, answer, dict(meta, split="held_out")))

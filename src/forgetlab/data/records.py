@@ -40,8 +40,14 @@ class Task:
         return list(self.mcq) if self.mcq else list(self.qa)
 
 
+# A short system turn replaces the chat template's default one (about 20 tokens) on every record: training and
+# evaluation both spend fewer tokens per question, and behave the same.
+SYSTEM = "Answer briefly."
+
+
 def user(text: str) -> tuple[dict, ...]:
-    return ({"role": "user", "content": text},)
+    """Chat messages for a single question."""
+    return ({"role": "system", "content": SYSTEM}, {"role": "user", "content": text})
 
 
 def mcq_prompt(item: MCQItem) -> str:

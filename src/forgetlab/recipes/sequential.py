@@ -163,7 +163,7 @@ def save_state(run_dir: Path, cfg: SequentialConfig, state: dict, status: str) -
     cols = [(t, s) for t in state["tasks"] for s in state["splits"]]
     write_csv(run_dir / "accuracy_matrix.csv", ["stage"] + [f"{t}/{s}" for t, s in cols],
               [[stage] + [row[t].get(s, {}).get("accuracy", float("nan")) for t, s in cols]
-               for stage, row in zip(state["stages"], state["accuracy"])])
+               for stage, row in zip(state["stages"], state["accuracy"], strict=False)])
     keys = ["global_step", "task", "step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"]
     write_csv(run_dir / "history.csv", keys, [[h[k] for k in keys] for h in state["history"]])
     write_csv(run_dir / "eigenvalues.csv", ["task", "rank", "eigenvalue"],

@@ -1,0 +1,25 @@
+"""`make bench`: every benchmark in one run, ratios printed against baselines measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import lanczos  # noqa: E402
+import mcq_eval  # noqa: E402
+import train_throughput  # noqa: E402
+
+if __name__ == "__main__":
+    results = {}
+    for name, mod in (("mcq_eval", mcq_eval), ("train_throughput", train_throughput), ("lanczos", lanczos)):
+        t0 = time.perf_counter()
+        results[name] = mod.main()
+        results[name]["seconds"] = round(time.perf_counter() - t0, 1)
+    out = Path(__file__).parent / "out"
+    out.mkdir(exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(json.dumps(results, indent=2, default=str))

@@ -1,0 +1,27 @@
+"""End-to-end on the real bundled model (SmolLM2-135M-Instruct): learning and forgetting are visible."""
+
+import json
+
+import pytest
+
+from .conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_facts_tasks_learn_then_forget(tmp_path):
+    r = run_cli("sequential", "--task", "facts:people", "--task", "facts:elements", "--out", str(tmp_path),
+                "--epochs", "5", "--set", "data.facts.entities=4", "--set", "landscape.iterations=3",
+                "--set", "landscape.top_k=2", "--set", "landscape.batch_size=2", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    m = json.loads((run / "metrics.json").read_text())
+    people = [row["facts:people"]["seen"]["accuracy"] for row in m["accuracy"]]
+    chance = m["accuracy"][0]["facts:people"]["seen"]["chance"]
+    assert people[1] >= chance + 0.25, people  # learned, well above chance
+    assert people[2] < people[1], people  # and partly forgotten after task 2
+    assert m["metrics"]["seen"]["bwt"] < 0
+    assert m["status"] == "complete" and m["estimates"][0]["lambda_max"] > 0
+    for name in ("config.yaml", "accuracy_matrix.csv", "history.csv", "eigenvalues.csv", "report.html",
+                 "adapters/facts-people/adapter_model.safetensors", "adapters/facts-elements/meta.json"):
+        assert (run / name).is_file(), name
