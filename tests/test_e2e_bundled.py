@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_two_facts_tasks_learn_then_forget(tmp_path):
     r = run_cli("sequential", "--task", "facts:people", "--task", "facts:elements", "--out", str(tmp_path),
-                "--epochs", "5", "--set", "data.facts.entities=4", "--set", "landscape.iterations=3",
+                "--epochs", "8", "--lr", "5e-3", "--set", "data.facts.entities=4", "--set", "landscape.iterations=3",
                 "--set", "landscape.top_k=2", "--set", "landscape.batch_size=2", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
