@@ -100,7 +100,7 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
                    else np.nan for t in tasks for s in splits] for row in state["accuracy"]], dtype=float)
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * R.shape[1], 1.2 + 0.6 * R.shape[0]))
     im = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
-    ax.set_xticks(range(R.shape[1]), [f"{t}\n{s}" for t in tasks for s in splits], fontsize=8)
+    ax.set_xticks(range(R.shape[1]), [f"{t}\n{s}" for t in tasks for s in splits], fontsize=8, rotation=30, ha="right")
     ax.set_yticks(range(R.shape[0]), state["stages"], fontsize=8)
     for (a, b), v in np.ndenumerate(R):
         ax.text(b, a, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
