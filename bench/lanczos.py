@@ -26,7 +26,7 @@ from forgetlab.landscape import (
 from forgetlab.loop import train
 from forgetlab.methods import MethodContext, build_method
 
-K, REF, CAP, TOL = 5, 40, 40, 0.01
+K, REF, CAP, TOL = 5, 30, 25, 0.01
 
 
 def main() -> dict:
