@@ -85,3 +85,18 @@ def fixed_batches(encoded: list[Encoded], batch_size: int, pad_id: int, limit: i
 
 def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def unbatch(batch: dict[str, torch.Tensor]) -> list[Encoded]:
+    """The inverse of `collate` (padding dropped): one Encoded per row."""
+    out = []
+    for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
+                                 batch["attention_mask"].tolist(), strict=False):
+        n = sum(mask)
+        out.append(Encoded(ids[:n], labels[:n]))
+    return out
+
+
+def old_count(n_new: int, share: float) -> int:
+    """How many old examples to add to `n_new` new ones so that old examples make up `share` of the batch."""
+    return round(n_new * share / (1 - share)) if share > 0 else 0

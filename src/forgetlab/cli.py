@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import LORA_PRESETS, SequentialConfig, build_config, describe_fields, read_yaml
+from .config import LORA_PRESETS, CompareConfig, SequentialConfig, build_config, describe_fields, read_yaml
 from .errors import Interrupted, UserError
 
 
@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
 def config_epilog(cls) -> str:
     lines = ["config keys (YAML sections, or --set key=value):"]
     for key, default, desc in describe_fields(cls):
-        shown = ",".join(default) if isinstance(default, tuple) else default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         lines.append(f"  {key:<24} {desc} [default: {shown}]")
     return "\n".join(lines)
 
@@ -37,13 +37,8 @@ SEQUENTIAL_EXAMPLES = """examples:
 """
 
 
-def add_sequential(sub) -> None:
-    p = sub.add_parser("sequential", help="train on tasks one after another; measure forgetting and why",
-                       description="Fine-tune with LoRA on each task in turn. After each task every task is evaluated "
-                       "(accuracy matrix, BWT, forgetting), the checkpoint's top Hessian eigenvalues are computed, and "
-                       "the measured loss increase of earlier tasks is set beside the second-order estimate.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=SEQUENTIAL_EXAMPLES + "\n" + config_epilog(SequentialConfig))
+def add_study_args(p) -> None:
+    """Flags shared by `sequential` and `compare`."""
     p.add_argument("--task", action="append", metavar="SPEC",
                    help="a task, in training order (repeat): facts:<people|elements|festivals>, mmlu:<subject>, "
                    "file:<path.json|.jsonl>")
@@ -51,29 +46,54 @@ def add_sequential(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeat)")
     p.add_argument("--preset", choices=sorted(LORA_PRESETS), help="LoRA preset: seft (r64, all 7 projections) or "
                    "light (r16, attention only)")
-    p.add_argument("--strategy", "--method", dest="method", metavar="NAME", help="continual-learning strategy")
     p.add_argument("--epochs", type=int, help="epochs per task")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--batch-size", type=int, help="examples per forward pass")
-    p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--model", help="'bundled', a hub id or a local HF directory")
     p.add_argument("--mmlu-dir", metavar="DIR", help="local MMLU directory ({dev,val,test}/<subject>_<split>.csv)")
     p.add_argument("--name", help="run name")
     p.add_argument("--out", metavar="DIR", help="where run directories go [default: runs]")
+
+
+def add_sequential(sub) -> None:
+    p = sub.add_parser("sequential", help="train on tasks one after another; measure forgetting and why",
+                       description="Fine-tune with LoRA on each task in turn. After each task every task is evaluated "
+                       "(accuracy matrix, BWT, forgetting), the checkpoint's top Hessian eigenvalues are computed, and "
+                       "the measured loss increase of earlier tasks is set beside the second-order estimate.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=SEQUENTIAL_EXAMPLES + "\n" + config_epilog(SequentialConfig))
+    add_study_args(p)
+    p.add_argument("--strategy", "--method", dest="method", metavar="NAME",
+                   help="continual-learning strategy (see `forgetlab methods`) [default: naive]")
+    p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--no-landscape", action="store_true", help="skip Hessian eigenvalues and forgetting estimates")
     p.add_argument("--resume", metavar="RUN_DIR", help="carry on an interrupted run from its finished tasks")
     p.set_defaults(func=cmd_sequential)
 
 
-def sequential_config(args) -> SequentialConfig:
-    flags = {"tasks": tuple(args.task) if args.task else None, "lora.preset": args.preset,
-             "train.method": args.method, "train.epochs": args.epochs, "train.lr": args.lr,
-             "train.batch_size": args.batch_size, "train.seed": args.seed, "model.name": args.model,
-             "data.mmlu.dir": args.mmlu_dir, "run.name": args.name, "run.root": args.out,
-             "landscape.enabled": False if args.no_landscape else None}
+def study_flags(args) -> dict:
+    return {"tasks": tuple(args.task) if args.task else None, "lora.preset": args.preset,
+            "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
+            "model.name": args.model, "data.mmlu.dir": args.mmlu_dir, "run.name": args.name, "run.root": args.out}
+
+
+def load_config(cls, args, flags: dict):
     base = read_yaml(args.config) if args.config else {}
-    return build_config(SequentialConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+    return build_config(cls, base, {k: v for k, v in flags.items() if v is not None}, args.set,
                         source=args.config or "config")
+
+
+def sequential_config(args) -> SequentialConfig:
+    flags = dict(study_flags(args), **{"train.method": args.method, "train.seed": args.seed,
+                                       "landscape.enabled": False if args.no_landscape else None})
+    return load_config(SequentialConfig, args, flags)
+
+
+def resume_config(cls, path: str):
+    run_dir = Path(path)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume {run_dir}: not a run directory (no config.yaml); pass a directory under runs/")
+    return run_dir, build_config(cls, read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
 
 
 def terminal():
@@ -89,15 +109,76 @@ def cmd_sequential(args) -> int:
 
     console = terminal()
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file() or not (run_dir / "metrics.json").is_file():
-            raise UserError(f"--resume {run_dir}: not a run directory (no config.yaml / metrics.json); "
-                            "pass a directory under runs/")
-        cfg = build_config(SequentialConfig, read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
+        run_dir, cfg = resume_config(SequentialConfig, args.resume)
+        if not (run_dir / "metrics.json").is_file():
+            raise UserError(f"--resume {run_dir}: no metrics.json, nothing finished to resume; start the run again")
     else:
         cfg = sequential_config(args)
     run_dir = run_sequential(cfg, resume=run_dir if args.resume else None, console=console)
     console.print(f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+    return 0
+
+
+COMPARE_EXAMPLES = """examples:
+  forgetlab compare --task facts:people --task facts:elements --task facts:festivals \\
+      --strategies naive,replay,kl,ewc,olora,merge,gated,joint --seeds 0,1
+  forgetlab compare --config configs/compare/three_facts.yaml
+  forgetlab compare --resume runs/20261123-101500-compare-people-elements-festivals
+"""
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="run several strategies on the same tasks and seeds; one table, one report",
+                       description="Run `forgetlab sequential` once per strategy and seed (each in its own process, "
+                       "same tasks and budget), then tabulate mean ± std over seeds: final average accuracy, BWT, "
+                       "largest forgetting, plasticity, base retention, train time, peak memory, trainable parameters. "
+                       "A strategy that fails is reported with its error; the others still run. The Hessian "
+                       "landscape is off by default here (--set landscape.enabled=true turns it on).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=COMPARE_EXAMPLES + "\n" + config_epilog(CompareConfig))
+    add_study_args(p)
+    p.add_argument("--strategies", metavar="A,B,...", help="comma-separated strategies (see `forgetlab methods`)")
+    p.add_argument("--seeds", metavar="0,1,...", help="comma-separated training seeds")
+    p.add_argument("--resume", metavar="DIR", help="finish an interrupted comparison (finished runs are reused)")
+    p.set_defaults(func=cmd_compare)
+
+
+def comma_list(text: str | None, kind=str, flag: str = "") -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"{flag} {text}: expected a comma-separated list, e.g. {flag} 0,1") from None
+
+
+def cmd_compare(args) -> int:
+    from .recipes.compare import run_compare
+
+    console = terminal()
+    if args.resume:
+        out, cfg = resume_config(CompareConfig, args.resume)
+    else:
+        flags = dict(study_flags(args), strategies=comma_list(args.strategies, str, "--strategies"),
+                     seeds=comma_list(args.seeds, int, "--seeds"))
+        cfg, out = load_config(CompareConfig, args, flags), None
+    out = run_compare(cfg, resume=out, console=console)
+    console.print(f"comparison: {out}\ntable: {out / 'comparison.md'}\nreport: {out / 'report.html'}")
+    return 0
+
+
+def add_methods(sub) -> None:
+    p = sub.add_parser("methods", help="list the continual-learning strategies",
+                       description="The strategies `--strategy` (sequential) and `--strategies` (compare) accept; "
+                       "their settings are the strategy.* config keys.")
+    p.set_defaults(func=cmd_methods)
+
+
+def cmd_methods(args) -> int:
+    from .methods import describe
+
+    for name, doc in describe():
+        print(f"{name:<8} {doc}")
     return 0
 
 
@@ -132,6 +213,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     add_sequential(sub)
+    add_compare(sub)
+    add_methods(sub)
     add_runs(sub)
     return parser
 
@@ -144,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forgetlab: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"forgetlab: interrupted; finished tasks are saved. Carry on with: "
-              f"forgetlab sequential --resume {e.run_dir}", file=sys.stderr)
+        print(f"forgetlab: interrupted; finished work is saved. Carry on with: "
+              f"forgetlab {e.command} --resume {e.run_dir}", file=sys.stderr)
         return 130
 
 

@@ -92,6 +92,75 @@ class LandscapeConfig(Frozen):
     batch_size: int = Field(8, gt=0, description="examples per landscape batch")
 
 
+def _share(value: Any) -> Any:
+    """'70/30' (old/new) -> 0.7; numbers pass through."""
+    if isinstance(value, str) and "/" in value:
+        old, new = (float(x) for x in value.split("/", 1))
+        if old < 0 or new < 0 or old + new <= 0:
+            raise ValueError(f"'{value}': expected old/new such as 70/30")
+        return old / (old + new)
+    return value
+
+
+class ReplayConfig(Frozen):
+    buffer: int = Field(64, gt=0, description="replay: examples kept from earlier tasks, shared evenly between them")
+    ratio: float = Field(0.3, ge=0, lt=1, description="replay: share of old examples in each batch")
+    schedule: tuple[float, ...] = Field((), description="replay: share of old examples per task in order, e.g. "
+                                        "[0/100, 30/70, 50/50] (old/new); the last entry repeats; empty: ratio")
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        return tuple(_share(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    @field_validator("schedule")
+    @classmethod
+    def _range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= x < 1 for x in v):
+            raise ValueError("each schedule share must be in [0, 1): a batch needs some new examples")
+        return v
+
+
+class KLConfig(Frozen):
+    lam: float = Field(1.0, ge=0, description="kl: weight of the KL term")
+    reference: Literal["base", "previous"] = Field("previous", description="kl: the base model (adapters disabled) "
+                                                   "or the model as it was at the end of the previous task")
+    on: Literal["batch", "anchors", "both"] = Field("both", description="kl: positions the KL is taken on: the current "
+                                                    "batch's answer tokens, built-in anchor prompts, or both")
+    anchor_batch: int = Field(4, gt=0, description="kl: anchor prompts per step (they rotate)")
+
+
+class EWCConfig(Frozen):
+    lam: float = Field(1000.0, ge=0, description="ewc: weight of the quadratic penalty ½λΣF(θ−θ*)²")
+    samples: int = Field(32, gt=0, description="ewc: training examples the diagonal Fisher is estimated on")
+
+
+class OLoRAConfig(Frozen):
+    lam: float = Field(0.5, ge=0, description="olora: weight of the orthogonality penalty Σ||A_new A_oldᵀ||²")
+
+
+class GatedConfig(Frozen):
+    init: float = Field(0.02, gt=0, lt=1, description="gated: starting value of each new gate g")
+
+
+class StrategyConfig(Frozen):
+    replay: ReplayConfig = ReplayConfig()
+    kl: KLConfig = KLConfig()
+    ewc: EWCConfig = EWCConfig()
+    olora: OLoRAConfig = OLoRAConfig()
+    gated: GatedConfig = GatedConfig()
+
+
+class DiagnosticsConfig(Frozen):
+    spike_window: int = Field(3, gt=0, description="steps averaged on each side of a task boundary for the spike factor")
+    spike_threshold: float = Field(3.0, gt=1, description="flag a boundary whose loss spike factor exceeds this")
+    stagnation_window: int = Field(10, gt=1, description="flag a stage whose best loss does not improve for this many steps")
+    stagnation_tol: float = Field(0.01, ge=0, description="relative improvement that counts as progress")
+    converged_loss: float = Field(0.05, ge=0, description="below this loss a flat stretch is convergence, not stagnation")
+    retention: bool = Field(True, description="measure base retention on built-in general questions at every stage")
+    max_new_tokens: int = Field(12, gt=0, description="answer length for the base retention questions")
+
+
 class RunConfig(Frozen):
     name: str | None = Field(None, description="run name; default: the recipe and task names")
     root: str = Field("runs", description="directory that holds run directories and the run index")
@@ -106,6 +175,8 @@ class SequentialConfig(Frozen):
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     landscape: LandscapeConfig = LandscapeConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     run: RunConfig = RunConfig()
 
     @field_validator("tasks")
@@ -116,6 +187,20 @@ class SequentialConfig(Frozen):
                 raise ValueError(f"task '{spec}' needs the form source:name, e.g. facts:people")
         if len(set(v)) != len(v):
             raise ValueError("a task is listed twice")
+        return v
+
+
+class CompareConfig(SequentialConfig):
+    strategies: tuple[str, ...] = Field(("naive", "replay", "kl", "ewc", "olora", "merge", "gated", "joint"),
+                                        min_length=1, description="strategies to compare (see `forgetlab methods`)")
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds; every strategy runs each seed")
+    landscape: LandscapeConfig = LandscapeConfig(enabled=False)
+
+    @field_validator("strategies", "seeds")
+    @classmethod
+    def _unique(cls, v: tuple) -> tuple:
+        if len(set(v)) != len(v):
+            raise ValueError("an entry is listed twice")
         return v
 
 
@@ -179,15 +264,19 @@ def field_names(cls: type[BaseModel]) -> list[str]:
     return [key for key, _, _ in describe_fields(cls)]
 
 
-def describe_fields(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(dotted key, default, description) for every leaf field: feeds `--help`."""
+def describe_fields(cls: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, description) for every leaf field: feeds `--help`.
+
+    A section whose default is a customised instance (e.g. compare's landscape, off) reports that instance's values.
+    """
     out = []
     for name, f in cls.model_fields.items():
         ann = f.annotation
+        default = getattr(defaults, name) if defaults is not None else f.default
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out += describe_fields(ann, f"{prefix}{name}.")
+            out += describe_fields(ann, f"{prefix}{name}.", default if isinstance(default, BaseModel) else None)
         else:
-            out.append((prefix + name, f.default, f.description or ""))
+            out.append((prefix + name, default, f.description or ""))
     return out
 
 

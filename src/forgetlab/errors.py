@@ -6,8 +6,9 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a run: finished stages are saved in `run_dir` and `--resume` carries on from them."""
+    """Ctrl-C during a run: finished stages are saved in `run_dir` and `forgetlab <command> --resume` carries on."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, command: str = "sequential"):
         super().__init__(str(run_dir))
         self.run_dir = run_dir
+        self.command = command

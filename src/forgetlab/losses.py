@@ -31,3 +31,52 @@ def nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean negative log-likelihood of the answer tokens (a scalar)."""
     logits, targets = answer_logits(model, batch)
     return F.cross_entropy(logits.float(), targets)
+
+
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(p_ref || p_model); logits and ref_logits are (positions, vocab).
+
+    Zero exactly when the two distributions agree at every position.
+    """
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits.float(), -1)
+    ref_logp = F.log_softmax(ref_logits.float(), -1)
+    return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
+
+
+def ewc_penalty(named_params, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """½ Σ F (θ − θ*)² over the parameters that have a Fisher entry; `named_params` yields (name, tensor)."""
+    total = None
+    for name, p in named_params:
+        if name in fisher:
+            term = (fisher[name].to(p.device) * (p - anchor[name].to(p.device, p.dtype)) ** 2).sum()
+            total = term if total is None else total + term
+    return 0.5 * total if total is not None else torch.zeros(())
+
+
+def diagonal_fisher(model, batches: list[dict], named_params) -> dict[str, torch.Tensor]:
+    """Empirical diagonal Fisher: the mean over `batches` of the squared gradient of the answer NLL.
+
+    With one example per batch this is the textbook estimate. Uses autograd.grad, so no .grad is left behind.
+    """
+    names, params = zip(*named_params, strict=False)
+    fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    device = params[0].device
+    for b in batches:
+        grads = torch.autograd.grad(nll(model, {k: v.to(device) for k, v in b.items()}), params)
+        for acc, g in zip(fisher, grads, strict=False):
+            acc += g.detach().float() ** 2 / len(batches)
+    return {n: f.cpu() for n, f in zip(names, fisher, strict=False)}
+
+
+def orthogonality_penalty(pairs) -> torch.Tensor:
+    """Σ ||A_new A_oldᵀ||²_F over (A_new, A_old) pairs of LoRA down-projections, each (r, in_features).
+
+    Zero when every new adapter reads from a subspace orthogonal to the old adapters' (O-LoRA).
+    """
+    total = None
+    for new, old in pairs:
+        term = (new @ old.detach().to(new.dtype).T).pow(2).sum()
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -193,3 +194,73 @@ def load_adapter_weights(model, path: Path) -> None:
     result = set_peft_model_state_dict(model, weights)
     if getattr(result, "unexpected_keys", None):
         raise UserError(f"adapter {path} does not match the model's LoRA settings; resume with the run's own config")
+
+
+def adapter_name(task_name: str) -> str:
+    """A PEFT adapter name for a task: 'facts:people' -> 'facts_people' (PEFT names must not contain dots)."""
+    return re.sub(r"\W+", "_", task_name).strip("_") or "task"
+
+
+def lora_layers(model) -> list[nn.Module]:
+    """Every LoRA-wrapped layer of a PEFT model, in module order."""
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def add_frozen_stack_adapter(model, name: str) -> None:
+    """Add adapter `name` (same settings as the first one), make every adapter active and only `name` trainable."""
+    config = next(iter(model.peft_config.values()))
+    model.add_adapter(name, config)
+    names = list(model.peft_config)
+    model.base_model.set_adapter(names)
+    for layer in lora_layers(model):
+        for key in names:
+            for part in (layer.lora_A, layer.lora_B):
+                if key in part:
+                    part[key].requires_grad_(key == name)
+
+
+def merge_into_base(model, name: str = "default") -> None:
+    """Add adapter `name`'s update (scaling · B A, computed in float32) to the base weights, then re-initialise it
+    (B = 0), so the model's outputs are unchanged and training starts a fresh adapter."""
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            if name not in layer.lora_A:
+                continue
+            w = layer.get_base_layer().weight
+            delta = layer.get_delta_weight(name).float()
+            w.copy_((w.float() + delta).to(w.dtype))
+            layer.reset_lora_parameters(name, True)
+
+
+def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every adapter parameter (trainable or frozen, LoRA matrices and gates): what a stage checkpoint restores."""
+    return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if "lora_" in n or "forgetlab_gates" in n}
+
+
+def save_lora_state(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in lora_state(model).items()}, str(path))
+
+
+def load_lora_state(model: nn.Module, path: Path) -> None:
+    """Restore a `save_lora_state` file into a model with the same adapters."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    params = dict(model.named_parameters())
+    missing = [k for k in saved if k not in params]
+    if missing:
+        raise UserError(f"{path} does not match the model's adapters ({missing[0]}); resume with the run's own config")
+    with torch.no_grad():
+        for k, v in saved.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))
+
+
+def flat_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """flat(a) − flat(b) over the union of their keys, a key missing from one side counting as zeros."""
+    keys = sorted(set(a) | set(b))
+    return torch.cat([(a[k] if k in a else torch.zeros_like(b[k])).reshape(-1).float()
+                      - (b[k] if k in b else torch.zeros_like(a[k])).reshape(-1).float() for k in keys])

@@ -67,6 +67,20 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                     ["checkpoint", "own loss", "||Δθ||", "||ΔW||", "train s"] + [f"λ{r + 1}" for r in range(k)],
                     [[c["task"], c["loss"], c["dtheta_prev"], c["dW_prev"], c["train_seconds"]]
                      + (c["eigenvalues"] + [None] * k)[:k] for c in cks]))
+    diag = state.get("diagnostics")
+    if diag:
+        spikes = {d["task"]: d for d in diag["spikes"]}
+        stalls = {d["task"]: d["step"] for d in diag["stagnation"]}
+        rows = []
+        for k, stage in enumerate(state["stages"]):
+            task = stage.removeprefix("after ")
+            spike = spikes.get(task)
+            rows.append([stage, spike["factor"] if spike else None,
+                         ("SPIKE" if spike["flagged"] else "ok") if spike else None,
+                         stalls.get(task, "-") if k else None,
+                         _at(diag["general_accuracy"], k), _at(diag["base_retention"], k)])
+        out.append(("Diagnostics: loss spike at each boundary, stagnation, base retention (general questions)",
+                    ["stage", "spike factor", "spike", "stagnant from step", "general acc", "base retention"], rows))
     if state.get("estimates"):
         out.append(("Forgetting: second-order estimate against the measured loss increase",
                     ["task", "after", "||Δθ||", "||ΔW||", "λ_max", "½ΔθᵀHΔθ", "½λ_max||Δθ||²", "measured ΔL",
@@ -74,6 +88,10 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                     [[e["task"], e["after"], e["dtheta"], e["dW"], e["lambda_max"], e["quadratic"], e["bound"],
                       e["loss_increase"], e["bound_held"]] for e in state["estimates"]]))
     return out
+
+
+def _at(values: list, k: int):
+    return values[k] if values and k < len(values) else None
 
 
 def print_summary(console: Console | None, state: dict) -> None:
@@ -94,7 +112,8 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     made = []
-    tasks, splits = state["tasks"], state["splits"]
+    splits = state["splits"]
+    tasks = state["tasks"]
     # Accuracy matrix heatmap.
     R = np.array([[row[t].get(s, {}).get("accuracy", np.nan) if row[t].get(s, {}).get("accuracy") is not None
                    else np.nan for t in tasks for s in splits] for row in state["accuracy"]], dtype=float)
@@ -112,14 +131,20 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
     if hist:
         fig, ax = plt.subplots(figsize=(8, 3.5))
         ax.plot([h["global_step"] for h in hist], [h["loss"] for h in hist], lw=1)
-        for t in tasks[1:]:
-            first = next((h["global_step"] for h in hist if h["task"] == t), None)
+        flagged = {d["task"] for d in (state.get("diagnostics") or {}).get("spikes", []) if d["flagged"]}
+        for stage in state["stages"][2:]:
+            t = stage.removeprefix("after ")
+            first = next((h for h in hist if h["task"] == t), None)
             if first is not None:
-                ax.axvline(first - 0.5, color="red", ls="--", lw=1)
-                ax.text(first, ax.get_ylim()[1], t, color="red", fontsize=8, va="top")
+                ax.axvline(first["global_step"] - 0.5, color="red", ls="--", lw=1)
+                ax.text(first["global_step"], ax.get_ylim()[1], t, color="red", fontsize=8, va="top")
+                if t in flagged:
+                    ax.plot([first["global_step"]], [first["loss"]], "r^", ms=10, label=f"loss spike: {t}")
+        if flagged:
+            ax.legend(fontsize=8)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
-        ax.set_title("Training loss (dashed: task boundaries)")
+        ax.set_title("Training loss (dashed: task boundaries; triangles: flagged spikes)")
         made.append(_save(fig, run_dir / "loss.png", "Loss curve"))
     # Eigenvalue spectrum per checkpoint.
     cks = [c for c in state.get("checkpoints", []) if c["eigenvalues"]]
@@ -132,6 +157,18 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_title("Top Hessian eigenvalues at each task's checkpoint")
         ax.legend(fontsize=8)
         made.append(_save(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
+    gates = [(stage, info["gates"]) for stage, info in zip(state["stages"][1:], state.get("method_info", []),
+                                                           strict=False) if info.get("gates")]
+    if gates:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        for stage, values in gates:
+            ax.plot(range(len(values)), list(values.values()), marker=".", lw=1, label=stage.removeprefix("after "))
+        ax.set_xlabel("adapted layer (model order)")
+        ax.set_ylabel("gate g")
+        ax.set_ylim(0, 1)
+        ax.set_title("Gate of each task's adapter per layer (1: the new adapter, 0: the earlier model)")
+        ax.legend(fontsize=8)
+        made.append(_save(fig, run_dir / "gates.png", "Gate activations"))
     return made
 
 

@@ -106,3 +106,14 @@ def list_runs(root: str | Path) -> list[dict]:
     con.close()
     return [{"path": p, "kind": k, "name": n, "created": c, "status": s, "summary": json.loads(m or "{}")}
             for p, k, n, c, s, m in rows]
+
+
+def peak_memory_mb(model=None) -> float:
+    """Peak memory of this process in MiB: CUDA's peak allocation when the model is on a GPU, else peak RSS."""
+    import torch
+
+    if model is not None and next(model.parameters()).device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

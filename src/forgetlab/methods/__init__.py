@@ -2,9 +2,15 @@
 
     before_task(model, task, ctx)       prepare (e.g. snapshot a reference, add an adapter)
     loss(model, batch, ctx) -> Tensor   the training loss for one batch (required)
-    after_task(model, task, ctx)        consolidate (e.g. compute a Fisher, merge an adapter)
+    after_task(model, task, ctx)        consolidate (e.g. compute a Fisher); may return a dict worth saving
 
-Hooks return values or change the model; they never touch the loop's optimizer or state.
+Hooks return values or change the model; they never touch the loop's optimizer or state. Two plain class
+attributes tell the recipe how to run a strategy:
+
+    stages            "sequential" (one stage per task, the default), "joint" (one stage on all tasks at once)
+                      or "none" (no training: the base model as a reference)
+    same_parameters   True when every stage trains the same adapter parameters, so the second-order forgetting
+                      estimate (½ΔθᵀHΔθ in those coordinates) is meaningful
 """
 
 from __future__ import annotations
@@ -12,29 +18,44 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import SequentialConfig, StrategyConfig
 from ..errors import UserError
+from .base import Base
+from .ewc import EWC
+from .gated import Gated
+from .joint import Joint
+from .kl import KL
+from .merge import Merge
 from .naive import Naive
+from .olora import OLoRA
+from .replay import Replay
 
-METHODS: dict[str, type] = {"naive": Naive}
+METHODS: dict[str, type] = {"naive": Naive, "replay": Replay, "kl": KL, "ewc": EWC, "olora": OLoRA, "merge": Merge,
+                            "gated": Gated, "joint": Joint, "base": Base}
 
 
 @dataclass
 class MethodContext:
-    """What a hook may read: the task's index, the tasks seen so far, the tokenizer and the resolved config."""
+    """What a hook may read: the stage's index, the tasks seen so far, the tokenizer and the resolved config."""
 
     task_index: int
     tasks: list = field(default_factory=list)
     tokenizer: Any = None
-    config: Any = None
+    config: SequentialConfig = field(default_factory=SequentialConfig)
 
 
-def build_method(name: str):
-    """Instantiate a method by registry name; an unknown name lists the valid ones."""
+def build_method(name: str, settings: StrategyConfig | None = None):
+    """Instantiate a method by registry name with its settings; an unknown name lists the valid ones."""
     if name not in METHODS:
         raise UserError(f"unknown method '{name}'; valid methods: {', '.join(METHODS)}")
-    return METHODS[name]()
+    return METHODS[name](settings or StrategyConfig())
 
 
 def call_hook(method, hook: str, model, task, ctx: MethodContext):
     fn = getattr(method, hook, None)
     return fn(model, task, ctx) if fn else None
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, first docstring line) per registered method, for `forgetlab methods`."""
+    return [(name, (cls.__doc__ or "").strip().splitlines()[0]) for name, cls in METHODS.items()]

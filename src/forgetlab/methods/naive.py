@@ -8,5 +8,11 @@ from ..losses import nll
 class Naive:
     """Plain fine-tuning, task after task, on one adapter: no protection against forgetting."""
 
+    stages = "sequential"
+    same_parameters = True
+
+    def __init__(self, settings=None):
+        pass
+
     def loss(self, model, batch, ctx):
         return nll(model, batch)

@@ -1,0 +1,102 @@
+"""`forgetlab compare`: every strategy on the same tasks, seeds and budget; one table and one report.
+
+Reads top to bottom: validate the strategies and tasks → for each (strategy, seed): run `forgetlab sequential` in
+its own process (a failure, or running out of memory, stays in that run; peak memory is that process's own) →
+aggregate mean ± spread over seeds → comparison.csv / comparison.md / report.html and the printed table.
+`--resume` reuses finished runs and resumes interrupted ones.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..config import CompareConfig, SequentialConfig, dump_yaml
+from ..data import load_task
+from ..errors import Interrupted
+from ..methods import build_method
+from ..runs import index_run, new_run_dir, read_json, slug, write_json, write_text
+from .comparison import comparison_rows, print_comparison, write_comparison
+
+
+def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) -> Path:
+    """Run every strategy × seed of `cfg` (or finish the comparison in `resume`); return the comparison directory."""
+    # Validate up front: an unknown strategy or a bad task fails before anything runs.
+    for name in cfg.strategies:
+        build_method(name, cfg.strategy)
+    for spec in cfg.tasks:
+        load_task(spec, cfg.data)
+    out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "compare-" + "-".join(
+        slug(t.split(":", 1)[1]) for t in cfg.tasks))
+    write_text(out / "config.yaml", dump_yaml(cfg))
+
+    # One child run per strategy and seed, in order; the table is rewritten after each.
+    jobs = [(s, seed) for s in cfg.strategies for seed in cfg.seeds]
+    results: list[dict] = []
+    for n, (strategy, seed) in enumerate(jobs, 1):
+        if console:
+            console.rule(f"compare {n}/{len(jobs)}: {strategy}, seed {seed}")
+        try:
+            results.append(run_child(cfg, out, strategy, seed))
+        except KeyboardInterrupt:
+            finish(cfg, out, results, "interrupted", console)
+            raise Interrupted(out, "compare") from None
+        finish(cfg, out, results, "incomplete" if n < len(jobs) else "complete", None)
+    finish(cfg, out, results, "complete", console)
+    return out
+
+
+def child_config(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> SequentialConfig:
+    data = cfg.model_dump(mode="json", exclude={"strategies", "seeds"})
+    data["train"].update(method=strategy, seed=seed)
+    data["run"] = {"root": str(out / "runs"), "name": f"{strategy}-s{seed}"}
+    return SequentialConfig.model_validate(data)
+
+
+def find_child(out: Path, name: str) -> Path | None:
+    found = sorted((out / "runs").glob(f"*-{slug(name)}"))
+    return found[-1] if found else None
+
+
+def run_child(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> dict:
+    """Run (or resume, or reuse) one strategy/seed as `forgetlab sequential` in a child process."""
+    child = child_config(cfg, out, strategy, seed)
+    path = out / "configs" / f"{child.run.name}.yaml"
+    write_text(path, dump_yaml(child))
+    previous = find_child(out, child.run.name)
+    status = read_json(previous / "metrics.json").get("status") if previous and (previous / "metrics.json").is_file() \
+        else None
+    result = {"strategy": strategy, "seed": seed, "run_dir": str(previous) if previous else None, "error": None}
+    if status == "complete":
+        return dict(result, status="complete", seconds=None)
+    args = ["--resume", str(previous)] if status in ("interrupted", "incomplete") else ["--config", str(path)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "forgetlab.cli", "sequential", *args], stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _, err = proc.communicate()
+    except KeyboardInterrupt:
+        proc.wait()  # the child got the same Ctrl-C and saves its finished stages
+        raise
+    run_dir = find_child(out, child.run.name)
+    result.update(run_dir=str(run_dir) if run_dir else None, seconds=time.perf_counter() - t0)
+    if proc.returncode == 0:
+        return dict(result, status="complete")
+    lines = [line for line in err.splitlines() if line.strip()]
+    sys.stderr.write(err[-4000:])
+    return dict(result, status="failed", error=lines[-1] if lines else f"exit code {proc.returncode}")
+
+
+def finish(cfg: CompareConfig, out: Path, results: list[dict], status: str, console) -> None:
+    """compare.json, the table files, the report and the index row; printed when a console is given."""
+    rows = comparison_rows(cfg.strategies, results)
+    write_json(out / "compare.json", {"status": status, "tasks": list(cfg.tasks), "seeds": list(cfg.seeds),
+                                      "runs": results, "table": rows})
+    write_comparison(out, cfg, rows, results, status)
+    naive = next((r for r in rows if r["strategy"] == "naive"), {})
+    index_run(cfg.run.root, out, "compare", out.name, status,
+              {"average_accuracy": naive.get("average_accuracy", (None,))[0], "bwt": naive.get("bwt", (None,))[0]})
+    if console:
+        print_comparison(console, rows)

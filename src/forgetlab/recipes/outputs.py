@@ -1,0 +1,77 @@
+"""What a sequential run derives from its state after every stage: metrics, diagnostics and the CSV files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DiagnosticsConfig
+from ..metrics.continual import summary
+from ..metrics.diagnostics import base_retention, spike_factors, stagnation
+from ..runs import write_csv
+
+
+def accuracy_matrix(state: dict, split: str) -> np.ndarray:
+    """R for one split: (stages, tasks); nan where a task lacks the split."""
+    return np.array([[row[t].get(split, {}).get("accuracy", np.nan) for t in state["tasks"]]
+                     for row in state["accuracy"]], dtype=float)
+
+
+def split_metrics(state: dict) -> dict:
+    """Per split: the continual metrics over the tasks learned so far (R[:learned + 1, :learned]).
+
+    For the references (`joint`, `base`) only the average accuracy of the last row is defined.
+    """
+    learned = len(state["stages"]) - 1
+    out = {}
+    for s in state["splits"]:
+        R = accuracy_matrix(state, s)
+        if state.get("plan", "sequential") == "sequential":
+            if learned:
+                out[s] = summary(R[:, :learned])
+        else:
+            out[s] = {"average_accuracy": float(np.nanmean(R[-1])), "bwt": math.nan, "fwt": math.nan,
+                      "plasticity": math.nan, "forgetting": [math.nan] * R.shape[1]}
+    return out
+
+
+def diagnostics(state: dict, cfg: DiagnosticsConfig) -> dict:
+    """Loss spikes at stage boundaries, stagnating stages and base retention after every stage."""
+    stages = [s.removeprefix("after ") for s in state["stages"][1:]]
+    losses = [[h["loss"] for h in state["history"] if h["task"] == t] for t in stages]
+    spikes = spike_factors(losses, cfg.spike_window)
+    stalls = [stagnation(ls, cfg.stagnation_window, cfg.stagnation_tol, cfg.converged_loss) for ls in losses]
+    retention = state.get("retention") or []
+    base = retention[0] if retention else None
+    return {
+        "spikes": [{"task": t, "factor": f, "flagged": bool(f > cfg.spike_threshold)}
+                   for t, f in zip(stages[1:], spikes, strict=False)],
+        "stagnation": [{"task": t, "step": s} for t, s in zip(stages, stalls, strict=False) if s is not None],
+        "general_accuracy": retention,
+        "base_retention": [base_retention(a, base) if a is not None and base is not None else None for a in retention],
+    }
+
+
+def nan_if_none(x):
+    return float("nan") if x is None else x
+
+
+def save_outputs(run_dir: Path, cfg: DiagnosticsConfig, state: dict) -> None:
+    """Fill state["metrics"] and state["diagnostics"]; write accuracy_matrix.csv, retention.csv, history.csv and
+    eigenvalues.csv."""
+    state["metrics"] = split_metrics(state)
+    state["diagnostics"] = diagnostics(state, cfg)
+    cols = [(t, s) for t in state["tasks"] for s in state["splits"]]
+    write_csv(run_dir / "accuracy_matrix.csv", ["stage"] + [f"{t}/{s}" for t, s in cols],
+              [[stage] + [row[t].get(s, {}).get("accuracy", float("nan")) for t, s in cols]
+               for stage, row in zip(state["stages"], state["accuracy"], strict=False)])
+    diag = state["diagnostics"]
+    write_csv(run_dir / "retention.csv", ["stage", "general_accuracy", "base_retention"],
+              [[stage, nan_if_none(a), nan_if_none(r)] for stage, a, r in
+               zip(state["stages"], diag["general_accuracy"], diag["base_retention"], strict=False)])
+    keys = ["global_step", "task", "step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"]
+    write_csv(run_dir / "history.csv", keys, [[h[k] for k in keys] for h in state["history"]])
+    write_csv(run_dir / "eigenvalues.csv", ["task", "rank", "eigenvalue"],
+              [[c["task"], r + 1, ev] for c in state["checkpoints"] for r, ev in enumerate(c["eigenvalues"])])
