@@ -38,10 +38,11 @@ def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path):
     assert metrics["status"] == "complete" and metrics["stages"][0] == "before"
     rows = (run / "accuracy_matrix.csv").read_text().splitlines()
     assert rows[0] == "stage,facts:people/seen,facts:people/held_out,facts:elements/seen,facts:elements/held_out"
+    assert (run / "retention.csv").read_text().startswith("stage,general_accuracy,base_retention")
     assert len(rows) == 4  # header + before + one row per task
     assert len(metrics["estimates"]) == 1 and metrics["estimates"][0]["task"] == "facts:people"
     assert len(metrics["checkpoints"][0]["eigenvalues"]) == 2
-    for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL"):
+    for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL", "spike factor", "base retention"):
         assert table in r.stdout
     listing = run_cli("runs", "--out", str(tmp_path))
     assert listing.returncode == 0 and "sequential" in listing.stdout
@@ -91,7 +92,7 @@ def test_resume_from_a_finished_task_gives_the_same_result(tiny_dir, tmp_path):
     m = json.loads((cut / "metrics.json").read_text())
     n1 = sum(h["task"] == "facts:people" for h in m["history"])
     m.update(status="interrupted", stages=m["stages"][:2], accuracy=m["accuracy"][:2], history=m["history"][:n1],
-             checkpoints=m["checkpoints"][:1])
+             checkpoints=m["checkpoints"][:1], retention=m["retention"][:2], method_info=m["method_info"][:1])
     (cut / "metrics.json").write_text(json.dumps(m))
     r = run_cli("sequential", "--resume", str(cut))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -111,6 +112,12 @@ def test_resume_from_a_finished_task_gives_the_same_result(tiny_dir, tmp_path):
     (["sequential", "--task", "mmlu:astronomy", "--mmlu-dir", "/no/such/dir"], "MMLU directory /no/such/dir not found"),
     (["sequential", "--task", "file:/no/such.jsonl"], "data file /no/such.jsonl not found"),
     (["sequential", "--strategy", "magic"], "valid methods: naive"),
+    (["compare", "--strategies", "naive,magic"], "unknown method 'magic'; valid methods: naive, replay"),
+    (["compare", "--seeds", "0,x"], "--seeds 0,x: expected a comma-separated list"),
+    (["compare", "--strategies", "naive,naive"], "strategies: Value error, an entry is listed twice"),
+    (["compare", "--resume", "/no/such/dir"], "not a run directory"),
+    (["sequential", "--set", "strategy.replay.schedule=[100/0]"], "schedule share must be in [0, 1)"),
+    (["sequential", "--set", "strategy.kl.reference=teacher"], "strategy.kl.reference"),
     (["sequential", "--preset", "huge"], "invalid choice"),
     (["sequential", "--epochs", "x"], "invalid int value"),
     (["sequential", "--resume", "/no/such/run"], "not a run directory"),

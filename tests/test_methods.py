@@ -1,32 +1,239 @@
-"""Every registered method runs through the same loop on the tiny model (one row per method)."""
+"""Every registered strategy through the real recipe on the tiny model (one row each), and what each hook claims."""
 
+import io
+import json
 import math
 
 import pytest
 import torch
+from rich.console import Console
 
-from forgetlab.batching import encode
-from forgetlab.config import TrainConfig
+from forgetlab.batching import collate, encode
+from forgetlab.config import SequentialConfig, StrategyConfig, build_config
 from forgetlab.data import load_task
-from forgetlab.loop import train
-from forgetlab.methods import METHODS, MethodContext, build_method, call_hook
-from forgetlab.model import adapter_state, attach_lora, flat
+from forgetlab.losses import nll, orthogonality_penalty
+from forgetlab.methods import METHODS, MethodContext, build_method
+from forgetlab.methods.gated import coefficient
+from forgetlab.model import adapter_state, attach_lora, lora_layers, lora_state
+from forgetlab.recipes.sequential import run_sequential
 
 from .conftest import FEW_FACTS, TINY_LORA, tiny_llama
 
+STAGES = {"sequential": 3, "joint": 2, "none": 1}  # rows of the accuracy matrix for two tasks
+
+
+def tiny_config(tiny_dir, root, method: str, **sets) -> SequentialConfig:
+    """Two facts tasks on the tiny model; `sets` are dotted overrides."""
+    base = {"tasks": ["facts:people", "facts:elements"], "model": {"name": str(tiny_dir)},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+            "train": {"method": method, "epochs": 2, "lr": 1e-2, "batch_size": 4},
+            "data": {"facts": {"entities": 2}}, "landscape": {"enabled": False},
+            "diagnostics": {"max_new_tokens": 3}, "run": {"root": str(root)}}
+    return build_config(SequentialConfig, base, sets)
+
+
+def quiet():
+    return Console(file=io.StringIO(), width=200)
+
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_trains_two_tasks(tokenizer, name):
+def test_every_strategy_runs_the_recipe(tiny_dir, tmp_path, name):
+    run = run_sequential(tiny_config(tiny_dir, tmp_path, name), console=quiet())
+    m = json.loads((run / "metrics.json").read_text())
+    method = METHODS[name]
+    assert m["status"] == "complete" and len(m["accuracy"]) == STAGES[method.stages]
+    assert len(m["diagnostics"]["general_accuracy"]) == STAGES[method.stages]
+    assert all(math.isfinite(h["loss"]) for h in m["history"])
+    assert (run / "report.html").is_file() and (run / "retention.csv").is_file()
+    if method.stages == "none":
+        assert m["history"] == [] and not (run / "adapters").exists()
+    else:
+        assert m["history"] and m["checkpoints"][-1]["dtheta_prev"] > 0, "training must move the adapter"
+        assert m["metrics"]["seen"]["average_accuracy"] >= 0
+    if method.stages == "sequential":
+        assert len(m["diagnostics"]["spikes"]) == 1 and m["diagnostics"]["spikes"][0]["factor"] > 0
+    if name == "gated":
+        assert (run / "gates.png").is_file() and m["method_info"][1]["gates"]
+
+
+@pytest.mark.parametrize("name", ["replay", "kl", "ewc", "olora", "merge", "gated"])
+def test_resume_rebuilds_the_strategy_exactly(tiny_dir, tmp_path, name):
+    """Cut a finished run back to 'task 1 done' and resume: the same losses and accuracies as uninterrupted."""
+    import shutil
+
+    sets = {"diagnostics.retention": False, "train.epochs": 1}
+    full = run_sequential(tiny_config(tiny_dir, tmp_path / "a", name, **sets), console=quiet())
+    cut = tmp_path / "b" / full.name
+    shutil.copytree(full, cut)
+    shutil.rmtree(cut / "adapters" / "facts-elements")
+    m = json.loads((cut / "metrics.json").read_text())
+    n1 = sum(h["task"] == "facts:people" for h in m["history"])
+    for key in ("stages", "accuracy", "retention"):
+        m[key] = m[key][:2]
+    m.update(status="interrupted", history=m["history"][:n1], checkpoints=m["checkpoints"][:1],
+             method_info=m["method_info"][:1])
+    (cut / "metrics.json").write_text(json.dumps(m))
+    cfg = tiny_config(tiny_dir, tmp_path / "b", name, **sets)
+    run_sequential(cfg, resume=cut, console=quiet())
+    resumed, original = (json.loads((p / "metrics.json").read_text()) for p in (cut, full))
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in original["history"]], rel=1e-5)
+    assert resumed["accuracy"] == original["accuracy"]
+
+
+def ctx_for(tokenizer, i, tasks, **sets):
+    cfg = build_config(SequentialConfig, {"strategy": sets} if sets else {})
+    return MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tokenizer, config=cfg)
+
+
+@pytest.fixture
+def two_tasks():
+    return [load_task(s, FEW_FACTS) for s in ("facts:people", "facts:elements")]
+
+
+def batch_of(tokenizer, task, n=4):
+    return collate([encode(tokenizer, ex, 128) for ex in task.train[:n]], tokenizer.pad_token_id)
+
+
+def randomize_b(model, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n and p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_quadratically(tokenizer, two_tasks):
     model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
-    method = build_method(name)
+    randomize_b(model)
+    ewc = build_method("ewc")
+    ewc.after_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
+    assert float(ewc.penalty(model)) == 0.0
+    assert sum(float(f.sum()) for f in ewc.fisher.values()) > 0
+    anchor = adapter_state(model)
+    direction = {n: torch.randn_like(v) for n, v in anchor.items()}
+    penalties = []
+    for t in (0.5, 1.0, 2.0):
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in anchor:
+                    p.copy_(anchor[n] + t * direction[n])
+        penalties.append(float(ewc.penalty(model)))
+    assert 0 < penalties[0] < penalties[1] < penalties[2]
+    assert penalties[2] == pytest.approx(4 * penalties[1], rel=1e-4) and penalties[1] == pytest.approx(4 * penalties[0], rel=1e-4)
+
+
+def test_olora_keeps_earlier_adapters_bit_for_bit(tiny_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from forgetlab.config import TrainConfig
+    from forgetlab.loop import train
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     tasks = [load_task(s, FEW_FACTS) for s in ("facts:people", "facts:elements")]
-    start = flat(adapter_state(model))
+    model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
+    olora = build_method("olora", StrategyConfig(olora={"lam": 1.0}))
     for i, task in enumerate(tasks):
-        ctx = MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tokenizer)
-        call_hook(method, "before_task", model, task, ctx)
+        ctx = ctx_for(tokenizer, i, tasks)
+        olora.before_task(model, task, ctx)
+        if i == 1:
+            frozen = {n: v for n, v in lora_state(model).items() if ".default." in n}
+            assert frozen and not any(p.requires_grad for n, p in model.named_parameters() if ".default." in n)
+            assert olora.penalty(model) > 0
         enc = [encode(tokenizer, ex, 128) for ex in task.train]
-        hist = train(model, enc, TrainConfig(epochs=1, lr=1e-2, batch_size=4), method, ctx,
-                     tokenizer.pad_token_id, seed=i)
-        call_hook(method, "after_task", model, task, ctx)
-        assert all(math.isfinite(h["loss"]) for h in hist)
-    assert not torch.equal(flat(adapter_state(model)), start), "training must move the adapter"
+        train(model, enc, TrainConfig(epochs=2, lr=1e-2, batch_size=4), olora, ctx, tokenizer.pad_token_id, seed=i)
+    after = lora_state(model)
+    assert all(torch.equal(after[n], v) for n, v in frozen.items())
+    assert any(".facts_elements." in n for n in after)
+
+
+def test_orthogonality_penalty():
+    a = torch.tensor([[1.0, 0.0, 0.0]])
+    assert float(orthogonality_penalty([(torch.tensor([[0.0, 2.0, 0.0]]), a)])) == 0.0
+    assert float(orthogonality_penalty([(torch.tensor([[3.0, 1.0, 0.0]]), a)])) == pytest.approx(9.0)
+
+
+def test_merge_keeps_outputs_and_starts_a_fresh_adapter(tokenizer, two_tasks):
+    model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
+    randomize_b(model)
+    batch = batch_of(tokenizer, two_tasks[0])
+    with torch.no_grad():
+        before = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    build_method("merge").before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
+    with torch.no_grad():
+        after = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert all(float(p.abs().max()) == 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_replay_batches_hold_the_configured_share(tokenizer, two_tasks):
+    replay = build_method("replay", StrategyConfig(replay={"ratio": 0.5, "buffer": 8}))
+    model = None
+    replay.before_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
+    batch = batch_of(tokenizer, two_tasks[1], 4)
+    assert replay.mixed(batch, ctx_for(tokenizer, 0, two_tasks)) is batch  # nothing to replay yet
+    replay.after_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
+    replay.before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
+    old = {tuple(e.input_ids) for e in replay.old}
+    assert len(replay.old) == 8
+    mixed = replay.mixed(batch, ctx_for(tokenizer, 1, two_tasks))
+    rows = [tuple(ids[m.bool()].tolist()) for ids, m in zip(mixed["input_ids"], mixed["attention_mask"], strict=True)]
+    assert len(rows) == 8 and sum(r in old for r in rows) == 4  # 4 new + 4 old = half old
+
+
+def test_replay_schedule_accepts_old_new_pairs():
+    cfg = StrategyConfig(replay={"schedule": ["0/100", "70/30", 0.5]})
+    assert cfg.replay.schedule == (0.0, 0.7, 0.5)
+    replay = build_method("replay", cfg)
+    assert [replay.share_for(i) for i in range(4)] == [0.0, 0.7, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("reference", ["base", "previous"])
+def test_kl_is_zero_at_the_reference_and_positive_away_from_it(tokenizer, two_tasks, reference):
+    model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
+    if reference == "previous":
+        randomize_b(model)  # the previous task's model differs from the base
+    kl = build_method("kl", StrategyConfig(kl={"reference": reference, "on": "both", "lam": 1.0}))
+    ctx = ctx_for(tokenizer, 0, two_tasks)
+    kl.before_task(model, two_tasks[0], ctx)
+    batch = batch_of(tokenizer, two_tasks[0])
+    model.eval()
+    assert float(kl.loss(model, batch, ctx)) == pytest.approx(float(nll(model, batch)), abs=1e-5)
+    randomize_b(model, seed=7)
+    assert float(kl.loss(model, batch, ctx)) > float(nll(model, batch)) + 1e-4
+
+
+def test_gated_new_gate_starts_near_zero_and_zero_gate_is_the_old_model(tokenizer, two_tasks):
+    model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
+    randomize_b(model)
+    batch = batch_of(tokenizer, two_tasks[0])
+    with torch.no_grad():
+        before = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    gated = build_method("gated", StrategyConfig(gated={"init": 0.02}))
+    gated.before_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
+    gated.before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
+    layers = lora_layers(model)
+    assert float(torch.sigmoid(layers[0].forgetlab_gates["facts_elements"])) == pytest.approx(0.02)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("facts_elements" in n for n in trainable)
+    randomize_b(model, seed=3)  # the new adapter is non-zero now; with its gate shut it must not matter
+    with torch.no_grad():
+        for layer in layers:
+            layer.forgetlab_gates["facts_elements"].fill_(-40.0)
+        shut = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(shut, before, rtol=1e-5, atol=1e-5)
+
+
+def test_gate_coefficients():
+    gates = torch.nn.ParameterDict({"b": torch.nn.Parameter(torch.tensor(0.0)),
+                                    "c": torch.nn.Parameter(torch.log(torch.tensor(3.0)))})  # g_b = 0.5, g_c = 0.75
+    names = ["a", "b", "c"]
+    assert float(coefficient(gates, names, "c")) == pytest.approx(0.75)
+    assert float(coefficient(gates, names, "b")) == pytest.approx(0.5 * 0.25)
+    assert float(coefficient(gates, names, "a")) == pytest.approx(0.5 * 0.25)
+
+
+def test_unknown_strategy_lists_the_valid_ones():
+    from forgetlab.errors import UserError
+
+    with pytest.raises(UserError, match="valid methods: naive, replay, kl, ewc, olora, merge, gated, joint, base"):
+        build_method("magic")

@@ -75,5 +75,5 @@ class Gated:
         if len(self.names) < 2:
             return None
         new = self.names[-1]
-        return {"gates": {name: float(torch.sigmoid(m.forgetlab_gates[new])) for name, m in model.named_modules()
+        return {"gates": {name: float(torch.sigmoid(m.forgetlab_gates[new].detach())) for name, m in model.named_modules()
                           if hasattr(m, "forgetlab_gates") and new in m.forgetlab_gates}}

@@ -1,0 +1,64 @@
+"""`forgetlab compare` through the real entry point on the tiny model: the table, the report, failures isolated."""
+
+import csv
+import io
+import json
+
+from rich.console import Console
+
+from forgetlab.config import CompareConfig, build_config
+from forgetlab.recipes import compare
+
+from .conftest import run_cli
+
+FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "1", "--lr", "1e-2",
+        "--set", "data.facts.entities=2", "--set", "lora.r=4", "--set", "lora.dropout=0",
+        "--set", "diagnostics.max_new_tokens=3"]
+
+
+def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
+    r = run_cli("compare", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST,
+                "--strategies", "naive,replay,joint", "--seeds", "0,1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = next(p for p in tmp_path.iterdir() if p.is_dir())
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [row["strategy"] for row in rows] == ["naive", "replay", "joint"]
+    assert all(row["runs"] == "2/2" for row in rows)
+    naive = rows[0]
+    assert float(naive["bwt_vs_naive"]) == 1.0 or naive["bwt_vs_naive"] == ""
+    assert float(naive["trainable_params_mean"]) > 0 and float(naive["peak_memory_mb_mean"]) > 0
+    assert rows[2]["bwt_mean"] == ""  # joint has no sequence, so no BWT
+    for name in ("comparison.md", "report.html", "stability_plasticity.png", "losses.png", "compare.json"):
+        assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    assert "accuracy_matrix.png" in page and "Stability" in page
+    assert "Comparison" in r.stdout and "replay" in r.stdout
+    assert len(list((out / "runs").glob("*-s1"))) == 3
+
+
+def test_a_failing_strategy_is_reported_and_the_others_finish(tiny_dir, tmp_path, monkeypatch):
+    real = compare.child_config
+
+    def broken_for_kl(cfg, out, strategy, seed):
+        child = real(cfg, out, strategy, seed)
+        if strategy == "kl":  # a real failure in the child process: its model directory does not exist
+            return child.model_copy(update={"model": child.model.model_copy(update={"name": str(tmp_path / "gone")})})
+        return child
+
+    monkeypatch.setattr(compare, "child_config", broken_for_kl)
+    cfg = build_config(CompareConfig, {"tasks": ["facts:people", "facts:elements"], "strategies": ["kl", "naive"],
+                                       "model": {"name": str(tiny_dir)}, "train": {"epochs": 1},
+                                       "data": {"facts": {"entities": 2}}, "lora": {"r": 4},
+                                       "diagnostics": {"retention": False}, "run": {"root": str(tmp_path / "runs")}})
+    out = compare.run_compare(cfg, console=Console(file=io.StringIO(), width=200))
+    result = json.loads((out / "compare.json").read_text())
+    status = {r["strategy"]: r for r in result["runs"]}
+    assert status["kl"]["status"] == "failed" and "not found" in status["kl"]["error"]
+    assert status["naive"]["status"] == "complete"
+    assert "not found" in (out / "comparison.md").read_text()
+    # Resume reuses the finished run and retries the failed one.
+    monkeypatch.setattr(compare, "child_config", real)
+    compare.run_compare(cfg, resume=out, console=Console(file=io.StringIO(), width=200))
+    result = json.loads((out / "compare.json").read_text())
+    assert all(r["status"] == "complete" for r in result["runs"])
+    assert len(list((out / "runs").glob("*-naive-s0"))) == 1
