@@ -25,3 +25,23 @@ def test_two_facts_tasks_learn_then_forget(tmp_path):
     for name in ("config.yaml", "accuracy_matrix.csv", "history.csv", "eigenvalues.csv", "report.html",
                  "adapters/facts-people/adapter_model.safetensors", "adapters/facts-elements/meta.json"):
         assert (run / name).is_file(), name
+
+
+def test_compare_three_facts_tasks_naive_replay_kl(tmp_path):
+    r = run_cli("compare", "--task", "facts:people", "--task", "facts:elements", "--task", "facts:festivals",
+                "--strategies", "naive,replay,kl", "--seeds", "0", "--out", str(tmp_path), "--epochs", "10",
+                "--lr", "5e-3", "--set", "data.facts.entities=2", timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = next(p for p in tmp_path.iterdir() if p.is_dir())
+    result = json.loads((out / "compare.json").read_text())
+    assert [row["strategy"] for row in result["table"]] == ["naive", "replay", "kl"]
+    assert all(run["status"] == "complete" for run in result["runs"])
+    for row in result["table"]:
+        plasticity, _ = row["plasticity"]
+        assert plasticity >= 0.45, row  # every strategy learns each task well above chance (0.25)
+        retention, _ = row["base_retention"]
+        assert 0 <= retention <= 1.5, row  # measured against the base model, which answers the general set
+    naive = result["table"][0]
+    assert naive["bwt"][0] < 0  # naive forgets
+    for name in ("comparison.csv", "comparison.md", "report.html", "stability_plasticity.png", "losses.png"):
+        assert (out / name).is_file(), name
