@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgetlab.config import SequentialConfig, build_config, dump_yaml, read_yaml
+from forgetlab.config import CompareConfig, SequentialConfig, build_config, dump_yaml, read_yaml
 from forgetlab.errors import UserError
+from forgetlab.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -20,8 +21,11 @@ def test_there_are_shipped_configs():
 def test_every_shipped_yaml_loads_and_names_its_command(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# forgetlab ") and str(path.relative_to(ROOT)) in first, first
-    cfg = build_config(SequentialConfig, read_yaml(path), source=str(path))
+    command = first.split()[2]
+    cfg = build_config({"sequential": SequentialConfig, "compare": CompareConfig}[command], read_yaml(path),
+                       source=str(path))
     assert cfg.tasks
+    assert cfg.train.method in METHODS and all(s in METHODS for s in getattr(cfg, "strategies", ()))
 
 
 def test_defaults_and_roundtrip():
@@ -61,3 +65,9 @@ def test_bad_yaml_file(tmp_path):
         read_yaml(bad)
     with pytest.raises(UserError, match="not found"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_compare_config_defaults_differ_only_where_documented():
+    cfg = build_config(CompareConfig, {})
+    assert cfg.landscape.enabled is False and build_config(SequentialConfig, {}).landscape.enabled is True
+    assert "joint" in cfg.strategies and cfg.seeds == (0,)
