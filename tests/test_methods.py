@@ -53,7 +53,9 @@ def test_every_strategy_runs_the_recipe(tiny_dir, tmp_path, name):
     if method.stages == "sequential":
         assert len(m["diagnostics"]["spikes"]) == 1 and m["diagnostics"]["spikes"][0]["factor"] > 0
     if name == "gated":
-        assert (run / "gates.png").is_file() and m["method_info"][1]["gates"]
+        gates = m["method_info"][1]["gates"]
+        assert (run / "gates.png").is_file() and gates
+        assert max(gates.values()) > 0.05, "a gate must open from its start (0.02) while its task trains"
 
 
 @pytest.mark.parametrize("name", ["replay", "kl", "ewc", "olora", "merge", "gated"])
@@ -208,11 +210,11 @@ def test_gated_new_gate_starts_near_zero_and_zero_gate_is_the_old_model(tokenize
     batch = batch_of(tokenizer, two_tasks[0])
     with torch.no_grad():
         before = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    gated = build_method("gated", StrategyConfig(gated={"init": 0.02}))
+    gated = build_method("gated", StrategyConfig(gated={"init": 0.02, "speed": 100}))
     gated.before_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
     gated.before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
     layers = lora_layers(model)
-    assert float(torch.sigmoid(layers[0].forgetlab_gates["facts_elements"])) == pytest.approx(0.02)
+    assert float(torch.sigmoid(100 * layers[0].forgetlab_gates["facts_elements"])) == pytest.approx(0.02)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("facts_elements" in n for n in trainable)
     randomize_b(model, seed=3)  # the new adapter is non-zero now; with its gate shut it must not matter
@@ -230,6 +232,7 @@ def test_gate_coefficients():
     assert float(coefficient(gates, names, "c")) == pytest.approx(0.75)
     assert float(coefficient(gates, names, "b")) == pytest.approx(0.5 * 0.25)
     assert float(coefficient(gates, names, "a")) == pytest.approx(0.5 * 0.25)
+    assert float(coefficient(gates, names, "c", speed=2.0)) == pytest.approx(0.9)  # sigmoid(2 log 3) = 9/10
 
 
 def test_unknown_strategy_lists_the_valid_ones():

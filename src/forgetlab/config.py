@@ -141,6 +141,8 @@ class OLoRAConfig(Frozen):
 
 class GatedConfig(Frozen):
     init: float = Field(0.02, gt=0, lt=1, description="gated: starting value of each new gate g")
+    speed: float = Field(100.0, gt=0, description="gated: g = sigmoid(speed·s); under Adam this makes the gates learn "
+                         "about `speed` times faster than the adapters, so a gate can open within one task")
 
 
 class StrategyConfig(Frozen):

@@ -4,6 +4,10 @@ In every adapted layer, stage k's output is  g_k · (stage k's adapter applied) 
 i.e. h = W x + Σ_j c_j Δ_j x with c_j = g_j Π_{l>j} (1 − g_l) (the first adapter has g = 1). A new gate starts
 near 0 (`strategy.gated.init`), so a new task starts from the old model and opens its gate only as far as it
 needs; earlier adapters and gates are frozen. Gate values are returned after each task, saved and plotted.
+
+Each gate is stored as s with g = sigmoid(speed · s). Adam moves every parameter by about the learning rate per
+step, which on a logit scale would keep a gate shut for a whole task at LoRA learning rates; the factor `speed`
+gives the gates a proportionally larger step without reaching into the loop's optimizer.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from ..losses import nll
 from ..model import adapter_name, add_frozen_stack_adapter, lora_layers
 
 
-def coefficient(gates: nn.ParameterDict | None, names: list[str], name: str):
-    """c_j for adapter `name` in a layer: g_j (1 for the first adapter) times (1 − g_l) for every later adapter."""
+def coefficient(gates: nn.ParameterDict | None, names: list[str], name: str, speed: float = 1.0):
+    """c_j for adapter `name` in a layer: g_j (1 for the first adapter) times (1 − g_l) for every later adapter,
+    with g = sigmoid(speed · s) for a stored gate s."""
     k = names.index(name)
-    coef = torch.sigmoid(gates[name]) if k > 0 else torch.ones(())
+    coef = torch.sigmoid(speed * gates[name]) if k > 0 else torch.ones(())
     for later in names[k + 1:]:
-        coef = coef * (1 - torch.sigmoid(gates[later]))
+        coef = coef * (1 - torch.sigmoid(speed * gates[later]))
     return coef
 
 
@@ -44,7 +49,7 @@ class Gated:
         name = adapter_name(task.name)
         add_frozen_stack_adapter(model, name)
         self.names.append(name)
-        start = math.log(self.cfg.init / (1 - self.cfg.init))
+        start = math.log(self.cfg.init / (1 - self.cfg.init)) / self.cfg.speed
         for layer in lora_layers(model):
             if not hasattr(layer, "forgetlab_gates"):
                 layer.forgetlab_gates = nn.ParameterDict()
@@ -61,10 +66,10 @@ class Gated:
         if id(module) in self.hooked:
             return
         self.hooked.add(id(module))
-        names = self.names
+        names, speed = self.names, self.cfg.speed
 
         def scale(mod, inputs, out):
-            return out * coefficient(layer.forgetlab_gates, names, adapter).to(out.device, out.dtype)
+            return out * coefficient(layer.forgetlab_gates, names, adapter, speed).to(out.device, out.dtype)
 
         module.register_forward_hook(scale)
 
@@ -75,5 +80,6 @@ class Gated:
         if len(self.names) < 2:
             return None
         new = self.names[-1]
-        return {"gates": {name: float(torch.sigmoid(m.forgetlab_gates[new].detach())) for name, m in model.named_modules()
-                          if hasattr(m, "forgetlab_gates") and new in m.forgetlab_gates}}
+        gates = {name: m.forgetlab_gates[new].detach() for name, m in model.named_modules()
+                 if hasattr(m, "forgetlab_gates") and new in m.forgetlab_gates}
+        return {"gates": {name: float(torch.sigmoid(self.cfg.speed * s)) for name, s in gates.items()}}

@@ -25,6 +25,7 @@ class Replay:
         self.pools: list[list] = []  # per earlier task: its encoded examples in a fixed random order
         self.rng = random.Random(0)
         self.share = 0.0
+        self.old: list = []  # the buffer as of the current task's start
 
     def buffer(self) -> list:
         """The examples currently replayed: the first buffer/len(pools) of each earlier task's pool."""
