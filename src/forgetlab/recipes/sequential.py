@@ -66,28 +66,28 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
     return run_dir
 
 
-def stage_plan(method, tasks: list[Task]) -> list[tuple[Task, list[int]]]:
-    """(the stage's task, indices of the tasks it covers): one per task, one joint stage, or none."""
+def stage_plan(method, tasks: list[Task]) -> list[Task]:
+    """What each stage trains on: one task per stage, one joint stage of every task's data, or nothing."""
     if method.stages == "none":
         return []
     if method.stages == "joint":
-        return [(Task("joint", [ex for t in tasks for ex in t.train]), list(range(len(tasks))))]
-    return [(t, [i]) for i, t in enumerate(tasks)]
+        return [Task("joint", [ex for t in tasks for ex in t.train])]
+    return list(tasks)
 
 
 def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state: dict, console) -> None:
     """The body of the study; `state` is updated in place and saved after every stage."""
     plan = stage_plan(method, tasks)
-    encoded = [[encode(tok, ex, cfg.train.max_length) for ex in t.train] for t, _ in plan]
-    land = [task_batches(tok, t, cfg.landscape.batch_size, cfg.train.max_length, cfg.landscape.batches) for t, _ in plan]
+    encoded = [[encode(tok, ex, cfg.train.max_length) for ex in t.train] for t in plan]
+    land = [task_batches(tok, t, cfg.landscape.batch_size, cfg.train.max_length, cfg.landscape.batches) for t in plan]
     states = [adapter_state(model)]  # θ at each stage: before, after stage 1, ...
 
     # Resume: replay each finished stage's hooks around its saved adapters, so strategies that add adapters,
     # merge them or keep a Fisher or a buffer are rebuilt exactly as they were.
     done = len(state["stages"]) - 1
     for i in range(max(0, done)):
-        stage_hooks(method, model, plan[i][0], i, tasks, tok, cfg,
-                    lambda i=i: load_lora_state(model, run_dir / "adapters" / slug(plan[i][0].name) / "state.safetensors"))
+        stage_hooks(method, model, plan[i], i, tasks, tok, cfg,
+                    lambda i=i: load_lora_state(model, run_dir / "adapters" / slug(plan[i].name) / "state.safetensors"))
         states.append(adapter_state(model))
 
     # Row 0: the base model (LoRA B starts at zero, so this is exactly the base).
@@ -99,7 +99,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
         done = 0
 
     progress = StepProgress(console)
-    for i, (task, _) in enumerate(plan):
+    for i, task in enumerate(plan):
         if i < done:
             continue
         # Train on stage i between the method's before/after hooks.
@@ -201,7 +201,7 @@ def forgetting_estimates(model, cfg: SequentialConfig, plan, land, states, check
         lam = ck["eigenvalues"][0]
         increase = mean_loss(model, land[i]) - ck["loss"]
         bound = 0.5 * lam * float(dtheta.norm()) ** 2
-        rows.append({"task": plan[i][0].name, "after": plan[j - 1][0].name, "dtheta": float(dtheta.norm()),
+        rows.append({"task": plan[i].name, "after": plan[j - 1].name, "dtheta": float(dtheta.norm()),
                      "dW": delta_w_norm(states[i + 1], now, cfg.lora.alpha / cfg.lora.r), "lambda_max": lam,
                      "quadratic": quad, "bound": bound, "loss_increase": increase, "bound_held": increase <= bound})
     return rows
