@@ -15,8 +15,9 @@ from contextlib import contextmanager
 import torch
 
 from .batching import to_device
+from .evaluate import mean_loss
 from .losses import nll, unwrap
-from .model import trainable_named
+from .model import flat_diff, load_adapter_state, trainable_named
 
 HVP = Callable[[torch.Tensor], torch.Tensor]
 
@@ -159,3 +160,39 @@ def delta_w_norm(state_a: dict, state_b: dict, scaling: float) -> float:
     for key in sorted({k for k in (*state_a, *state_b) if ".lora_A." in k}):
         total += float(((update(state_b, key) - update(state_a, key)) ** 2).sum())
     return total ** 0.5
+
+
+def checkpoint_landscape(model, cfg, batches, states, task_name: str, train_seconds: float) -> dict:
+    """Loss, top Hessian eigenvalues and displacement of the checkpoint just reached (`cfg`: a SequentialConfig;
+    `states`: adapter states of every stage so far, the last one current)."""
+    scaling = cfg.lora.alpha / cfg.lora.r
+    row = {"task": task_name, "loss": mean_loss(model, batches), "train_seconds": train_seconds,
+           "dtheta_prev": float(flat_diff(states[-1], states[-2]).norm()),
+           "dW_prev": delta_w_norm(states[-2], states[-1], scaling), "eigenvalues": []}
+    if cfg.landscape.enabled:
+        row["eigenvalues"] = top_eigenvalues(model, batches, cfg.landscape.top_k, cfg.landscape.iterations,
+                                             seed=cfg.train.seed)
+    return row
+
+
+def forgetting_estimates(model, cfg, names: list[str], land, states, checkpoints) -> list[dict]:
+    """For each earlier stage i (named `names[i]`): the measured increase of its loss since its checkpoint beside
+    ½ΔθᵀH_iΔθ and ½λ_max||Δθ||²."""
+    if not cfg.landscape.enabled:
+        return []
+    j = len(states) - 1
+    now = states[-1]
+    rows = []
+    for i in range(j - 1):
+        ck = checkpoints[i]
+        dtheta = flat_diff(now, states[i + 1])
+        load_adapter_state(model, states[i + 1])
+        quad = quadratic_form(model, land[i], dtheta)
+        load_adapter_state(model, now)
+        lam = ck["eigenvalues"][0]
+        increase = mean_loss(model, land[i]) - ck["loss"]
+        bound = 0.5 * lam * float(dtheta.norm()) ** 2
+        rows.append({"task": names[i], "after": names[j - 1], "dtheta": float(dtheta.norm()),
+                     "dW": delta_w_norm(states[i + 1], now, cfg.lora.alpha / cfg.lora.r), "lambda_max": lam,
+                     "quadratic": quad, "bound": bound, "loss_increase": increase, "bound_held": increase <= bound})
+    return rows

@@ -18,15 +18,13 @@ from ..config import SequentialConfig, dump_yaml
 from ..data import Task, load_task
 from ..data.general import retention_examples
 from ..errors import Interrupted
-from ..evaluate import evaluate_task, mean_loss, qa_scores, task_batches
-from ..landscape import delta_w_norm, quadratic_form, top_eigenvalues
+from ..evaluate import evaluate_task, qa_scores, task_batches
+from ..landscape import checkpoint_landscape, forgetting_estimates
 from ..loop import steps_for, train
 from ..methods import MethodContext, build_method, call_hook
 from ..model import (
     adapter_state,
     attach_lora,
-    flat_diff,
-    load_adapter_state,
     load_base,
     load_lora_state,
     save_adapter,
@@ -121,7 +119,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
         accuracy = evaluate_stage(model, tok, tasks, cfg)
         retention = general_accuracy(model, tok, cfg)
         checkpoint = checkpoint_landscape(model, cfg, land[i], states, task.name, time.perf_counter() - t0)
-        estimates = forgetting_estimates(model, cfg, plan, land, states, state["checkpoints"]) \
+        estimates = forgetting_estimates(model, cfg, [t.name for t in plan], land, states, state["checkpoints"]) \
             if method.same_parameters else []
         adapter_dir = run_dir / "adapters" / slug(task.name)
         save_adapter(model, adapter_dir, {"task": task.name, "stage": i + 1, "step": len(state["history"]) + len(history),
@@ -171,40 +169,6 @@ def general_accuracy(model, tok, cfg: SequentialConfig) -> float | None:
     if not cfg.diagnostics.retention:
         return None
     return qa_scores(model, tok, retention_examples(), cfg.diagnostics.max_new_tokens, cfg.eval.batch_size)["contains"]
-
-
-def checkpoint_landscape(model, cfg: SequentialConfig, batches, states, task_name: str, train_seconds: float) -> dict:
-    """Loss, top Hessian eigenvalues and displacement of the checkpoint just reached."""
-    scaling = cfg.lora.alpha / cfg.lora.r
-    row = {"task": task_name, "loss": mean_loss(model, batches), "train_seconds": train_seconds,
-           "dtheta_prev": float(flat_diff(states[-1], states[-2]).norm()),
-           "dW_prev": delta_w_norm(states[-2], states[-1], scaling), "eigenvalues": []}
-    if cfg.landscape.enabled:
-        row["eigenvalues"] = top_eigenvalues(model, batches, cfg.landscape.top_k, cfg.landscape.iterations,
-                                             seed=cfg.train.seed)
-    return row
-
-
-def forgetting_estimates(model, cfg: SequentialConfig, plan, land, states, checkpoints) -> list[dict]:
-    """For each earlier stage i: measured loss increase since its checkpoint beside ½ΔθᵀH_iΔθ and ½λ_max||Δθ||²."""
-    if not cfg.landscape.enabled:
-        return []
-    j = len(states) - 1
-    now = states[-1]
-    rows = []
-    for i in range(j - 1):
-        ck = checkpoints[i]
-        dtheta = flat_diff(now, states[i + 1])
-        load_adapter_state(model, states[i + 1])
-        quad = quadratic_form(model, land[i], dtheta)
-        load_adapter_state(model, now)
-        lam = ck["eigenvalues"][0]
-        increase = mean_loss(model, land[i]) - ck["loss"]
-        bound = 0.5 * lam * float(dtheta.norm()) ** 2
-        rows.append({"task": plan[i].name, "after": plan[j - 1].name, "dtheta": float(dtheta.norm()),
-                     "dW": delta_w_norm(states[i + 1], now, cfg.lora.alpha / cfg.lora.r), "lambda_max": lam,
-                     "quadratic": quad, "bound": bound, "loss_increase": increase, "bound_held": increase <= bound})
-    return rows
 
 
 def save_state(run_dir: Path, cfg: SequentialConfig, state: dict, status: str) -> None:
