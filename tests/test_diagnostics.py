@@ -13,9 +13,14 @@ def test_spike_factor_worked_example():
 
 
 def test_stagnation():
-    assert stagnation([3.0, 2.0, 2.0, 1.99, 2.1, 2.0], window=3, tol=0.01, floor=0.05) == 4
+    # Trailing means of 2 from index 1: 2.5, 2.0, 2.0, 2.0, ... -> last new best at index 2, flat from 3 to the end.
+    assert stagnation([3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], window=2, tol=0.01, floor=0.05) == 3
+    # A plateau after a task switch that the stage leaves again is not stagnation.
+    assert stagnation([2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.5, 0.2], window=2, tol=0.01, floor=0.05) is None
+    # Noisy but falling on average (means 2.0, 2.0, 1.95, 1.9, 1.85, 1.8, 1.75): never flagged.
+    assert stagnation([3.0, 1.0, 3.0, 0.9, 2.9, 0.8, 2.8, 0.7], window=2, tol=0.01, floor=0.05) is None
     assert stagnation([3.0, 2.0, 1.5, 1.0, 0.5], window=2, tol=0.01, floor=0.05) is None
-    assert stagnation([3.0, 0.04, 0.04, 0.04, 0.04], window=3, tol=0.01, floor=0.05) is None
+    assert stagnation([3.0, 0.04, 0.04, 0.04, 0.04, 0.04], window=2, tol=0.01, floor=0.05) is None
 
 
 def test_base_retention_and_mean_spread():

@@ -31,20 +31,25 @@ def spike_factors(stage_losses: list[list[float]], window: int) -> list[float]:
 
 
 def stagnation(losses: list[float], window: int, tol: float, floor: float) -> int | None:
-    """Index of the step at which the loss had gone `window` steps without a new best (by more than `tol`
-    relative), while the best was still above `floor` (below it, a flat loss is convergence); None if never.
+    """Index of the step from which a stage made no more progress to its end, or None.
 
-    >>> stagnation([3.0, 2.0, 2.0, 1.99, 2.1, 2.0], window=3, tol=0.01, floor=0.05)
-    4
-    >>> stagnation([3.0, 0.04, 0.04, 0.04, 0.04], window=3, tol=0.01, floor=0.05) is None
+    Per-step losses are noisy (batches differ), so the test runs on the trailing mean of `window` steps. A stage
+    stagnated when its last new best of that mean (better by more than `tol`, relative) came at least `window`
+    steps before its end while the best was still above `floor` (below it, a flat loss is convergence). A plateau
+    the stage later leaves (common right after a task switch) is not flagged.
+
+    >>> stagnation([3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], window=2, tol=0.01, floor=0.05)
+    3
+    >>> stagnation([3.0, 1.0, 3.0, 0.9, 2.9, 0.8, 2.8, 0.7], window=2, tol=0.01, floor=0.05) is None
     True
     """
-    best, last = math.inf, 0
-    for i, loss in enumerate(losses):
-        if loss < best * (1 - tol):
-            best, last = loss, i
-        elif i - last >= window and best > floor:
-            return i
+    best, last = math.inf, None
+    for i in range(window - 1, len(losses)):
+        mean = sum(losses[i - window + 1:i + 1]) / window
+        if mean < best * (1 - tol):
+            best, last = mean, i
+    if last is not None and len(losses) - 1 - last >= window and best > floor:
+        return last + 1
     return None
 
 
