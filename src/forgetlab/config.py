@@ -156,7 +156,8 @@ class StrategyConfig(Frozen):
 class DiagnosticsConfig(Frozen):
     spike_window: int = Field(3, gt=0, description="steps averaged on each side of a task boundary for the spike factor")
     spike_threshold: float = Field(3.0, gt=1, description="flag a boundary whose loss spike factor exceeds this")
-    stagnation_window: int = Field(10, gt=1, description="flag a stage that ends with this many steps without a new best (trailing mean)")
+    stagnation_window: int = Field(10, gt=1, description="flag a stage that ends with this many steps without a new "
+                                   "best (of the trailing mean over this many steps)")
     stagnation_tol: float = Field(0.01, ge=0, description="relative improvement that counts as progress")
     converged_loss: float = Field(0.05, ge=0, description="below this loss a flat stretch is convergence, not stagnation")
     retention: bool = Field(True, description="measure base retention on built-in general questions at every stage")
