@@ -85,7 +85,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
     done = len(state["stages"]) - 1
     for i in range(max(0, done)):
         stage_hooks(method, model, plan[i], i, tasks, tok, cfg,
-                    lambda i=i: load_lora_state(model, run_dir / "adapters" / slug(plan[i].name) / "state.safetensors"))
+                    lambda ctx, i=i: load_lora_state(model, run_dir / "adapters" / slug(plan[i].name) / "state.safetensors"))
         states.append(adapter_state(model))
 
     # Row 0: the base model (LoRA B starts at zero, so this is exactly the base).
@@ -103,10 +103,9 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
         # Train on stage i between the method's before/after hooks.
         t0 = time.perf_counter()
 
-        def fit(i=i, task=task):
+        def fit(ctx, i=i, task=task):
             label, total = f"stage {i + 1}/{len(plan)} {task.name}", steps_for(len(encoded[i]), cfg.train)
             with progress.task(label, total) as tick:
-                ctx = MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tok, config=cfg)
                 return train(model, encoded[i], cfg.train, method, ctx, tok.pad_token_id, seed=cfg.train.seed + i,
                              on_step=tick)
 
@@ -139,7 +138,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
 
 
 def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, body):
-    """before_task → body() → after_task for stage i; returns (body's result, after_task's result).
+    """before_task → body(ctx) → after_task for stage i; returns (body's result, after_task's result).
 
     The global RNG is seeded per stage first, so an adapter a hook creates is initialised the same way whether the
     run is fresh or resumed.
@@ -147,7 +146,7 @@ def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, 
     ctx = MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tok, config=cfg)
     torch.manual_seed(cfg.train.seed * 1000 + i)
     call_hook(method, "before_task", model, task, ctx)
-    result = body()
+    result = body(ctx)
     info = call_hook(method, "after_task", model, task, ctx)
     return result, info
 
