@@ -32,6 +32,7 @@ class KL:
         self.pos = 0
 
     def before_task(self, model, task, ctx):
+        self.pos = 0  # each task starts the anchor rotation afresh, so a resumed run rotates the same way
         if self.cfg.reference == "previous":
             self.ref_state = {n: p.detach().clone() for n, p in trainable_named(model)}
         if self.cfg.on != "batch":
