@@ -96,6 +96,11 @@ def batch_of(tokenizer, task, n=4):
     return collate([encode(tokenizer, ex, 128) for ex in task.train[:n]], tokenizer.pad_token_id)
 
 
+@torch.no_grad()
+def logits(model, batch):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
 def randomize_b(model, seed=1):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -158,11 +163,9 @@ def test_merge_keeps_outputs_and_starts_a_fresh_adapter(tokenizer, two_tasks):
     model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
     randomize_b(model)
     batch = batch_of(tokenizer, two_tasks[0])
-    with torch.no_grad():
-        before = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    before = logits(model, batch)
     build_method("merge").before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
-    with torch.no_grad():
-        after = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    after = logits(model, batch)
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
     assert all(float(p.abs().max()) == 0 for n, p in model.named_parameters() if "lora_B" in n)
 
@@ -208,8 +211,7 @@ def test_gated_new_gate_starts_near_zero_and_zero_gate_is_the_old_model(tokenize
     model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
     randomize_b(model)
     batch = batch_of(tokenizer, two_tasks[0])
-    with torch.no_grad():
-        before = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    before = logits(model, batch)
     gated = build_method("gated", StrategyConfig(gated={"init": 0.02, "speed": 100}))
     gated.before_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
     gated.before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
@@ -221,7 +223,7 @@ def test_gated_new_gate_starts_near_zero_and_zero_gate_is_the_old_model(tokenize
     with torch.no_grad():
         for layer in layers:
             layer.forgetlab_gates["facts_elements"].fill_(-40.0)
-        shut = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shut = logits(model, batch)
     torch.testing.assert_close(shut, before, rtol=1e-5, atol=1e-5)
 
 
