@@ -216,6 +216,11 @@ def build_parser() -> Parser:
     add_compare(sub)
     add_methods(sub)
     add_runs(sub)
+    from .cli_session import add_chat, add_serve, add_session
+
+    add_session(sub)
+    add_chat(sub)
+    add_serve(sub)
     return parser
 
 
@@ -227,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forgetlab: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"forgetlab: interrupted; finished work is saved. Carry on with: "
-              f"forgetlab {e.command} --resume {e.run_dir}", file=sys.stderr)
+        print(f"forgetlab: interrupted; finished work is saved. Carry on with: {e.resume_command}", file=sys.stderr)
         return 130
 
 

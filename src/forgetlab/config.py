@@ -207,6 +207,35 @@ class CompareConfig(SequentialConfig):
         return v
 
 
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class SessionConfig(Frozen):
+    """One `forgetlab session train`: settings left at None are chosen from the data size (sessions/settings.py)."""
+
+    model: ModelConfig = ModelConfig()
+    mode: Literal["merge", "stack"] = Field("merge", description="merge: earlier sessions are merged into the base in "
+                                            "float32 and a new adapter is trained; stack: every adapter stays separate")
+    replay: float = Field(0.2, ge=0, lt=1, description="share of each batch taken from earlier sessions' data (0: off)")
+    holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention (0 needs --heldout)")
+    rank: int | None = Field(None, gt=0, description="LoRA rank; None: 8 / 16 / 32 for <100 / 100-500 / >500 examples")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: twice the rank")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    targets: tuple[str, ...] = Field(ALL_PROJECTIONS, min_length=1, description="linear layers to adapt")
+    epochs: int | None = Field(None, gt=0, description="None: 10 / 5 / 3 by data size")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    batch_size: int | None = Field(None, gt=0, description="examples per forward pass; None: 8, or 4 for long records")
+    grad_accum: int | None = Field(None, gt=0, description="forward passes per step; None: effective batch of 8")
+    max_length: int | None = Field(None, gt=8, description="token limit per record; None: 512 / 640 / 768 by data size, "
+                                   "or the longest record if shorter")
+    warmup_steps: int | None = Field(None, ge=0, description="None: min(0.1 × total steps, 50)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, "
+                                         "about a third slower")
+    seed: int = Field(0, description="seeds the held-out split, LoRA init, shuffling, replay and dropout")
+    max_new_tokens: int = Field(48, gt=0, description="answer length when scoring held-out questions")
+    warn_drop: float = Field(0.1, ge=0, le=1, description="warn when an earlier session's held-out token F1 drops by more")
+
+
 def set_dotted(data: dict, key: str, value: Any) -> None:
     """Set `data["a"]["b"] = value` for key "a.b", creating the nested dicts on the way."""
     parts = key.split(".")

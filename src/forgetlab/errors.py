@@ -8,7 +8,8 @@ class UserError(Exception):
 class Interrupted(Exception):
     """Ctrl-C during a run: finished stages are saved in `run_dir` and `forgetlab <command> --resume` carries on."""
 
-    def __init__(self, run_dir, command: str = "sequential"):
+    def __init__(self, run_dir, command: str = "sequential", resume_command: str | None = None):
         super().__init__(str(run_dir))
         self.run_dir = run_dir
         self.command = command
+        self.resume_command = resume_command or f"forgetlab {command} --resume {run_dir}"

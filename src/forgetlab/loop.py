@@ -35,10 +35,14 @@ def steps_for(n_examples: int, cfg: TrainConfig) -> int:
 
 
 def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id: int, *, seed: int,
-          on_step: Callable[[dict], None] | None = None) -> list[dict]:
+          on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
+          resume: dict | None = None) -> list[dict]:
     """Train `model`'s trainable parameters on `examples` with `method.loss`; return the per-step history.
 
     Each history row: step, epoch, loss (mean over the accumulated batches), lr, grad_norm, tokens, tokens_per_s.
+    `on_epoch` receives a checkpoint after every epoch (epoch, optimizer, scheduler, RNG state, history so far);
+    passing it back as `resume` (with the trainable weights restored by the caller) carries on exactly where the
+    checkpoint was taken: the same batches, dropout masks and losses as an uninterrupted run.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -48,9 +52,15 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
     lengths = [len(e.input_ids) for e in examples]
     torch.manual_seed(seed)  # dropout masks
     history: list[dict] = []
+    first = 0
+    if resume:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"])
+        history, first = list(resume["history"]), resume["epoch"]
     model.train()
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(first, cfg.epochs):
             batches = length_grouped(lengths, cfg.batch_size, seed * 1000 + epoch)
             for start in range(0, len(batches), cfg.grad_accum):
                 group = batches[start:start + cfg.grad_accum]
@@ -72,6 +82,9 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
                 history.append(row)
                 if on_step:
                     on_step(row)
+            if on_epoch:
+                on_epoch({"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "rng": torch.get_rng_state(), "history": list(history)})
     finally:
         model.eval()
     return history

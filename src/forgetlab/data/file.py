@@ -78,7 +78,7 @@ def parse_example(path: Path, where: str, r: dict) -> Example:
         prompt = tuple({"role": m["role"], "content": m["content"]} for m in msgs[:-1])
         return Example(prompt, msgs[-1]["content"], {"source": where})
     instruction = _text(path, where, r, "instruction")
-    key = "response" if "response" in r else "output"
+    key = "output" if "output" in r and "response" not in r else "response"
     response = _text(path, where, r, key)
     extra = r.get("input")
     if extra is not None and not isinstance(extra, str):

@@ -32,3 +32,19 @@ def contains(prediction: str, reference: str) -> float:
     """
     ref = normalize(reference)
     return float(bool(ref) and f" {ref} " in f" {normalize(prediction)} ")
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """F1 of the normalised words shared by prediction and reference (each word counted as often as it occurs).
+
+    >>> round(token_f1("Room 204 in Wells Hall", "Wells Hall room 310"), 3)
+    0.667
+    """
+    from collections import Counter
+
+    pred, ref = normalize(prediction).split(), normalize(reference).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not pred or not ref or common == 0:
+        return float(pred == ref)
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)

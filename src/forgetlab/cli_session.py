@@ -1,0 +1,248 @@
+"""`forgetlab session train/list/rollback/export`, `forgetlab chat` and `forgetlab serve`: thin over sessions/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import SessionConfig, build_config, read_yaml
+from .errors import UserError
+
+SESSION_EXAMPLES = """examples:
+  forgetlab session train cs_dept.json --assistant msu          # session 1
+  forgetlab session train housing.json --assistant msu          # session 2: keeps session 1
+  forgetlab session list --assistant msu
+  forgetlab session rollback --assistant msu --to 1
+  forgetlab session export --assistant msu --merged out/
+"""
+
+
+def add_assistant_args(p) -> None:
+    p.add_argument("--assistant", required=True, metavar="NAME", help="the assistant's name (its directory under --home)")
+    p.add_argument("--home", metavar="DIR", help="where assistants live [default: $FORGETLAB_HOME, else the user data "
+                   "directory, e.g. ~/.local/share/forgetlab/assistants]")
+
+
+def add_session(sub) -> None:
+    from .cli import config_epilog
+
+    p = sub.add_parser("session", help="keep a domain assistant learning from new Q&A files, session after session",
+                       description="Each session trains a new LoRA adapter on a Q&A file on top of the earlier sessions, "
+                       "checks that their held-out questions are still answered, and can be rolled back or exported.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SESSION_EXAMPLES)
+    ss = p.add_subparsers(dest="session_command", metavar="ACTION", parser_class=type(p))
+    ss.required = True
+    t = ss.add_parser("train", help="train the next session on a JSON/JSONL file of Q&A records",
+                      description="Train the next session: validate the file, choose settings from its size (printed, "
+                      "each overridable), train a new adapter on top of the earlier sessions (earlier data replayed), "
+                      "then score every session's held-out questions. Ctrl-C keeps the last epoch: --resume carries on.",
+                      formatter_class=argparse.RawDescriptionHelpFormatter,
+                      epilog=SESSION_EXAMPLES + "\n" + config_epilog(SessionConfig))
+    t.add_argument("data", nargs="?", metavar="FILE", help="JSON array or JSONL of {instruction, response}, "
+                   "{input, output} or {messages} records")
+    add_assistant_args(t)
+    t.add_argument("--heldout", metavar="FILE", help="questions to check retention with (e.g. paraphrases), same "
+                   "format; then every record of FILE is trained on")
+    t.add_argument("--mode", choices=["merge", "stack"], help="merge earlier adapters into the base (float32) or "
+                   "keep them stacked; fixed by the first session [default: merge]")
+    t.add_argument("--replay", type=float, metavar="SHARE", help="share of each batch from earlier sessions [default: 0.2]")
+    t.add_argument("--holdout", type=float, metavar="SHARE", help="share of FILE held out [default: 0.2]")
+    for flag, kind, what in (("--rank", int, "LoRA rank"), ("--alpha", float, "LoRA alpha"), ("--epochs", int, "epochs"),
+                             ("--lr", float, "peak learning rate"), ("--batch-size", int, "examples per forward pass"),
+                             ("--grad-accum", int, "forward passes per step"), ("--max-length", int, "token limit"),
+                             ("--warmup-steps", int, "warmup steps"), ("--seed", int, "seed")):
+        t.add_argument(flag, type=kind, help=what)
+    t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about a third slower")
+    t.add_argument("--model", help="base model of a new assistant: 'bundled', a hub id or a local HF directory")
+    t.add_argument("--config", metavar="YAML", help="session settings file (keys below)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeat)")
+    t.add_argument("--resume", action="store_true", help="carry on the interrupted session from its last epoch")
+    t.set_defaults(func=cmd_train)
+
+    ls = ss.add_parser("list", help="sessions, their data and settings, and the retention table",
+                       description="List the sessions (active, in use, rolled back) and the retention table: rows "
+                       "'after session k', columns the held-out questions of session j (token F1).")
+    add_assistant_args(ls)
+    ls.set_defaults(func=cmd_list)
+
+    rb = ss.add_parser("rollback", help="make an earlier session the active one",
+                       description="Serve and train on top of session K again. Later sessions stay on disk; rolling "
+                       "back to one of them restores it. A running server switches on POST /admin/reload.")
+    add_assistant_args(rb)
+    rb.add_argument("--to", type=int, required=True, metavar="K", help="session number")
+    rb.set_defaults(func=cmd_rollback)
+
+    ex = ss.add_parser("export", help="write the assistant as a plain Hugging Face model directory",
+                       description="Merge every adapter of the active session (or --session K) into the base in "
+                       "float32 and save a directory that AutoModelForCausalLM.from_pretrained loads.")
+    add_assistant_args(ex)
+    ex.add_argument("--merged", required=True, metavar="DIR", help="output directory (new or empty)")
+    ex.add_argument("--session", type=int, metavar="K", help="session to export [default: the active one]")
+    ex.set_defaults(func=cmd_export)
+
+
+def session_config(args, store) -> SessionConfig:
+    flags = {"mode": args.mode, "replay": args.replay, "holdout": args.holdout, "rank": args.rank, "alpha": args.alpha,
+             "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
+             "max_length": args.max_length, "warmup_steps": args.warmup_steps, "seed": args.seed,
+             "model.name": args.model, "gradient_checkpointing": True if args.gradient_checkpointing else None}
+    base = read_yaml(args.config) if args.config else {}
+    if store.exists():  # a later session keeps the assistant's base model and mode unless a flag says otherwise
+        info = store.info()
+        base.setdefault("model", {}).setdefault("name", info["model"])
+        base.setdefault("mode", info["mode"])
+    return build_config(SessionConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+                        source=args.config or "session settings")
+
+
+def cmd_train(args) -> int:
+    from .cli import terminal
+    from .recipes.session import train_session
+    from .sessions.store import Store
+
+    console = terminal()
+    store = Store(args.home, args.assistant)
+    cfg = session_config(args, store)
+    record = train_session(store, cfg, args.data, args.heldout, resume=args.resume, console=console)
+    print_list(console, store, only=record["id"])
+    for line in record["warnings"]:
+        console.print(f"[yellow]warning:[/] {line}")
+    console.print(f"session {record['id']} is active ({record['wall_seconds']:.0f} s). A running server switches to it "
+                  "on POST /admin/reload.")
+    return 0
+
+
+def print_list(console, store, only: int | None = None) -> None:
+    from rich.table import Table
+
+    from .report import fmt
+    from .sessions.manage import retention_matrix, session_rows
+
+    if only is None:
+        info = store.info()
+        console.print(f"assistant '{store.name}' ({store.path}): base {info['model']}, mode {info['mode']}, "
+                      f"active session {info['active']}")
+        table = Table("session", "state", "on", "data", "train/held", "rank", "epochs", "lr", "replay", "loss", "time s",
+                      "finished", title="Sessions")
+        for r in session_rows(store):
+            rec, s = r["record"], r["record"]["settings"]
+            table.add_row(str(r["id"]), r["state"], str(rec["parent"] or "base"), rec["data"]["name"],
+                          f"{rec['data']['train']}/{rec['data']['heldout']}", str(s["rank"]), str(s["epochs"]),
+                          f"{s['lr']:g}", f"{rec['config']['replay']:.0%}" if rec["parent"] else "-",
+                          fmt(rec.get("final_loss")), f"{rec['wall_seconds']:.0f}", rec["finished"])
+        console.print(table)
+    chain, rows = retention_matrix(store)
+    table = Table("held-out F1", *[f"session {j}" for j in chain], title="Retention (token F1 on each session's "
+                  "held-out questions)")
+    for row in rows:
+        table.add_row(row[0], *[fmt(v) for v in row[1:]])
+    console.print(table)
+    if only is None:
+        for r in session_rows(store):
+            if r["state"] != "rolled back":
+                for line in r["record"].get("warnings", []):
+                    console.print(f"[yellow]warning (after session {r['id']}):[/] {line}")
+
+
+def cmd_list(args) -> int:
+    from .cli import terminal
+    from .sessions.store import Store
+
+    store = Store(args.home, args.assistant)
+    if store.info()["active"] is None:
+        print(f"assistant '{store.name}' has no finished session yet")
+        return 0
+    print_list(terminal(), store)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from .sessions.manage import rollback
+    from .sessions.store import Store
+
+    store = Store(args.home, args.assistant)
+    before = store.info()["active"]
+    record = rollback(store, args.to)
+    print(f"assistant '{store.name}': active session {record['id']} ({record['data']['name']}), was {before}. "
+          "A running server switches on POST /admin/reload; the next session trains on top of this one.")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .sessions.manage import export
+    from .sessions.store import Store
+
+    out = export(Store(args.home, args.assistant), args.merged, args.session)
+    print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained('{out}')")
+    return 0
+
+
+def add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="chat with an assistant in the terminal",
+                       description="A terminal chat with the assistant's active session. The conversation is kept "
+                       "as history; /reset clears it, /quit (or Ctrl-D) leaves.")
+    add_assistant_args(p)
+    p.add_argument("--session", type=int, metavar="K", help="chat with session K [default: the active one]")
+    p.add_argument("--max-tokens", type=int, default=256, help="answer length limit [default: 256]")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy [default: 0]")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args) -> int:
+    from .sessions.holder import ModelHolder
+    from .sessions.manage import loader
+    from .sessions.store import Store
+
+    store = Store(args.home, args.assistant)
+    if store.info()["active"] is None and args.session is None:
+        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
+    holder = ModelHolder(loader(store, session=args.session))
+    print(f"chatting with '{store.name}' session {holder.current.session}; /reset clears the history, /quit leaves")
+    history: list[dict] = []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if line in ("/quit", "/exit"):
+            return 0
+        if line == "/reset":
+            history = []
+            print("(history cleared)")
+            continue
+        if not line:
+            continue
+        history.append({"role": "user", "content": line})
+        done = holder.complete(history, max_tokens=args.max_tokens, temperature=args.temperature)
+        print(f"{store.name}> {done.text}", flush=True)
+        history.append({"role": "assistant", "content": done.text})
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve an assistant over an OpenAI-compatible HTTP API",
+                       description="FastAPI + uvicorn: GET /v1/models, POST /v1/chat/completions (streaming or not), "
+                       "GET /health, POST /admin/reload (switch to the active session after `session train` or "
+                       "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models")
+    add_assistant_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on [default: 127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="[default: auto]")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from .serve import run
+    from .sessions.holder import ModelHolder
+    from .sessions.manage import loader
+    from .sessions.store import Store
+
+    store = Store(args.home, args.assistant)
+    if store.info()["active"] is None:
+        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
+    holder = ModelHolder(loader(store, device=args.device))
+    print(f"serving '{store.name}' session {holder.current.session} on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    run(holder, args.host, args.port)
+    return 0

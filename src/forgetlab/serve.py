@@ -1,0 +1,165 @@
+"""`forgetlab serve`: an OpenAI-compatible HTTP API over a ModelHolder (FastAPI + uvicorn).
+
+    GET  /health                 the assistant, the session being served, when it was loaded
+    GET  /v1/models              one model: the assistant's name
+    POST /v1/chat/completions    non-streaming or SSE streaming; temperature, top_p, max_tokens, stop, seed
+    POST /admin/reload           switch to the assistant's active session now (requests in flight finish first)
+
+Every answer names the session that produced it in the `X-Forgetlab-Session` header. Errors are OpenAI-style JSON
+({"error": {"message", "type", "param", "code"}}) with 400 / 404 status codes; an unexpected failure is a 500 with
+a one-line message, never a traceback. The HTTP layer only parses, validates and formats: generation, queueing and
+reloading belong to the holder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from .sessions.holder import Completion, ModelHolder, RequestError
+
+MAX_TOKENS = 4096
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def plain(self) -> dict:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ChatRequest(BaseModel):
+    """The fields of OpenAI's chat completion request that a local model can honour; others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0, le=2)  # default greedy: a Q&A assistant should answer the same way twice
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict | None = None
+    n: int = Field(1, ge=1, le=1)
+    seed: int | None = None
+
+
+def error(status: int, message: str, param: str | None = None, code: str | None = None,
+          kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+
+
+def create_app(holder: ModelHolder) -> FastAPI:
+    """The API over `holder`; a test can drive it in-process or through uvicorn."""
+    app = FastAPI(title="forgetlab", description="OpenAI-compatible API of a forgetlab assistant")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        return error(400, f"{'.'.join(loc) or 'body'}: {first.get('msg')}", loc[0] if loc else None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail), kind="invalid_request_error" if exc.status_code < 500 else
+                     "server_error")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        return error(500, f"internal error ({type(exc).__name__}); see the server log", kind="server_error")
+
+    @app.get("/health")
+    def health():
+        now = holder.current
+        return {"status": "ok", "assistant": now.assistant, "session": now.session, "loaded_at": now.loaded_at}
+
+    @app.get("/v1/models")
+    def models():
+        now = holder.current
+        return {"object": "list", "data": [{"id": now.assistant, "object": "model", "created": int(now.loaded_at),
+                                            "owned_by": "forgetlab"}]}
+
+    @app.post("/admin/reload")
+    async def reload():
+        before = holder.current.session
+        now = await run_in_threadpool(holder.reload)
+        return {"assistant": now.assistant, "session": now.session, "previous": before}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest):
+        loaded = holder.current
+        if req.model != loaded.assistant:
+            return error(404, f"the model '{req.model}' does not exist; this server serves '{loaded.assistant}'",
+                         "model", "model_not_found")
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+        if len(stops) > 4:
+            return error(400, "stop: at most 4 sequences", "stop")
+        params = {"max_tokens": req.max_completion_tokens or req.max_tokens or 256, "temperature": req.temperature,
+                  "top_p": req.top_p, "stop": stops, "seed": req.seed, "loaded": loaded}
+        messages = [m.plain() for m in req.messages]
+        headers = {"X-Forgetlab-Session": str(loaded.session), "X-Forgetlab-Assistant": loaded.assistant}
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        try:
+            if req.stream:
+                pieces = holder.stream(messages, **params)
+                include_usage = bool((req.stream_options or {}).get("include_usage"))
+                return StreamingResponse(sse(pieces, rid, created, req.model, include_usage),
+                                         media_type="text/event-stream", headers=headers)
+            done = await run_in_threadpool(lambda: holder.complete(messages, **params))
+        except RequestError as e:
+            return error(400, str(e), e.param)
+        body = {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
+                             "finish_reason": done.finish_reason, "logprobs": None}],
+                "usage": usage(done)}
+        return JSONResponse(body, headers=headers)
+
+    return app
+
+
+def usage(done: Completion) -> dict:
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens}
+
+
+def sse(pieces, rid: str, created: int, model: str, include_usage: bool):
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
+        return f"data: {json.dumps(dict(body, **extra))}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in pieces:
+        if isinstance(piece, Completion):
+            yield chunk({}, piece.finish_reason)
+            if include_usage:
+                yield chunk(None, usage=usage(piece))
+        else:
+            yield chunk({"content": piece})
+    yield "data: [DONE]\n\n"
+
+
+def run(holder: ModelHolder, host: str, port: int, log_level: str = "info") -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(holder), host=host, port=port, log_level=log_level)

@@ -1,0 +1,112 @@
+"""Build the model a session chain describes, add the adapter a new session trains, save and export.
+
+merge mode: the base is loaded in float32 on the CPU, each session's adapter is merged into it in order (in
+float32, whatever the serving dtype: no rounding from merging in half precision), then the model moves to its
+device and dtype. stack mode: every session's adapter stays a separate PEFT adapter, all of them active.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..config import LoraSettings, ModelConfig
+from ..errors import UserError
+from ..model import attach_lora, load_base, lora_layers, resolve_device, resolve_dtype
+from .store import Store
+
+
+def adapter_key(k: int) -> str:
+    return f"s{k:03d}"
+
+
+def load_chain(store: Store, chain: list[int], model_cfg: ModelConfig, mode: str):
+    """(model, tokenizer) with sessions `chain` applied, on the configured device and dtype, in eval mode."""
+    from peft import PeftModel
+
+    model, tok = load_base(model_cfg.model_copy(update={"device": "cpu", "dtype": "float32"}))
+    for k in chain:
+        path = store.session_dir(k) / "adapter"
+        if mode == "merge":
+            model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        elif isinstance(model, PeftModel):
+            model.load_adapter(str(path), adapter_name=adapter_key(k))
+        else:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_key(k))
+    if isinstance(model, PeftModel):
+        model.base_model.set_adapter([adapter_key(k) for k in chain])
+        model.requires_grad_(False)
+    device = resolve_device(model_cfg.device)
+    model.to(device, resolve_dtype(model_cfg.dtype, device)).eval()
+    return model, tok
+
+
+def add_session_adapter(model, k: int, lora: LoraSettings):
+    """The model with a new trainable adapter for session k (earlier adapters, if stacked, active and frozen)."""
+    from peft import LoraConfig, PeftModel
+
+    name = adapter_key(k)
+    if not isinstance(model, PeftModel):
+        return attach_lora(model, lora, adapter_name=name)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
+                        task_type="CAUSAL_LM")
+    model.add_adapter(name, config)
+    names = list(model.peft_config)
+    model.base_model.set_adapter(names)
+    model.requires_grad_(False)
+    for layer in lora_layers(model):
+        for part in (layer.lora_A, layer.lora_B):
+            if name in part:
+                part[name].requires_grad_(True)
+    return model
+
+
+def save_session_adapter(model, k: int, path: Path) -> None:
+    """Write session k's adapter as a standard PEFT adapter directory (loadable by `PeftModel.from_pretrained`)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    name = adapter_key(k)
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    _atomic_dir(path, lambda tmp: (save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                                             str(tmp / "adapter_model.safetensors")),
+                                   model.peft_config[name].save_pretrained(str(tmp))))
+
+
+def export_merged(model, tok, out: Path, meta: dict) -> Path:
+    """Save a plain HF model directory (every adapter merged in float32) that `from_pretrained` loads."""
+    from peft import PeftModel
+
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"export directory {out} exists and is not empty; pass a new or empty directory")
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    model = model.to("cpu", torch.float32)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        (tmp / "forgetlab.json").write_text(json.dumps(meta, indent=2))
+
+    _atomic_dir(out, write)
+    return out
+
+
+def _atomic_dir(path: Path, fill) -> None:
+    """Fill a temporary sibling directory, then rename it to `path` (replacing an empty or older one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        fill(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,158 @@
+"""The served model, kept apart from the HTTP layer: chat, the server and (later) online learning all use it.
+
+`ModelHolder` owns the current model and generates one request at a time (a lock queues the rest: on CPU two
+generations at once only slow each other down). `reload()` builds the new model first and then swaps the reference;
+a request in flight keeps the model it started with, so it finishes on the old session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..batching import prompt_ids
+from ..data.records import SYSTEM
+from .answers import tidy
+
+
+class RequestError(ValueError):
+    """A request the model cannot serve (too long, bad sampling values); `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Loaded:
+    """A model ready to answer: which assistant and session it is."""
+
+    model: object
+    tok: object
+    assistant: str
+    session: int | None
+    loaded_at: float
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of answer or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    session: int | None
+
+
+def with_system(messages: list[dict]) -> list[dict]:
+    """Sessions train with a short system turn; a conversation without one gets the same."""
+    if messages and messages[0]["role"] == "system":
+        return list(messages)
+    return [{"role": "system", "content": SYSTEM}, *messages]
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:
+    """Greedy at temperature 0; otherwise sample from the smallest set of tokens whose probability reaches top_p."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        keep = sorted_p.cumsum(0) - sorted_p < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters might be the start of a stop string (or of a multi-byte character)."""
+    if text.endswith("\ufffd"):
+        return 1
+    return max((n for s in stops for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])), default=0)
+
+
+class ModelHolder:
+    """Owns the current model; `stream`/`complete` generate, `reload` switches to what `load` returns now."""
+
+    def __init__(self, load: Callable[[], Loaded]):
+        self._load = load
+        self._current = load()
+        self._generate_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+
+    @property
+    def current(self) -> Loaded:
+        return self._current
+
+    def reload(self) -> Loaded:
+        with self._reload_lock:
+            fresh = self._load()
+            self._current = fresh  # requests already running keep their reference to the old one
+            return fresh
+
+    def context_length(self, loaded: Loaded) -> int:
+        return int(getattr(loaded.model.config, "max_position_embeddings", 2048))
+
+    def stream(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None, seed: int | None = None,
+               loaded: Loaded | None = None) -> Iterator[str | Completion]:
+        """Yield text pieces as they are generated, then the `Completion` (full text untidied, finish reason,
+        token counts). Raises RequestError before anything is generated when the request cannot be served.
+        `loaded` pins the model (default: the current one, taken now)."""
+        loaded = loaded or self._current
+        stops = [s for s in (stop or []) if s]
+        ids = prompt_ids(loaded.tok, with_system(messages))
+        room = self.context_length(loaded) - len(ids)
+        if room < 1:
+            raise RequestError(f"the conversation is {len(ids)} tokens, the model's context is "
+                               f"{self.context_length(loaded)}; shorten the messages", "messages")
+        if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
+            raise RequestError("temperature must be in [0, 2] and top_p in (0, 1]", "temperature")
+        return self._run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed)
+
+    def _run(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
+             stops: list[str], seed: int | None) -> Iterator[str | Completion]:
+        model, tok = loaded.model, loaded.tok
+        device = next(model.parameters()).device
+        eos = {tok.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))} - {None}
+        gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+        out: list[int] = []
+        text, sent, reason = "", 0, "length"
+        with self._generate_lock, torch.no_grad():
+            x, past = torch.tensor([ids], device=device), None
+            for _ in range(max_tokens):
+                step = model(input_ids=x, past_key_values=past, use_cache=True)
+                past = step.past_key_values
+                nxt = _pick(step.logits[0, -1].cpu(), temperature, top_p, gen)
+                if nxt in eos:
+                    reason = "stop"
+                    break
+                out.append(nxt)
+                text = tok.decode(out, skip_special_tokens=True)
+                hit = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    text, reason = text[:hit], "stop"
+                    break
+                safe = len(text) - _held_back(text, stops)
+                if safe > sent:
+                    yield text[sent:safe]
+                    sent = safe
+                x = torch.tensor([[nxt]], device=device)
+        if len(text) > sent:
+            yield text[sent:]
+        yield Completion(text, reason, len(ids), len(out), loaded.session)
+
+    def complete(self, messages: list[dict], **kw) -> Completion:
+        """The whole answer, tidied (a made-up next turn dropped; an unfinished last sentence dropped when the
+        token limit cut it), URLs, e-mail addresses and code spans intact."""
+        done = None
+        for piece in self.stream(messages, **kw):
+            if isinstance(piece, Completion):
+                done = piece
+        done.text = tidy(done.text, truncated=done.finish_reason == "length")
+        return done
+
+
+def _as_list(x) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple, set)) else [x]

@@ -1,0 +1,70 @@
+"""`forgetlab session list / rollback / export`, and the loader the server and chat use."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..config import ModelConfig
+from ..errors import UserError
+from ..runs import read_json
+from .compose import export_merged, load_chain
+from .holder import Loaded
+from .store import Store
+
+
+def session_rows(store: Store) -> list[dict]:
+    """Every finished session with its record, metrics and place (active / in the active chain / rolled back)."""
+    info = store.info()
+    chain = store.chain(info["active"])
+    rows = []
+    for k in store.ids():
+        record = store.session(k)
+        metrics = read_json(store.session_dir(k) / "metrics.json")
+        state = "active" if k == info["active"] else "in use" if k in chain else "rolled back"
+        rows.append({"id": k, "state": state, "record": record, "metrics": metrics})
+    return rows
+
+
+def retention_matrix(store: Store) -> tuple[list[int], list[list]]:
+    """(columns, rows) for the active chain: row "before" (each session's held-out questions scored by the model it
+    started from, the base for session 1), then one row per session k with session j's held-out F1 after k."""
+    chain = store.chain(store.info()["active"])
+    metrics = {k: read_json(store.session_dir(k) / "metrics.json") for k in chain}
+    before = ["before"] + [metrics[j]["before"].get("f1") for j in chain]
+    rows = [before]
+    for k in chain:
+        rows.append([f"after {k}"] + [metrics[k]["retention"].get(str(j), {}).get("f1") if j <= k else None for j in chain])
+    return chain, rows
+
+
+def rollback(store: Store, to: int) -> dict:
+    """Make session `to` the active one (later sessions stay on disk); return its record."""
+    record = store.session(to)
+    store.set_active(to)
+    return record
+
+
+def export(store: Store, out: str, session: int | None = None, device: str = "cpu") -> Path:
+    """Write the model of `session` (default: the active one), every adapter merged, as a plain HF directory."""
+    info = store.info()
+    k = info["active"] if session is None else session
+    if k is None:
+        raise UserError(f"assistant '{store.name}' has no session to export; train one first")
+    chain = store.chain(k)
+    model, tok = load_chain(store, chain, ModelConfig(name=info["model"], device=device, dtype="float32"), info["mode"])
+    meta = {"assistant": store.name, "session": k, "chain": chain, "base_model": info["model"],
+            "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return export_merged(model, tok, Path(out), meta)
+
+
+def loader(store: Store, device: str = "auto", dtype: str = "auto", session: int | None = None):
+    """A function that loads the assistant's active session (or a fixed one) now: what ModelHolder reloads with."""
+    def load() -> Loaded:
+        info = store.info()
+        k = info["active"] if session is None else session
+        chain = store.chain(k)
+        model, tok = load_chain(store, chain, ModelConfig(name=info["model"], device=device, dtype=dtype), info["mode"])
+        return Loaded(model, tok, store.name, k, time.time())
+
+    return load

@@ -1,0 +1,215 @@
+"""Sessions on the tiny model: data checks, settings, merge equivalence, rollback, resume, export, chat."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from forgetlab.config import ModelConfig, SessionConfig
+from forgetlab.errors import UserError
+from forgetlab.recipes import session as session_recipe
+from forgetlab.recipes.session import train_session
+from forgetlab.sessions.answers import tidy
+from forgetlab.sessions.compose import load_chain
+from forgetlab.sessions.data import load_examples, split_heldout
+from forgetlab.sessions.settings import resolve
+from forgetlab.sessions.store import Store
+
+from .conftest import run_cli
+
+EXAMPLES = Path(__file__).parents[1] / "examples" / "sessions"
+CS, HOUSING = EXAMPLES / "cs_dept.json", EXAMPLES / "housing.json"
+
+
+def fast_cfg(tiny_dir, **kw) -> SessionConfig:
+    base = {"model": {"name": str(tiny_dir)}, "epochs": 2, "lr": 1e-2, "dropout": 0.0, "max_new_tokens": 4,
+            "targets": ("q_proj", "v_proj")}
+    return SessionConfig.model_validate({**base, **kw})
+
+
+def logits(model, tok) -> torch.Tensor:
+    ids = tok("Who chairs the computer science department?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def test_bad_records_are_all_named_and_nothing_is_created(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "Q1", "response": "A1"}\n{"instruction": "Q2"}\n'
+                   '{"instruction": "", "response": "A3"}\n{"messages": [{"role": "user", "content": "hi"}]}\n')
+    r = run_cli("session", "train", str(bad), "--assistant", "a", "--home", str(tmp_path / "home"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and "3 bad records" in line
+    assert "line 2: field 'response'" in line and "line 3: field 'instruction'" in line and "line 4: field 'messages'" in line
+    assert not (tmp_path / "home").exists()
+    for args, expected in ((["missing.json"], "not found"), ([], "no data file given")):
+        r = run_cli("session", "train", *args, "--assistant", "a", "--home", str(tmp_path / "home"))
+        assert r.returncode == 2 and expected in r.stderr, r.stderr
+    r = run_cli("session", "train", str(CS), "--assistant", "bad/name", "--home", str(tmp_path / "home"))
+    assert r.returncode == 2 and "assistant name" in r.stderr
+
+
+def test_paraphrases_are_held_out_first():
+    examples = load_examples(CS)
+    train, held = split_heldout(examples, 0.2, seed=0)
+    assert len(held) == 8 and len(train) == 32
+    trained_answers = {ex.target for ex in train}
+    assert all(ex.target in trained_answers for ex in held)  # every held-out fact is still taught by its twin
+    assert split_heldout(examples, 0.2, seed=0) == (train, held)
+    assert split_heldout(examples, 0.0, seed=0) == (examples, [])
+
+
+@pytest.mark.parametrize("n, rank, epochs, max_length", [(40, 8, 10, 512), (99, 8, 10, 512), (100, 16, 5, 640),
+                                                          (500, 16, 5, 640), (501, 32, 3, 768)])
+def test_settings_follow_the_data_size(n, rank, epochs, max_length):
+    s = resolve(SessionConfig(), [900] + [40] * (n - 1))
+    assert (s.rank, s.alpha, s.epochs, s.max_length) == (rank, 2.0 * rank, epochs, max_length)
+    assert s.batch_size * s.grad_accum == 8 and s.batch_size == 4  # a record over 256 tokens: 4 × 2
+    assert s.over_length == 1  # the 900-token record is cut, and counted
+    assert s.total_steps == math.ceil(math.ceil(n / 4) / 2) * epochs
+    assert s.warmup_steps == min(round(0.1 * s.total_steps), 50)
+    assert set(s.source.values()) == {"auto", "default"}
+
+
+def test_settings_overrides_and_short_records():
+    s = resolve(SessionConfig(rank=4, epochs=2, batch_size=2), [30, 40, 50])
+    assert (s.rank, s.alpha, s.epochs, s.batch_size, s.grad_accum) == (4, 8.0, 2, 2, 4)
+    assert s.max_length == 50 and s.over_length == 0  # never longer than the longest record needs
+    assert s.source["rank"] == "set" and s.source["alpha"] == "auto"
+
+
+def test_tidy_keeps_urls_emails_and_code():
+    cases = [
+        ("Apply at https://cs.msu.example.edu/grad/apply. The form asks", True,
+         "Apply at https://cs.msu.example.edu/grad/apply."),
+        ("Write to cs-advising@msu.example.edu. We answer within", True, "Write to cs-advising@msu.example.edu."),
+        ("See https://cs.msu.example.edu/courses", True, "See https://cs.msu.example.edu/courses"),
+        ("Run `pip install forgetlab==0.1` first. Then", True, "Run `pip install forgetlab==0.1` first."),
+        ("It costs 2,350 dollars. Dr. Oyelaran teaches it. And", True, "It costs 2,350 dollars. Dr. Oyelaran teaches it."),
+        ("Room 3127.\nUser: and the other room?", False, "Room 3127."),
+        ("```python\nprint('a.b')\n", True, "```python\nprint('a.b')"),
+        ("December 3. More text", False, "December 3. More text"),
+    ]
+    for text, truncated, expected in cases:
+        assert tidy(text, truncated) == expected, text
+
+
+def test_two_sessions_merge_equivalence_rollback_and_export(tiny_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from forgetlab.model import load_base
+    from forgetlab.sessions.manage import export, rollback
+
+    store = Store(tmp_path, "msu")
+    first = train_session(store, fast_cfg(tiny_dir), str(CS))
+    assert first["id"] == 1 and first["parent"] is None and store.info()["active"] == 1
+    # Merge equivalence: the merged chain answers exactly like the base with the adapter applied unmerged.
+    base, tok = load_base(ModelConfig(name=str(tiny_dir)))
+    unmerged = PeftModel.from_pretrained(base, str(store.session_dir(1) / "adapter"))
+    merged, _ = load_chain(store, [1], ModelConfig(name=str(tiny_dir)), "merge")
+    after_1 = logits(merged, tok)
+    assert torch.allclose(logits(unmerged, tok), after_1, atol=1e-5)
+    assert not torch.allclose(logits(load_base(ModelConfig(name=str(tiny_dir)))[0], tok), after_1, atol=1e-3)
+
+    second = train_session(store, fast_cfg(tiny_dir, replay=0.5), str(HOUSING))
+    assert second["parent"] == 1 and store.info()["active"] == 2
+    metrics = json.loads((store.session_dir(2) / "metrics.json").read_text())
+    assert set(metrics["retention"]) == {"1", "2"} and metrics["retention"]["1"]["n"] == 8
+    adapter_bytes = (store.session_dir(1) / "adapter" / "adapter_model.safetensors").read_bytes()
+
+    # Rollback restores session 1 exactly; the next session is trained on top of it; session 2 stays on disk.
+    rollback(store, 1)
+    restored, _ = load_chain(store, store.chain(store.info()["active"]), ModelConfig(name=str(tiny_dir)), "merge")
+    assert torch.equal(logits(restored, tok), after_1)
+    assert (store.session_dir(1) / "adapter" / "adapter_model.safetensors").read_bytes() == adapter_bytes
+    third = train_session(store, fast_cfg(tiny_dir), str(HOUSING))
+    assert third["id"] == 3 and third["parent"] == 1 and store.chain(3) == [1, 3] and store.ids() == [1, 2, 3]
+    with pytest.raises(UserError, match="no session 7"):
+        rollback(store, 7)
+
+    # Export: a plain HF directory that answers like the served chain.
+    out = export(store, str(tmp_path / "out"))
+    exported = AutoModelForCausalLM.from_pretrained(out)
+    served, _ = load_chain(store, [1, 3], ModelConfig(name=str(tiny_dir)), "merge")
+    assert torch.allclose(logits(exported, tok), logits(served, tok), atol=1e-5)
+    assert json.loads((out / "forgetlab.json").read_text())["chain"] == [1, 3]
+    with pytest.raises(UserError, match="not empty"):
+        export(store, str(out))
+
+
+def test_stacked_adapters_answer_like_merged_ones(tiny_dir, tmp_path):
+    stack = Store(tmp_path, "stacked")
+    train_session(stack, fast_cfg(tiny_dir, mode="stack"), str(CS))
+    train_session(stack, fast_cfg(tiny_dir, mode="stack", rank=2), str(HOUSING))  # ranks may differ per session
+    model, tok = load_chain(stack, [1, 2], ModelConfig(name=str(tiny_dir)), "stack")
+    assert sorted(model.peft_config) == ["s001", "s002"]
+    merged, _ = load_chain(stack, [1, 2], ModelConfig(name=str(tiny_dir)), "merge")
+    assert torch.allclose(logits(model, tok), logits(merged, tok), atol=1e-5)
+    with pytest.raises(UserError, match="uses mode 'stack'"):
+        train_session(stack, fast_cfg(tiny_dir, mode="merge"), str(CS))
+
+
+def test_interrupted_session_resumes_to_the_uninterrupted_result(tiny_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    cfg = fast_cfg(tiny_dir, epochs=3, dropout=0.1)
+    whole = Store(tmp_path / "a", "msu")
+    train_session(whole, cfg, str(CS))
+    train_session(whole, cfg, str(HOUSING))
+
+    cut = Store(tmp_path / "b", "msu")
+    train_session(cut, cfg, str(CS))
+    real_save = session_recipe.save_checkpoint
+
+    def save_then_stop(part, model, ckpt):
+        real_save(part, model, ckpt)
+        if ckpt["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(session_recipe, "save_checkpoint", save_then_stop)
+    with pytest.raises(Exception, match="partial") as info:
+        train_session(cut, cfg, str(HOUSING))
+    assert "--resume" in info.value.resume_command
+    assert cut.info()["active"] == 1 and cut.ids() == [1]  # session 1 intact, session 2 not published
+    with pytest.raises(UserError, match="was interrupted"):
+        train_session(cut, cfg, str(HOUSING))
+    monkeypatch.setattr(session_recipe, "save_checkpoint", real_save)
+    train_session(cut, cfg, None, resume=True)
+    assert cut.info()["active"] == 2 and not cut.partial_dir.exists()
+    a = load_file(str(whole.session_dir(2) / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(cut.session_dir(2) / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    la = (whole.session_dir(2) / "history.csv").read_text().splitlines()
+    lb = (cut.session_dir(2) / "history.csv").read_text().splitlines()
+    assert [r.split(",")[2] for r in la] == [r.split(",")[2] for r in lb]  # the same loss at every step
+
+
+def test_session_commands_through_the_cli(tiny_dir, tmp_path):
+    home = ["--assistant", "msu", "--home", str(tmp_path)]
+    fast = ["--epochs", "1", "--set", "max_new_tokens=4", "--set", "targets=[q_proj]"]
+    r = run_cli("session", "train", str(CS), *home, "--model", str(tiny_dir), *fast)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "rank / alpha" in r.stdout and "8 / 16" in r.stdout and "session 1 is active" in r.stdout
+    r = run_cli("session", "train", str(HOUSING), *home, *fast, "--replay", "0.3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "30% of each batch" in r.stdout
+    r = run_cli("session", "list", *home)
+    assert r.returncode == 0 and "Retention" in r.stdout and "after 2" in r.stdout and "cs_dept.json" in r.stdout
+    r = run_cli("session", "rollback", *home, "--to", "1")
+    assert r.returncode == 0 and "active session 1" in r.stdout
+    assert "rolled back" in run_cli("session", "list", *home).stdout
+    r = run_cli("session", "rollback", *home, "--to", "5")
+    assert r.returncode == 2 and "no session 5" in r.stderr
+    r = run_cli("session", "train", str(CS), *home, "--mode", "stack")
+    assert r.returncode == 2 and "uses mode 'merge'" in r.stderr
+    r = run_cli("session", "export", *home, "--merged", str(tmp_path / "export"))
+    assert r.returncode == 0 and (tmp_path / "export" / "model.safetensors").is_file()
+    r = run_cli("chat", *home, "--max-tokens", "3", input="Who teaches CS 101?\n/reset\nhello\n/quit\n")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("msu> ") == 2 and "(history cleared)" in r.stdout
+    r = run_cli("chat", "--assistant", "nobody", "--home", str(tmp_path))
+    assert r.returncode == 2 and "no assistant 'nobody'" in r.stderr
