@@ -76,6 +76,6 @@ def resolve(cfg: SessionConfig, lengths: list[int]) -> Resolved:
     grad_accum = pick("grad_accum", max(1, math.ceil(EFFECTIVE_BATCH / batch_size)))
     total = math.ceil(math.ceil(len(lengths) / batch_size) / grad_accum) * epochs
     warmup = pick("warmup_steps", min(round(0.1 * total), 50))
-    source["lr"] = "default"
+    source["lr"] = "set" if "lr" in cfg.model_fields_set else "default"
     return Resolved(rank, float(alpha), epochs, batch_size, grad_accum, max_length, min(warmup, total), total, cfg.lr,
                     sum(n > max_length for n in lengths), source)
