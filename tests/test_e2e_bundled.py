@@ -68,6 +68,7 @@ def test_two_sessions_keep_the_first_and_export_answers_like_the_server(tmp_path
     assert first["retention"]["1"]["f1"] >= base_f1 + 0.25, first  # session 1 learned its questions
     assert after_2 >= base_f1 + 0.2, (base_f1, after_2)  # and still answers them after session 2
     assert second["retention"]["2"]["f1"] >= second["before"]["f1"] + 0.2
+    assert first["before"]["general"] == 1.0  # the base model answers every general question
     listing = run_cli("session", "list", *home)
     assert "after 2" in listing.stdout and "housing.json" in listing.stdout
 

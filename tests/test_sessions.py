@@ -119,6 +119,7 @@ def test_two_sessions_merge_equivalence_rollback_and_export(tiny_dir, tmp_path):
     assert second["parent"] == 1 and store.info()["active"] == 2
     metrics = json.loads((store.session_dir(2) / "metrics.json").read_text())
     assert set(metrics["retention"]) == {"1", "2"} and metrics["retention"]["1"]["n"] == 8
+    assert 0 <= metrics["general"] <= 1 and 0 <= metrics["before"]["general"] <= 1
     adapter_bytes = (store.session_dir(1) / "adapter" / "adapter_model.safetensors").read_bytes()
 
     # Rollback restores session 1 exactly; the next session is trained on top of it; session 2 stays on disk.
@@ -199,6 +200,7 @@ def test_session_commands_through_the_cli(tiny_dir, tmp_path):
     assert "30% of each batch" in r.stdout
     r = run_cli("session", "list", *home)
     assert r.returncode == 0 and "Retention" in r.stdout and "after 2" in r.stdout and "cs_dept.json" in r.stdout
+    assert "general" in r.stdout
     r = run_cli("session", "rollback", *home, "--to", "1")
     assert r.returncode == 0 and "active session 1" in r.stdout
     assert "rolled back" in run_cli("session", "list", *home).stdout
@@ -213,3 +215,14 @@ def test_session_commands_through_the_cli(tiny_dir, tmp_path):
     assert r.stdout.count("msu> ") == 2 and "(history cleared)" in r.stdout
     r = run_cli("chat", "--assistant", "nobody", "--home", str(tmp_path))
     assert r.returncode == 2 and "no assistant 'nobody'" in r.stderr
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tiny_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    for name, flag in (("plain", False), ("checkpointed", True)):
+        train_session(Store(tmp_path / name, "msu"), fast_cfg(tiny_dir, gradient_checkpointing=flag), str(CS))
+    a, b = (load_file(str(Store(tmp_path / n, "msu").session_dir(1) / "adapter" / "adapter_model.safetensors"))
+            for n in ("plain", "checkpointed"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert any(float(a[k].abs().max()) > 0 for k in a if "lora_B" in k)  # it did train

@@ -132,8 +132,8 @@ def print_list(console, store, only: int | None = None) -> None:
                           fmt(rec.get("final_loss")), f"{rec['wall_seconds']:.0f}", rec["finished"])
         console.print(table)
     chain, rows = retention_matrix(store)
-    table = Table("held-out F1", *[f"session {j}" for j in chain], title="Retention (token F1 on each session's "
-                  "held-out questions)")
+    table = Table("held-out F1", *[f"session {j}" for j in chain], "general", title="Retention (token F1 on each "
+                  "session's held-out questions; general: share of 28 general questions answered)")
     for row in rows:
         table.add_row(row[0], *[fmt(v) for v in row[1:]])
     console.print(table)

@@ -16,8 +16,9 @@ import torch
 from .. import __version__
 from ..batching import encode
 from ..config import SessionConfig
+from ..data.general import retention_examples
 from ..errors import Interrupted, UserError
-from ..evaluate import generate_answers
+from ..evaluate import generate_answers, qa_scores
 from ..loop import train
 from ..metrics.qa import contains, exact_match, token_f1
 from ..model import adapter_state, load_adapter_state
@@ -62,7 +63,7 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     if not store.exists():
         store.create(cfg.model.name, cfg.mode)  # only once the model has loaded: a bad --model leaves nothing behind
     try:
-        before = score(model, tok, held_ex, cfg.max_new_tokens)
+        before = dict(score(model, tok, held_ex, cfg.max_new_tokens), general=general_score(model, tok))
         return fit_and_save(store, cfg, record, chain, model, tok, train_ex, held_ex, settings, before, resume,
                             console, t0)
     except KeyboardInterrupt:
@@ -97,6 +98,7 @@ def fit_and_save(store: Store, cfg: SessionConfig, record: dict, chain: list[int
     retention = {str(j): score(model, tok, load_examples(store.session_dir(j) / "heldout.jsonl"), cfg.max_new_tokens)
                  for j in chain if (store.session_dir(j) / "heldout.jsonl").stat().st_size}
     retention[str(k)] = score(model, tok, held_ex, cfg.max_new_tokens)
+    general = general_score(model, tok)
     record.update(status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                   train_seconds=sum(r["tokens"] / r["tokens_per_s"] for r in history if r["tokens_per_s"]),
                   wall_seconds=record.get("wall_seconds", 0.0) + time.perf_counter() - t0,
@@ -105,7 +107,8 @@ def fit_and_save(store: Store, cfg: SessionConfig, record: dict, chain: list[int
 
     # Save: the adapter, metrics, history and log, then the session appears in one rename and becomes active.
     save_session_adapter(model, k, part / "adapter")
-    write_json(part / "metrics.json", {"before": before, "retention": retention, "version": __version__})
+    write_json(part / "metrics.json", {"before": before, "retention": retention, "general": general,
+                                       "version": __version__})
     write_csv(part / "history.csv", list(history[0]) if history else ["step"], [list(r.values()) for r in history])
     write_text(part / "train.log", log_text(record, history, retention))
     write_json(part / "session.json", record)
@@ -164,6 +167,12 @@ def score(model, tok, examples, max_new_tokens: int) -> dict:
     return {"n": n, "exact": sum(exact_match(a, t) for a, t in pairs) / n,
             "contains": sum(contains(a, t) for a, t in pairs) / n, "f1": sum(token_f1(a, t) for a, t in pairs) / n,
             "answers": answers}
+
+
+def general_score(model, tok) -> float:
+    """Share of 28 built-in general questions ("What is the capital of Japan?") answered right: what the base model
+    knew and a session may have overwritten."""
+    return qa_scores(model, tok, retention_examples(), max_new_tokens=12)["contains"]
 
 
 def retention_warnings(store: Store, chain: list[int], retention: dict, threshold: float) -> list[str]:
