@@ -95,7 +95,7 @@ def test_file_formats(tmp_path):
      r"line 2: field 'options'"),
     ('{"question": "q", "options": ["a", "b"], "answer": 5}\n{"question": "q", "options": ["a"], "answer": 0}',
      r"line 1: field 'answer'"),
-    ('{"instruction": "a", "response": "b"}\n{"instruction": "c"}', r"line 2: field 'output' must be"),
+    ('{"instruction": "a", "response": "b"}\n{"instruction": "c"}', r"line 2: field 'response' must be"),
     ('{"instruction": "a", "response": "b"}\nnot json', r"line 2: not valid JSON"),
     ('[{"instruction": "a", "response": "b"}, {"messages": [{"role": "user", "content": "x"}]}]',
      r"record 2: field 'messages'"),
