@@ -61,8 +61,10 @@ def test_interrupt_then_resume(tiny_dir, tmp_path):
     exe = Path(sys.executable).with_name("forgetlab")
     args = [str(exe), "sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--no-landscape", *FAST,
             "--epochs", "40"]
+    # A shell running us in the background ignores SIGINT, and children inherit that: restore Ctrl-C's default.
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob("*/metrics.json")):
         time.sleep(0.05)
