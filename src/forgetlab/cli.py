@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"forgetlab: interrupted; finished work is saved. Carry on with: {e.resume_command}", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("forgetlab: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
