@@ -157,7 +157,7 @@ def test_stacked_adapters_answer_like_merged_ones(tiny_dir, tmp_path):
 def test_interrupted_session_resumes_to_the_uninterrupted_result(tiny_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    cfg = fast_cfg(tiny_dir, epochs=3, dropout=0.1)
+    cfg = fast_cfg(tiny_dir, epochs=3, dropout=0.1, anchor=0.5)
     whole = Store(tmp_path / "a", "msu")
     train_session(whole, cfg, str(CS))
     train_session(whole, cfg, str(HOUSING))
@@ -226,3 +226,29 @@ def test_gradient_checkpointing_trains_the_same_adapter(tiny_dir, tmp_path):
             for n in ("plain", "checkpointed"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert any(float(a[k].abs().max()) > 0 for k in a if "lora_B" in k)  # it did train
+
+
+def test_anchor_is_zero_at_the_base_and_keeps_the_model_near_it(tiny_dir, tmp_path):
+    from forgetlab.batching import collate
+    from forgetlab.losses import answer_logits, kl_to_reference, nll
+    from forgetlab.model import load_base
+    from forgetlab.sessions.replay import SessionLoss, base_anchors
+
+    base, tok = load_base(ModelConfig(name=str(tiny_dir)))
+    anchors = base_anchors(base, tok, 64)
+    assert len(anchors[0]) == 16 and anchors[1][0].shape[1] == base.config.vocab_size
+    batch = collate([anchors[0][0], anchors[0][1]], tok.pad_token_id)
+    with torch.no_grad():  # at the base model itself the anchor term adds nothing
+        assert float(SessionLoss([], 0.0, 0, tok.pad_token_id, anchors=anchors, anchor_weight=5.0).loss(base, batch, None)) \
+            == pytest.approx(float(nll(base, batch)), abs=1e-5)
+
+    def drift(store: Store) -> float:
+        model, _ = load_chain(store, [1], ModelConfig(name=str(tiny_dir)), "merge")
+        with torch.no_grad():
+            return sum(float(kl_to_reference(answer_logits(model, collate([a], tok.pad_token_id))[0], ref))
+                       for a, ref in zip(*anchors, strict=True)) / 16
+
+    free, anchored = Store(tmp_path / "free", "msu"), Store(tmp_path / "anchored", "msu")
+    train_session(free, fast_cfg(tiny_dir, epochs=4), str(CS))
+    train_session(anchored, fast_cfg(tiny_dir, epochs=4, anchor=20.0), str(CS))
+    assert drift(anchored) < 0.5 * drift(free), (drift(anchored), drift(free))

@@ -46,6 +46,8 @@ def add_session(sub) -> None:
     t.add_argument("--mode", choices=["merge", "stack"], help="merge earlier adapters into the base (float32) or "
                    "keep them stacked; fixed by the first session [default: merge]")
     t.add_argument("--replay", type=float, metavar="SHARE", help="share of each batch from earlier sessions [default: 0.2]")
+    t.add_argument("--anchor", type=float, metavar="LAMBDA", help="KL to the base model on everyday prompts, keeps "
+                   "general knowledge [default: 0, off]")
     t.add_argument("--holdout", type=float, metavar="SHARE", help="share of FILE held out [default: 0.2]")
     for flag, kind, what in (("--rank", int, "LoRA rank"), ("--alpha", float, "LoRA alpha"), ("--epochs", int, "epochs"),
                              ("--lr", float, "peak learning rate"), ("--batch-size", int, "examples per forward pass"),
@@ -82,7 +84,8 @@ def add_session(sub) -> None:
 
 
 def session_config(args, store) -> SessionConfig:
-    flags = {"mode": args.mode, "replay": args.replay, "holdout": args.holdout, "rank": args.rank, "alpha": args.alpha,
+    flags = {"mode": args.mode, "replay": args.replay, "anchor": args.anchor, "holdout": args.holdout, "rank": args.rank,
+             "alpha": args.alpha,
              "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
              "max_length": args.max_length, "warmup_steps": args.warmup_steps, "seed": args.seed,
              "model.name": args.model, "gradient_checkpointing": True if args.gradient_checkpointing else None}

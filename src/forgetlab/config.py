@@ -217,6 +217,8 @@ class SessionConfig(Frozen):
     mode: Literal["merge", "stack"] = Field("merge", description="merge: earlier sessions are merged into the base in "
                                             "float32 and a new adapter is trained; stack: every adapter stays separate")
     replay: float = Field(0.2, ge=0, lt=1, description="share of each batch taken from earlier sessions' data (0: off)")
+    anchor: float = Field(0.0, ge=0, description="weight λ of KL(p_base || p) on 16 built-in everyday prompts, which "
+                          "keeps what the base model knew (0: off)")
     holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention (0 needs --heldout)")
     rank: int | None = Field(None, gt=0, description="LoRA rank; None: 8 / 16 / 32 for <100 / 100-500 / >500 examples")
     alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: twice the rank")

@@ -27,7 +27,7 @@ from ..runs import peak_memory_mb, read_json, write_csv, write_json, write_text
 from ..sessions.answers import tidy
 from ..sessions.compose import add_session_adapter, load_chain, save_session_adapter
 from ..sessions.data import file_hash, load_examples, split_heldout, write_jsonl_text
-from ..sessions.replay import SessionReplay
+from ..sessions.replay import SessionLoss, base_anchors
 from ..sessions.settings import resolve
 from ..sessions.store import Store
 
@@ -78,14 +78,16 @@ def fit_and_save(store: Store, cfg: SessionConfig, record: dict, chain: list[int
     # A new adapter on top; earlier sessions' records replayed in every batch.
     encoded = [encode(tok, ex, settings.max_length) for ex in train_ex]
     old = [encode(tok, ex, settings.max_length) for j in chain for ex in load_examples(store.session_dir(j) / "train.jsonl")]
+    anchors = anchor_targets(store, chain, cfg, model, tok, settings.max_length) if cfg.anchor > 0 else None
     torch.manual_seed(cfg.seed * 1000 + k)
     model = add_session_adapter(model, k, settings.lora(cfg))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ckpt = load_checkpoint(part, model) if resume else None
     batches_per_epoch = -(-len(encoded) // settings.batch_size)
-    method = SessionReplay(old, cfg.replay if old else 0.0, cfg.seed * 1000 + k, tok.pad_token_id,
-                           start_batch=(ckpt["epoch"] if ckpt else 0) * batches_per_epoch)
+    method = SessionLoss(old, cfg.replay if old else 0.0, cfg.seed * 1000 + k, tok.pad_token_id,
+                         start_batch=(ckpt["epoch"] if ckpt else 0) * batches_per_epoch, anchors=anchors,
+                         anchor_weight=cfg.anchor)
     with StepProgress(console).task(f"session {k} {record['data']['name']}", settings.total_steps) as tick:
         if ckpt:
             tick_many(tick, ckpt["history"])
@@ -167,6 +169,19 @@ def score(model, tok, examples, max_new_tokens: int) -> dict:
     return {"n": n, "exact": sum(exact_match(a, t) for a, t in pairs) / n,
             "contains": sum(contains(a, t) for a, t in pairs) / n, "f1": sum(token_f1(a, t) for a, t in pairs) / n,
             "answers": answers}
+
+
+def anchor_targets(store: Store, chain: list[int], cfg: SessionConfig, model, tok, max_length: int):
+    """What the base model answers on the anchor prompts (the model in hand for a first session, else a fresh base)."""
+    from ..model import load_base
+
+    if not chain:
+        return base_anchors(model, tok, max_length)
+    base, _ = load_base(cfg.model)
+    try:
+        return base_anchors(base, tok, max_length)
+    finally:
+        del base
 
 
 def general_score(model, tok) -> float:
