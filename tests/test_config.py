@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgetlab.config import CompareConfig, SequentialConfig, build_config, dump_yaml, read_yaml
+from forgetlab.config import CompareConfig, SequentialConfig, SessionCompareConfig, build_config, dump_yaml, read_yaml
 from forgetlab.errors import UserError
 from forgetlab.methods import METHODS
 
@@ -21,7 +21,11 @@ def test_there_are_shipped_configs():
 def test_every_shipped_yaml_loads_and_names_its_command(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# forgetlab ") and str(path.relative_to(ROOT)) in first, first
-    command = first.split()[2]
+    command = " ".join(first.split()[2:4]) if first.split()[2] == "session" else first.split()[2]
+    if command == "session compare":
+        cfg = build_config(SessionCompareConfig, read_yaml(path), source=str(path))
+        assert all((ROOT / f).is_file() for f in cfg.files + cfg.heldout) and cfg.settings
+        return
     cfg = build_config({"sequential": SequentialConfig, "compare": CompareConfig}[command], read_yaml(path),
                        source=str(path))
     assert cfg.tasks

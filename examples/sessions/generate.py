@@ -1,8 +1,14 @@
-"""Write the two example Q&A files of invented facts (python examples/sessions/generate.py).
+"""Write the example Q&A files of invented facts (python examples/sessions/generate.py).
 
-Each fact is asked two ways, so holding out one phrasing still leaves the fact in training: the held-out
-question then tests recall, not guessing. Names, rooms, addresses and dates are invented; the base model cannot
-know them.
+Two kinds of file:
+- cs_dept.json, housing.json: each fact asked two ways, so holding out one phrasing still leaves the fact in
+  training and the held-out question tests recall.
+- cs_faq.json, housing_faq.json, library_faq.json: FAQs as people write them, one question per fact (staff,
+  rooms, phone numbers, e-mail addresses, deadlines), each with a file of paraphrased questions
+  (*_paraphrases.json) whose answers are the key fact alone, for `--heldout`: an answer counts as recalled when it
+  contains the key fact. The paraphrases were written by hand, as another person would ask, not from any rule.
+
+Names, rooms, addresses and dates are invented; the base model cannot know them.
 """
 
 import json
@@ -76,6 +82,157 @@ HOUSING = [
 ]
 
 
+# (question, answer, a paraphrased question, the key fact the answer must contain)
+CS_FAQ = [
+    ("Who is the chair of the Computer Science department?", "Professor Ilse Varnholt is the department chair.",
+     "Which professor heads the CS department?", "Ilse Varnholt"),
+    ("Where is the CS main office?", "The main office is Room 3127 in Quillon Hall.",
+     "In which room can I find the computer science office?", "3127"),
+    ("What is the phone number of the CS main office?", "Call 517-555-0147.",
+     "How can I reach the computer science office by phone?", "517-555-0147"),
+    ("What is the e-mail address for undergraduate advising?", "Write to cs-advising@msu.example.edu.",
+     "Which address should I e-mail with questions for my CS advisor?", "cs-advising@msu.example.edu"),
+    ("Who is the graduate program coordinator?", "Marisol Pellegrini coordinates the graduate program.",
+     "Who runs the CS graduate program?", "Marisol Pellegrini"),
+    ("When is the deadline for PhD applications?", "PhD applications are due December 3.",
+     "By what date do I have to submit my PhD application?", "December 3"),
+    ("What is the deadline to declare the CS major?", "Declare the major by March 15 of your second year.",
+     "Until when can I declare computer science as my major?", "March 15"),
+    ("Who teaches CS 101?", "Dr. Tamsin Oyelaran teaches CS 101.",
+     "Which instructor is in charge of the intro course CS 101?", "Tamsin Oyelaran"),
+    ("Who teaches the algorithms course, CS 340?", "Professor Bertil Kaszuba teaches CS 340.",
+     "Who is the instructor for algorithms?", "Bertil Kaszuba"),
+    ("Where is the CS tutoring center?", "The tutoring center is Room 1042 in Quillon Hall.",
+     "In which room is tutoring for computer science students?", "1042"),
+    ("What are the tutoring center's hours?", "Monday to Thursday, 2 pm to 8 pm.",
+     "When is CS tutoring open?", "2 pm to 8 pm"),
+    ("Who handles CS internships?", "Dr. Renske Abernathy runs the internship program.",
+     "Whom do I contact about an internship in computer science?", "Renske Abernathy"),
+    ("What is the e-mail address of the CS help desk?", "Write to cs-help@msu.example.edu.",
+     "How do I contact the CS help desk by e-mail?", "cs-help@msu.example.edu"),
+    ("Where is the robotics lab?", "The Harrow Robotics Lab is in the basement of Tessaly Hall.",
+     "In which building is the CS robotics lab?", "Tessaly Hall"),
+    ("How many credits does the CS major require?", "The major requires 124 credits.",
+     "How many credit hours do I need for a computer science degree?", "124"),
+    ("When does the department seminar meet?", "Every Thursday at 4 pm in Room 2250.",
+     "On which day is the weekly CS seminar?", "Thursday"),
+    ("Who is the director of undergraduate studies?", "Dr. Kofi Marchetti directs undergraduate studies.",
+     "Who oversees the undergraduate program in computer science?", "Kofi Marchetti"),
+    ("What is the last day to drop a CS course without a W?", "You can drop without a W until September 12.",
+     "Until what date can I leave a computer science class without a W on my transcript?", "September 12"),
+    ("Who do I ask about TA positions?", "Ask Nadia Fairbrook about TA positions.",
+     "Who should I talk to if I want to be a teaching assistant in CS?", "Nadia Fairbrook"),
+    ("What is the phone number of the CS help desk?", "Call 517-555-0199.",
+     "Which number do I call for the computer science help desk?", "517-555-0199"),
+    ("Where are CS exams proctored?", "Proctored exams are held in Room 2210 in Quillon Hall.",
+     "Which room do I go to for a proctored computer science exam?", "2210"),
+    ("Where do I apply to the CS graduate program?", "Apply at https://cs.msu.example.edu/grad/apply.",
+     "What website do I use for a graduate application in computer science?", "https://cs.msu.example.edu/grad/apply"),
+]
+
+HOUSING_FAQ = [
+    ("When is move-in day for first-year students?", "First-year move-in day is August 21.",
+     "On what date do freshmen move into the residence halls?", "August 21"),
+    ("What is the e-mail address of the housing office?", "Write to housing@msu.example.edu.",
+     "How do I reach university housing by e-mail?", "housing@msu.example.edu"),
+    ("Where is the housing office?", "The housing office is Room 110 in Beckett Commons.",
+     "In which building can I find the housing office?", "Beckett Commons"),
+    ("What is the phone number of the housing office?", "Call 517-555-0162.",
+     "Which number should I call with a housing question?", "517-555-0162"),
+    ("When is the housing deposit due?", "The housing deposit is due May 1.",
+     "By what date must I pay my dorm deposit?", "May 1"),
+    ("How much is the housing deposit?", "The deposit is 300 dollars.",
+     "What amount do I pay as a deposit for campus housing?", "300"),
+    ("Who is the director of residence life?", "Dr. Orla Featherstone directs residence life.",
+     "Which person leads residence life on campus?", "Orla Featherstone"),
+    ("Which residence hall is for honors students?", "Honors students live in Fenwick Tower.",
+     "Where do students in the honors college live?", "Fenwick Tower"),
+    ("Which dorm has only single rooms?", "Larchmont Hall has only single rooms.",
+     "Where can I get a single room on campus?", "Larchmont Hall"),
+    ("How much does the unlimited meal plan cost?", "The unlimited meal plan costs 2,350 dollars per semester.",
+     "What is the price of the unlimited dining plan each semester?", "2,350"),
+    ("When do quiet hours start in the residence halls?", "Quiet hours start at 10 pm.",
+     "At what time do the dorms have to be quiet at night?", "10 pm"),
+    ("When do the residence halls close for winter break?", "The halls close on December 18 at noon.",
+     "On what date do the dorms shut for the winter holidays?", "December 18"),
+    ("How do I report a maintenance problem?", "Report it at https://fixit.msu.example.edu.",
+     "Where do I submit a repair request for my dorm room?", "https://fixit.msu.example.edu"),
+    ("How much is a resident parking permit?", "A resident parking permit costs 180 dollars per year.",
+     "What does it cost to park a car on campus as a resident?", "180"),
+    ("How many overnight guests may I have?", "One guest, for up to three nights.",
+     "What is the limit on guests staying overnight in my dorm room?", "three nights"),
+    ("What are the graduate student apartments called?", "Graduate students live in the Calder Court apartments.",
+     "Where do graduate students live on campus?", "Calder Court"),
+    ("Where is the laundry room in Fenwick Tower?", "The laundry room is on the basement level of Fenwick Tower.",
+     "Where can I wash my clothes in Fenwick Tower?", "basement"),
+    ("Which dining hall is open all night?", "Mercer Dining Hall is open all night.",
+     "Where can I eat on campus after midnight?", "Mercer"),
+    ("When is the deadline for the housing application?", "Housing applications close on April 10.",
+     "Until what date can I apply for a room on campus?", "April 10"),
+    ("Who handles room change requests?", "Room changes go through Theo Lindqvist in the housing office.",
+     "Whom do I ask if I want to move to another room?", "Theo Lindqvist"),
+    ("Where do residents pick up packages?", "Packages are picked up at the mail center in Beckett Commons.",
+     "Where do I collect a parcel delivered to my dorm?", "mail center"),
+    ("Are pets allowed in the dorms?", "Only fish in tanks under 10 gallons are allowed.",
+     "Can I keep an animal in my residence hall room?", "fish"),
+]
+
+LIBRARY_FAQ = [
+    ("What is the main library called?", "The main library is the Ashgrove Library.",
+     "What is the name of the university's main library?", "Ashgrove"),
+    ("When does the main library close on weekdays?", "The main library closes at 11 pm on weekdays.",
+     "Until what time is the library open Monday to Friday?", "11 pm"),
+    ("How long can I borrow a book?", "Books can be borrowed for 28 days.",
+     "What is the loan period for library books?", "28 days"),
+    ("What is the late fee for a book?", "The late fee is 25 cents per day.",
+     "How much do I pay per day for an overdue book?", "25 cents"),
+    ("Who is the head librarian?", "Dr. Wilhelmina Asante is the head librarian.",
+     "Who is in charge of the university library?", "Wilhelmina Asante"),
+    ("What is the e-mail address for interlibrary loans?", "Write to ill@library.msu.example.edu.",
+     "Where do I e-mail to get a book from another library?", "ill@library.msu.example.edu"),
+    ("How do I book a study room?", "Book it at https://rooms.library.msu.example.edu.",
+     "Where can I reserve a group study room?", "https://rooms.library.msu.example.edu"),
+    ("How much does printing cost?", "Printing costs 8 cents per page.",
+     "What is the price of printing a page in the library?", "8 cents"),
+    ("Which floor is the quiet floor?", "The fourth floor is the quiet floor.",
+     "On which floor of the library is talking not allowed?", "fourth"),
+    ("Where are the university archives?", "The archives are in the basement of the Ashgrove Library.",
+     "In what part of the library can I find the archives?", "basement"),
+    ("How long can I borrow a laptop?", "Laptops are lent for 4 hours.",
+     "What is the loan period for a library laptop?", "4 hours"),
+    ("What is the fee for a lost book?", "A lost book costs 60 dollars to replace.",
+     "How much do I owe if I lose a library book?", "60"),
+    ("Where is the 3D printer?", "The 3D printer is in the Maker Space on the second floor.",
+     "In which room of the library can I use a 3D printer?", "Maker Space"),
+    ("What is the phone number of the research help desk?", "Call 517-555-0183.",
+     "Which number do I call for help with library research?", "517-555-0183"),
+    ("When is the deadline to submit a thesis to the library?", "Theses are due to the library by May 20.",
+     "By what date must I deposit my thesis at the library?", "May 20"),
+    ("Who curates the rare book collection?", "Ezra Haldane curates the rare book collection.",
+     "Who is the curator of the library's rare books?", "Ezra Haldane"),
+    ("What is the library's Wi-Fi network called?", "The library Wi-Fi network is AshgroveNet.",
+     "Which wireless network do I join in the library?", "AshgroveNet"),
+    ("How many books can an undergraduate borrow at once?", "Undergraduates can borrow up to 30 books at once.",
+     "What is the most books a student can have checked out?", "30"),
+    ("Where is the map collection?", "The map collection is in Room 214 of the Ashgrove Library.",
+     "In which room are the library's maps kept?", "214"),
+    ("When does the library open on Sundays?", "On Sundays the library opens at noon.",
+     "At what time can I get into the library on a Sunday?", "noon"),
+    ("Who do I contact about a library fine?", "Fines are handled by Priya Castellanos at the circulation desk.",
+     "Whom should I talk to about paying a library fine?", "Priya Castellanos"),
+    ("Where is the return box for after-hours returns?", "The after-hours return box is by the east entrance.",
+     "Where can I drop off books when the library is closed?", "east entrance"),
+]
+
+
+def faq_records(faq):
+    return [{"instruction": q, "response": a} for q, a, _, _ in faq]
+
+
+def paraphrase_records(faq):
+    return [{"instruction": p, "response": key} for q, a, p, key in faq]
+
+
 def records(facts):
     return [{"instruction": q, "response": a} for questions, a in facts for q in questions]
 
@@ -85,3 +242,10 @@ if __name__ == "__main__":
     for name, facts in (("cs_dept.json", CS_DEPT), ("housing.json", HOUSING)):
         (here / name).write_text(json.dumps(records(facts), indent=1, ensure_ascii=False) + "\n")
         print(f"{name}: {len(facts) * 2} records")
+    for name, faq in (("cs_faq", CS_FAQ), ("housing_faq", HOUSING_FAQ), ("library_faq", LIBRARY_FAQ)):
+        for q, a, _, key in faq:
+            assert key.lower() in a.lower(), (q, key)  # the key fact is in the trained answer
+        (here / f"{name}.json").write_text(json.dumps(faq_records(faq), indent=1, ensure_ascii=False) + "\n")
+        (here / f"{name}_paraphrases.json").write_text(json.dumps(paraphrase_records(faq), indent=1,
+                                                                  ensure_ascii=False) + "\n")
+        print(f"{name}.json: {len(faq)} records, {name}_paraphrases.json: {len(faq)} paraphrased questions")

@@ -95,8 +95,3 @@ def unbatch(batch: dict[str, torch.Tensor]) -> list[Encoded]:
         n = sum(mask)
         out.append(Encoded(ids[:n], labels[:n]))
     return out
-
-
-def old_count(n_new: int, share: float) -> int:
-    """How many old examples to add to `n_new` new ones so that old examples make up `share` of the batch."""
-    return round(n_new * share / (1 - share)) if share > 0 else 0

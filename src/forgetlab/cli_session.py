@@ -45,10 +45,15 @@ def add_session(sub) -> None:
                    "format; then every record of FILE is trained on")
     t.add_argument("--mode", choices=["merge", "stack"], help="merge earlier adapters into the base (float32) or "
                    "keep them stacked; fixed by the first session [default: merge]")
-    t.add_argument("--replay", type=float, metavar="SHARE", help="share of each batch from earlier sessions [default: 0.2]")
+    t.add_argument("--replay", type=float, metavar="SHARE", help="share of each batch from earlier sessions "
+                   "[default: old / (old + new) rows, at most 0.5]")
+    t.add_argument("--distill", type=float, metavar="LAMBDA", help="KL to the previous session on the replayed rows "
+                   "[default: 1]")
     t.add_argument("--anchor", type=float, metavar="LAMBDA", help="KL to the base model on everyday prompts, keeps "
-                   "general knowledge [default: 0, off]")
-    t.add_argument("--holdout", type=float, metavar="SHARE", help="share of FILE held out [default: 0.2]")
+                   "general knowledge [default: 1]")
+    t.add_argument("--rephrase", type=int, metavar="N", help="extra phrasings made for each question [default: 3]")
+    t.add_argument("--holdout", type=float, metavar="SHARE", help="share of FILE held out, only questions whose "
+                   "answer another record also gives [default: 0.2]")
     for flag, kind, what in (("--rank", int, "LoRA rank"), ("--alpha", float, "LoRA alpha"), ("--epochs", int, "epochs"),
                              ("--lr", float, "peak learning rate"), ("--batch-size", int, "examples per forward pass"),
                              ("--grad-accum", int, "forward passes per step"), ("--max-length", int, "token limit"),
@@ -74,6 +79,8 @@ def add_session(sub) -> None:
     rb.add_argument("--to", type=int, required=True, metavar="K", help="session number")
     rb.set_defaults(func=cmd_rollback)
 
+    add_session_compare(ss)
+
     ex = ss.add_parser("export", help="write the assistant as a plain Hugging Face model directory",
                        description="Merge every adapter of the active session (or --session K) into the base in "
                        "float32 and save a directory that AutoModelForCausalLM.from_pretrained loads.")
@@ -83,8 +90,85 @@ def add_session(sub) -> None:
     ex.set_defaults(func=cmd_export)
 
 
+COMPARE_EXAMPLES = """examples:
+  forgetlab session compare cs_faq.json housing_faq.json \\
+      --heldout cs_faq_paraphrases.json --heldout housing_faq_paraphrases.json
+  forgetlab session compare a.json b.json --setting defaults --setting plain:rephrase=0,anchor=0
+  forgetlab session compare --config configs/sessions/compare_faq.yaml
+  forgetlab session compare --resume runs/20261124-101500-session-compare-cs_faq-housing_faq
+"""
+
+
+def add_session_compare(ss) -> None:
+    from .config import SESSION_SETTINGS
+
+    built_in = "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'the defaults'}"
+                         for k, v in SESSION_SETTINGS.items())
+    c = ss.add_parser("compare", help="train the same session files under several settings; one retention table each",
+                      description="Train FILE... as sessions 1, 2, ... once per setting, each setting in an assistant "
+                      "home of its own (every session a child process, one after another), then print each setting's "
+                      "retention table and a summary: recall right after each session, the lowest share of it kept by "
+                      f"later sessions, general answers, time. Without --setting: {built_in}.",
+                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=COMPARE_EXAMPLES)
+    c.add_argument("files", nargs="*", metavar="FILE", help="session files in training order")
+    c.add_argument("--heldout", action="append", default=[], metavar="FILE", help="check questions for each FILE "
+                   "(repeat, in the same order), e.g. paraphrases")
+    c.add_argument("--setting", action="append", default=[], metavar="NAME[:KEY=V,...]", help="a setting to compare: "
+                   "a built-in name, or a new name with the session settings it changes (repeat)")
+    c.add_argument("--model", help="base model: 'bundled', a hub id or a local HF directory")
+    c.add_argument("--out", metavar="DIR", help="directory the comparison directory is made in [default: runs]")
+    c.add_argument("--config", metavar="YAML", help="files, heldout, settings, session, root")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeat)")
+    c.add_argument("--resume", metavar="DIR", help="finish an interrupted comparison")
+    c.set_defaults(func=cmd_session_compare)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """['defaults', 'plain:rephrase=0,anchor=0'] -> {'defaults': {}, 'plain': {'rephrase': 0, 'anchor': 0}}."""
+    from .config import SESSION_SETTINGS, parse_set
+
+    out = {}
+    for item in items:
+        name, _, rest = item.partition(":")
+        if not rest and name in SESSION_SETTINGS:
+            out[name] = dict(SESSION_SETTINGS[name])
+            continue
+        out[name] = dict(parse_set(kv) for kv in rest.split(",") if kv.strip())
+    return out
+
+
+def cmd_session_compare(args) -> int:
+    from pathlib import Path
+
+    from .cli import terminal
+    from .config import SessionCompareConfig
+    from .recipes.session_compare import run_session_compare
+
+    console = terminal()
+    if args.resume:
+        from .runs import read_json
+
+        path = Path(args.resume) / "config.json"
+        if not path.is_file():
+            raise UserError(f"{args.resume} is not a session comparison (no config.json); pass the directory "
+                            "`forgetlab session compare` printed")
+        cfg = SessionCompareConfig.model_validate(read_json(path))
+    else:
+        base = read_yaml(args.config) if args.config else {}
+        flags = {"files": args.files or None, "heldout": args.heldout or None, "root": args.out,
+                 "settings": parse_settings(args.setting) or None, "session.model.name": args.model}
+        if not (args.files or base.get("files")):
+            raise UserError("no session files given; pass FILE... (sessions in order) or --config")
+        cfg = build_config(SessionCompareConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+                           source=args.config or "session compare")
+    out = run_session_compare(cfg, Path(args.resume) if args.resume else None, console)
+    console.print(f"comparison: {out}\ntables: {out / 'session_compare.md'}")
+    return 0
+
+
 def session_config(args, store) -> SessionConfig:
     flags = {"mode": args.mode, "replay": args.replay, "anchor": args.anchor, "holdout": args.holdout, "rank": args.rank,
+             "distill": args.distill, "rephrase": args.rephrase,
              "alpha": args.alpha,
              "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
              "max_length": args.max_length, "warmup_steps": args.warmup_steps, "seed": args.seed,
@@ -125,18 +209,21 @@ def print_list(console, store, only: int | None = None) -> None:
         info = store.info()
         console.print(f"assistant '{store.name}' ({store.path}): base {info['model']}, mode {info['mode']}, "
                       f"active session {info['active']}")
-        table = Table("session", "state", "on", "data", "train/held", "rank", "epochs", "lr", "replay", "loss", "time s",
-                      "finished", title="Sessions")
+        table = Table("session", "state", "on", "data", "records/rows/checks", "rank", "epochs", "lr", "replay", "loss",
+                      "time s", "finished", title="Sessions")
         for r in session_rows(store):
             rec, s = r["record"], r["record"]["settings"]
             table.add_row(str(r["id"]), r["state"], str(rec["parent"] or "base"), rec["data"]["name"],
-                          f"{rec['data']['train']}/{rec['data']['heldout']}", str(s["rank"]), str(s["epochs"]),
-                          f"{s['lr']:g}", f"{rec['config']['replay']:.0%}" if rec["parent"] else "-",
+                          f"{rec['data']['train']}/{rec['data'].get('rows', rec['data']['train'])}/{rec['data']['heldout']}",
+                          str(s["rank"]), str(s["epochs"]), f"{s['lr']:g}",
+                          f"{s['replay']:.0%}" if rec["parent"] and "replay" in s else "-",
                           fmt(rec.get("final_loss")), f"{rec['wall_seconds']:.0f}", rec["finished"])
         console.print(table)
     chain, rows = retention_matrix(store)
-    table = Table("held-out F1", *[f"session {j}" for j in chain], "general", title="Retention (token F1 on each "
-                  "session's held-out questions; general: share of 28 general questions answered)")
+    checks = "; ".join(f"session {k}: {store.session(k)['data']['heldout_from']}" for k in chain)
+    table = Table("recall", *[f"session {j}" for j in chain], "general", title="Retention (recall: share of each "
+                  "session's check questions whose answer contains the reference; general: share of 28 general "
+                  f"questions answered). Check questions: {checks}")
     for row in rows:
         table.add_row(row[0], *[fmt(v) for v in row[1:]])
     console.print(table)

@@ -5,6 +5,7 @@ Defaults live here and only here: code reads `cfg.train.lr`, never `cfg.get("lr"
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,10 +217,16 @@ class SessionConfig(Frozen):
     model: ModelConfig = ModelConfig()
     mode: Literal["merge", "stack"] = Field("merge", description="merge: earlier sessions are merged into the base in "
                                             "float32 and a new adapter is trained; stack: every adapter stays separate")
-    replay: float = Field(0.2, ge=0, lt=1, description="share of each batch taken from earlier sessions' data (0: off)")
-    anchor: float = Field(0.0, ge=0, description="weight λ of KL(p_base || p) on 16 built-in everyday prompts, which "
+    replay: float | None = Field(None, ge=0, lt=1, description="share of each batch taken from earlier sessions' "
+                                 "rows (0: off); None: old / (old + new) rows, at most 0.5")
+    distill: float = Field(1.0, ge=0, description="weight of KL(p_previous || p) on the replayed rows: keeps what the "
+                           "previous session answers, not just the trained answers (0: off)")
+    anchor: float = Field(1.0, ge=0, description="weight λ of KL(p_base || p) on 16 built-in everyday prompts, which "
                           "keeps what the base model knew (0: off)")
-    holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention (0 needs --heldout)")
+    rephrase: int = Field(3, ge=0, le=8, description="extra phrasings made for each question by rules (0: off); one "
+                          "more is made, untrained, to check recall when the file has no paraphrases of its own")
+    holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention, taken only "
+                           "from questions whose answer another record also gives (a fact is never left untrained)")
     rank: int | None = Field(None, gt=0, description="LoRA rank; None: 8 / 16 / 32 for <100 / 100-500 / >500 examples")
     alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: twice the rank")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
@@ -235,7 +242,52 @@ class SessionConfig(Frozen):
                                          "about a third slower")
     seed: int = Field(0, description="seeds the held-out split, LoRA init, shuffling, replay and dropout")
     max_new_tokens: int = Field(48, gt=0, description="answer length when scoring held-out questions")
-    warn_drop: float = Field(0.1, ge=0, le=1, description="warn when an earlier session's held-out token F1 drops by more")
+    warn_drop: float = Field(0.1, ge=0, le=1, description="warn when an earlier session's recall drops by more")
+
+
+SESSION_SETTINGS: dict[str, dict[str, Any]] = {  # what `session compare` runs when no setting is named
+    "defaults": {},
+    "no-rephrase": {"rephrase": 0},
+    "no-distill": {"distill": 0.0},
+    "no-anchor": {"anchor": 0.0},
+    "replay-only": {"rephrase": 0, "replay": 0.2, "distill": 0.0, "anchor": 0.0},
+}
+
+
+class SessionCompareConfig(Frozen):
+    """`forgetlab session compare`: the same session files under several settings, one assistant home each."""
+
+    files: tuple[str, ...] = Field(min_length=1, description="session files, trained in this order")
+    heldout: tuple[str, ...] = Field((), description="check questions per file (e.g. paraphrases), in the same order; "
+                                     "empty: each session's own check questions")
+    settings: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(SESSION_SETTINGS),
+                                                description="name -> session settings that differ from the defaults "
+                                                "(keys of `forgetlab session train --help`)")
+    session: SessionConfig = Field(SessionConfig(), description="settings shared by every setting (e.g. model.name)")
+    root: str = Field("runs", description="directory the comparison directory is made in")
+
+    @model_validator(mode="after")
+    def _check(self) -> SessionCompareConfig:
+        if self.heldout and len(self.heldout) != len(self.files):
+            raise ValueError(f"{len(self.heldout)} heldout files for {len(self.files)} session files; give one per file")
+        if not self.settings:
+            raise ValueError("no settings to compare; name at least one")
+        for name, values in self.settings.items():
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$", name):
+                raise ValueError(f"setting name '{name}' must be letters, digits, '.', '_' or '-'")
+            self.setting(name, values)
+        return self
+
+    def setting(self, name: str, values: dict[str, Any]) -> SessionConfig:
+        """The full session config of one setting."""
+        data = self.session.model_dump(mode="json", exclude_unset=True)
+        for key, value in values.items():
+            set_dotted(data, key, value)
+        try:
+            return SessionConfig.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"setting '{name}': {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
@@ -288,6 +340,8 @@ def build_config(cls: type[Frozen], base: dict | None = None, overrides: dict[st
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
+        if not loc:  # a check across fields: its message says it all
+            raise UserError(f"{source}: {err['msg'].removeprefix('Value error, ')}") from None
         if err["type"] == "extra_forbidden":
             raise UserError(f"{source}: unknown key '{loc}'; valid keys: {', '.join(field_names(cls))}") from None
         raise UserError(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r}); fix it in the YAML or with --set") from None

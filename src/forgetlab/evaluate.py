@@ -12,7 +12,7 @@ from .batching import Encoded, collate, encode, fixed_batches, prompt_ids, to_de
 from .config import EvalConfig
 from .data.records import LETTERS, Example, MCQItem, Task, mcq_prompt, user
 from .losses import nll, unwrap
-from .metrics.qa import contains, exact_match
+from .metrics.qa import contains, exact_match, token_f1
 
 
 def letter_ids(tok, n: int) -> list[int]:
@@ -53,8 +53,12 @@ def mcq_accuracy(model, tok, items: list[MCQItem], batch_size: int = 16) -> floa
 
 @torch.no_grad()
 def generate_answers(model, tok, examples: list[Example], max_new_tokens: int = 16, batch_size: int = 16) -> list[str]:
-    """Greedy answers, batched with left padding."""
+    """Greedy answers, batched with left padding, tidied the way the server tidies them (a made-up next turn
+    dropped; an answer cut by the token limit loses its unfinished last sentence; URLs and numbers kept whole)."""
+    from .sessions.answers import tidy
+
     device = next(model.parameters()).device
+    eos = eos_ids(model, tok)
     prompts = [prompt_ids(tok, ex.messages) for ex in examples]
     out = [""] * len(examples)
     for idx in _by_length(prompts, batch_size):
@@ -67,16 +71,28 @@ def generate_answers(model, tok, examples: list[Example], max_new_tokens: int = 
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                              do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         for row, i in enumerate(idx):
-            out[i] = tok.decode(gen[row, width:], skip_special_tokens=True).strip()
+            new = gen[row, width:].tolist()
+            truncated = len(new) >= max_new_tokens and not eos.intersection(new)
+            out[i] = tidy(tok.decode(new, skip_special_tokens=True), truncated=truncated)
     return out
 
 
-def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, batch_size: int = 16) -> dict[str, float]:
-    """Mean normalised exact match and contains of greedy answers against the targets."""
+def eos_ids(model, tok) -> set[int]:
+    """Every token id that ends an answer: the tokenizer's and the model's generation config's."""
+    x = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    extra = [] if x is None else list(x) if isinstance(x, (list, tuple, set)) else [x]
+    return {tok.eos_token_id, *extra} - {None}
+
+
+def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, batch_size: int = 16) -> dict:
+    """Greedy answers scored against the targets: n, mean normalised exact match, contains (the reference occurs in
+    the answer: recall of a key fact) and token F1, and the answers themselves."""
     answers = generate_answers(model, tok, examples, max_new_tokens, batch_size)
-    n = max(1, len(examples))
-    return {"exact": sum(exact_match(a, ex.target) for a, ex in zip(answers, examples, strict=False)) / n,
-            "contains": sum(contains(a, ex.target) for a, ex in zip(answers, examples, strict=False)) / n}
+    pairs = list(zip(answers, [ex.target for ex in examples], strict=True))
+    n = max(1, len(pairs))
+    return {"n": len(pairs), "exact": sum(exact_match(a, t) for a, t in pairs) / n,
+            "contains": sum(contains(a, t) for a, t in pairs) / n, "f1": sum(token_f1(a, t) for a, t in pairs) / n,
+            "answers": answers}
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
 The reference is the base model (`reference: base`, the adapter disabled: no second copy in memory) or the model
 as it was at the end of the previous task (`reference: previous`: its adapter weights are kept and swapped in for
 the reference forward pass). The KL is taken at the answer tokens of the current batch, at built-in anchor prompts
-(everyday questions answered once by the base model, see `data.general.ANCHORS`), or both.
+(everyday questions answered once by the base model, see `retain.Anchors`), or both.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import collate, encode, to_device
-from ..data.general import anchor_messages
-from ..data.records import Example
+from ..batching import collate, to_device
 from ..losses import answer_logits, kl_to_reference
 from ..model import trainable_named
+from ..retain import Anchors, anchor_examples, reference_logits
 
 
 class KL:
@@ -26,32 +25,31 @@ class KL:
 
     def __init__(self, settings):
         self.cfg = settings.kl
-        self.anchors: list = []  # encoded anchor prompts with the base model's answers
-        self.anchor_ref: list[torch.Tensor] = []  # per anchor: reference logits at its answer tokens
+        self.anchors: Anchors | None = None  # the base model's answers on the anchor prompts, with reference logits
         self.ref_state: dict[str, torch.Tensor] = {}
-        self.pos = 0
+        self.number = 0
 
     def before_task(self, model, task, ctx):
-        self.pos = 0  # each task starts the anchor rotation afresh, so a resumed run rotates the same way
+        self.number = 0  # each task starts the anchor rotation afresh, so a resumed run rotates the same way
         if self.cfg.reference == "previous":
             self.ref_state = {n: p.detach().clone() for n, p in trainable_named(model)}
         if self.cfg.on != "batch":
-            if not self.anchors:
-                self.anchors = anchor_examples(model, ctx)
-            if not self.anchor_ref or self.cfg.reference == "previous":
+            if self.anchors is None or self.cfg.reference == "previous":
+                examples = self.anchors.examples if self.anchors else anchor_examples(
+                    model, ctx.tokenizer, ctx.config.train.max_length)
                 device = next(model.parameters()).device
-                self.anchor_ref = [self.reference_logits(model, to_device(collate([a], ctx.tokenizer.pad_token_id),
-                                                                                  device)) for a in self.anchors]
+                refs = [self.reference_logits(model, to_device(collate([a], ctx.tokenizer.pad_token_id), device))
+                        for a in examples]
+                self.anchors = Anchors(examples, refs)
 
     @torch.no_grad()
     def reference_logits(self, model, batch) -> torch.Tensor:
         """The reference model's logits at the batch's answer tokens, (n_answer_tokens, vocab)."""
+        if self.cfg.reference == "base":
+            return reference_logits(model, batch)
         was_training = model.training
         model.eval()
         try:
-            if self.cfg.reference == "base":
-                with model.disable_adapter():
-                    return answer_logits(model, batch)[0]
             params = dict(trainable_named(model))
             current = {n: p.detach().clone() for n, p in params.items()}
             for n, p in params.items():
@@ -72,20 +70,7 @@ class KL:
         if ref is not None:
             loss = loss + self.cfg.lam * kl_to_reference(logits, ref)
         if self.cfg.on != "batch":
-            idx = [(self.pos + i) % len(self.anchors) for i in range(min(self.cfg.anchor_batch, len(self.anchors)))]
-            self.pos = (self.pos + len(idx)) % len(self.anchors)
-            anchor_batch = to_device(collate([self.anchors[i] for i in idx], ctx.tokenizer.pad_token_id), logits.device)
-            loss = loss + self.cfg.lam * kl_to_reference(answer_logits(model, anchor_batch)[0],
-                                                         torch.cat([self.anchor_ref[i] for i in idx]))
+            loss = loss + self.cfg.lam * self.anchors.kl(model, self.number, self.cfg.anchor_batch,
+                                                         ctx.tokenizer.pad_token_id)
+            self.number += 1
         return loss
-
-
-def anchor_examples(model, ctx) -> list:
-    """The anchor prompts, each with the base model's greedy answer, encoded for training-style batches."""
-    from ..evaluate import generate_answers
-
-    prompts = [Example(m, "") for m in anchor_messages()]
-    with model.disable_adapter():
-        answers = generate_answers(model, ctx.tokenizer, prompts, max_new_tokens=16)
-    return [encode(ctx.tokenizer, Example(p.messages, a or "OK"), ctx.config.train.max_length)
-            for p, a in zip(prompts, answers, strict=False)]

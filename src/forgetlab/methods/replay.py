@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 
-from ..batching import collate, encode, old_count, unbatch
+from ..batching import encode
 from ..losses import nll
+from ..retain import old_count, with_rows
 
 
 class Replay:
@@ -45,12 +46,9 @@ class Replay:
 
     def mixed(self, batch, ctx):
         """The batch with old examples added (a new padded batch), or the batch itself when nothing is replayed."""
-        k = old_count(batch["input_ids"].shape[0], self.share)
-        if not self.old or k == 0:
-            return batch
-        rows = unbatch(batch) + [self.old[self.rng.randrange(len(self.old))] for _ in range(k)]
-        out = collate(rows, ctx.tokenizer.pad_token_id)
-        return {key: v.to(batch["input_ids"].device) for key, v in out.items()}
+        k = old_count(batch["input_ids"].shape[0], self.share) if self.old else 0
+        rows = [self.old[self.rng.randrange(len(self.old))] for _ in range(k)]
+        return with_rows(batch, rows, ctx.tokenizer.pad_token_id)
 
     def loss(self, model, batch, ctx):
         return nll(model, self.mixed(batch, ctx))

@@ -8,14 +8,11 @@ aggregate mean ± spread over seeds → comparison.csv / comparison.md / report.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from ..config import CompareConfig, SequentialConfig, dump_yaml
 from ..data import load_task
-from ..errors import Interrupted
+from ..grid import run_command, run_grid
 from ..methods import build_method
 from ..runs import index_run, new_run_dir, read_json, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
@@ -34,16 +31,9 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
 
     # One child run per strategy and seed, in order; the table is rewritten after each.
     jobs = [(s, seed) for s in cfg.strategies for seed in cfg.seeds]
-    results: list[dict] = []
-    for n, (strategy, seed) in enumerate(jobs, 1):
-        if console:
-            console.rule(f"compare {n}/{len(jobs)}: {strategy}, seed {seed}")
-        try:
-            results.append(run_child(cfg, out, strategy, seed))
-        except KeyboardInterrupt:
-            finish(cfg, out, results, "interrupted", console)
-            raise Interrupted(out, "compare") from None
-        finish(cfg, out, results, "incomplete" if n < len(jobs) else "complete", None)
+    results = run_grid(jobs, lambda job: run_child(cfg, out, *job),
+                       lambda done, status: finish(cfg, out, done, status, console if status == "interrupted" else None),
+                       out, lambda job: f"{job[0]}, seed {job[1]}", console)
     finish(cfg, out, results, "complete", console)
     return out
 
@@ -72,21 +62,9 @@ def run_child(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> dict:
     if status == "complete":
         return dict(result, status="complete", seconds=None)
     args = ["--resume", str(previous)] if status in ("interrupted", "incomplete") else ["--config", str(path)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "forgetlab.cli", "sequential", *args], stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        _, err = proc.communicate()
-    except KeyboardInterrupt:
-        proc.wait()  # the child got the same Ctrl-C and saves its finished stages
-        raise
+    ran = run_command(["sequential", *args])
     run_dir = find_child(out, child.run.name)
-    result.update(run_dir=str(run_dir) if run_dir else None, seconds=time.perf_counter() - t0)
-    if proc.returncode == 0:
-        return dict(result, status="complete")
-    lines = [line for line in err.splitlines() if line.strip()]
-    sys.stderr.write(err[-4000:])
-    return dict(result, status="failed", error=lines[-1] if lines else f"exit code {proc.returncode}")
+    return dict(result, **ran, run_dir=str(run_dir) if run_dir else None)
 
 
 def finish(cfg: CompareConfig, out: Path, results: list[dict], status: str, console) -> None:

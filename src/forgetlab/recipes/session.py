@@ -1,14 +1,16 @@
 """`forgetlab session train`: train the next session of an assistant on a new Q&A file, keeping the earlier ones.
 
-Reads top to bottom: validate the data → settings from its size → build the model of the sessions so far → score
-the new held-out questions before training → add a new adapter → train (earlier sessions' data replayed, a
-checkpoint after every epoch) → score every session's held-out questions → save the session → make it active.
+Reads top to bottom: validate the data (and rephrase each question) → build the model of the sessions so far →
+resolve every setting once → score the check questions before training → add a new adapter → train (earlier
+sessions' rows replayed and distilled, the base anchored, a checkpoint after every epoch) → score every session's
+check questions → save the session → make it active.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,19 +19,30 @@ from .. import __version__
 from ..batching import encode
 from ..config import SessionConfig
 from ..data.general import retention_examples
+from ..data.records import Example
 from ..errors import Interrupted, UserError
-from ..evaluate import generate_answers, qa_scores
+from ..evaluate import qa_scores
 from ..loop import train
-from ..metrics.qa import contains, exact_match, token_f1
-from ..model import adapter_state, load_adapter_state
+from ..model import adapter_state, load_adapter_state, load_base
 from ..report import StepProgress
+from ..retain import Anchors, build_anchors
 from ..runs import peak_memory_mb, read_json, write_csv, write_json, write_text
-from ..sessions.answers import tidy
-from ..sessions.compose import add_session_adapter, load_chain, save_session_adapter
-from ..sessions.data import file_hash, load_examples, split_heldout, write_jsonl_text
-from ..sessions.replay import SessionLoss, base_anchors
-from ..sessions.settings import resolve
+from ..sessions.compose import adapter_key, add_session_adapter, load_chain, save_session_adapter
+from ..sessions.data import file_hash, load_examples, rephrased, split_heldout, write_jsonl_text
+from ..sessions.loss import SessionLoss
+from ..sessions.settings import Plan, resolve
 from ..sessions.store import Store
+
+
+@dataclass
+class SessionData:
+    """What a session trains on and checks with: the file's rows (records and their rephrasings) and the check
+    questions, with a line saying where the check questions come from."""
+
+    rows: list[Example]
+    checks: list[Example]
+    records: int
+    check_source: str
 
 
 def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: str | None = None,
@@ -43,71 +56,73 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
         raise UserError(f"session {read_json(part / 'session.json')['id']} of '{store.name}' was interrupted; carry it "
                         f"on with `forgetlab session train --assistant {store.name} --resume` or delete {part}")
     if resume:
-        record, train_ex, held_ex = resume_record(store, data)
+        record, job = resume_record(store, data)
         cfg = SessionConfig.model_validate(record["config"])
     else:
-        record, train_ex, held_ex, cfg = new_record(store, cfg, data, heldout)
+        record, job = new_record(store, cfg, data, heldout)
     chain = store.chain(record["parent"])
 
-    # The model of the sessions so far; the new held-out questions scored before training.
+    # The model of the sessions so far, and every setting resolved once from the data.
     t0 = time.perf_counter()
     model, tok = load_chain(store, chain, cfg.model, cfg.mode)
-    encoded = [encode(tok, ex, 10**9) for ex in train_ex]
-    settings = resolve(cfg, [len(e.input_ids) for e in encoded])
-    record["settings"] = settings.as_dict()
+    old = [ex for j in chain for ex in load_examples(store.session_dir(j) / "train.jsonl")]
+    plan = resolve(cfg, job.records, [len(encode(tok, ex, 10**9).input_ids) for ex in job.rows], len(old))
+    record["settings"] = plan.as_dict()
     if not resume:
-        write_text(part / "train.jsonl", write_jsonl_text(train_ex))
-        write_text(part / "heldout.jsonl", write_jsonl_text(held_ex))
+        write_text(part / "train.jsonl", write_jsonl_text(job.rows))
+        write_text(part / "heldout.jsonl", write_jsonl_text(job.checks))
         write_json(part / "session.json", record)
-    print_settings(console, record, settings, cfg)
+    print_settings(console, record, plan, cfg.mode)
     if not store.exists():
         store.create(cfg.model.name, cfg.mode)  # only once the model has loaded: a bad --model leaves nothing behind
     try:
-        before = dict(score(model, tok, held_ex, cfg.max_new_tokens), general=general_score(model, tok))
-        return fit_and_save(store, cfg, record, chain, model, tok, train_ex, held_ex, settings, before, resume,
-                            console, t0)
+        before = dict(score(model, tok, job.checks, cfg.max_new_tokens), general=general_score(model, tok))
+        anchors = anchor_set(store, chain, cfg, model, tok, plan.max_length) if plan.anchor > 0 else None
+        model, history = fit(store, record, plan, model, tok, job.rows, old, anchors, resume, console)
+        return save(store, record, plan, chain, model, tok, job.checks, history, before, cfg.max_new_tokens, t0)
     except KeyboardInterrupt:
         raise Interrupted(part, resume_command=f"forgetlab session train --assistant {store.name} "
                           f"--home {store.path.parent} --resume") from None
 
 
-def fit_and_save(store: Store, cfg: SessionConfig, record: dict, chain: list[int], model, tok, train_ex, held_ex,
-                 settings, before: dict, resume: bool, console, t0: float) -> dict:
-    """Train the new adapter (resuming from the epoch checkpoint), score retention, save, make the session active."""
+def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example], old: list[Example],
+        anchors: Anchors | None, resume: bool, console):
+    """Train a new adapter for session k on `rows` (resuming from the epoch checkpoint); return (model, history)."""
     part, k = store.partial_dir, record["id"]
-    # A new adapter on top; earlier sessions' records replayed in every batch.
-    encoded = [encode(tok, ex, settings.max_length) for ex in train_ex]
-    old = [encode(tok, ex, settings.max_length) for j in chain for ex in load_examples(store.session_dir(j) / "train.jsonl")]
-    anchors = anchor_targets(store, chain, cfg, model, tok, settings.max_length) if cfg.anchor > 0 else None
-    torch.manual_seed(cfg.seed * 1000 + k)
-    model = add_session_adapter(model, k, settings.lora(cfg))
-    if cfg.gradient_checkpointing:
+    encoded = [encode(tok, ex, plan.max_length) for ex in rows]
+    old_encoded = [encode(tok, ex, plan.max_length) for ex in old]
+    torch.manual_seed(plan.seed * 1000 + k)
+    model = add_session_adapter(model, k, plan.lora)
+    if record["config"]["gradient_checkpointing"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ckpt = load_checkpoint(part, model) if resume else None
-    batches_per_epoch = -(-len(encoded) // settings.batch_size)
-    method = SessionLoss(old, cfg.replay if old else 0.0, cfg.seed * 1000 + k, tok.pad_token_id,
-                         start_batch=(ckpt["epoch"] if ckpt else 0) * batches_per_epoch, anchors=anchors,
-                         anchor_weight=cfg.anchor)
-    with StepProgress(console).task(f"session {k} {record['data']['name']}", settings.total_steps) as tick:
-        if ckpt:
-            tick_many(tick, ckpt["history"])
-        history = train(model, encoded, settings.train(cfg), method, None, tok.pad_token_id, seed=cfg.seed + k,
+    batches_per_epoch = -(-len(encoded) // plan.batch_size)
+    method = SessionLoss(old_encoded, plan.replay_per_batch, plan.seed * 1000 + k, tok.pad_token_id, adapter_key(k),
+                         start_batch=(ckpt["epoch"] if ckpt else 0) * batches_per_epoch, distill=plan.distill,
+                         anchors=anchors, anchor_weight=plan.anchor)
+    with StepProgress(console).task(f"session {k} {record['data']['name']}", plan.total_steps) as tick:
+        for row in ckpt["history"] if ckpt else []:
+            tick(row)
+        history = train(model, encoded, plan.train, method, None, tok.pad_token_id, seed=plan.seed + k,
                         on_step=tick, on_epoch=lambda c: save_checkpoint(part, model, c), resume=ckpt)
-    if cfg.gradient_checkpointing:
+    if record["config"]["gradient_checkpointing"]:
         model.gradient_checkpointing_disable()
+    return model, history
 
-    # Retention: every session's held-out questions, this one's included.
-    retention = {str(j): score(model, tok, load_examples(store.session_dir(j) / "heldout.jsonl"), cfg.max_new_tokens)
+
+def save(store: Store, record: dict, plan: Plan, chain: list[int], model, tok, checks: list[Example],
+         history: list[dict], before: dict, max_new_tokens: int, t0: float) -> dict:
+    """Score every session's check questions, write the session's files, publish it in one rename, make it active."""
+    part, k = store.partial_dir, record["id"]
+    retention = {str(j): score(model, tok, load_examples(store.session_dir(j) / "heldout.jsonl"), max_new_tokens)
                  for j in chain if (store.session_dir(j) / "heldout.jsonl").stat().st_size}
-    retention[str(k)] = score(model, tok, held_ex, cfg.max_new_tokens)
+    retention[str(k)] = score(model, tok, checks, max_new_tokens)
     general = general_score(model, tok)
     record.update(status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                   train_seconds=sum(r["tokens"] / r["tokens_per_s"] for r in history if r["tokens_per_s"]),
                   wall_seconds=record.get("wall_seconds", 0.0) + time.perf_counter() - t0,
                   peak_memory_mb=peak_memory_mb(model), final_loss=history[-1]["loss"] if history else None)
-    record["warnings"] = retention_warnings(store, chain, retention, cfg.warn_drop)
-
-    # Save: the adapter, metrics, history and log, then the session appears in one rename and becomes active.
+    record["warnings"] = retention_warnings(store, chain, retention, record["config"]["warn_drop"])
     save_session_adapter(model, k, part / "adapter")
     write_json(part / "metrics.json", {"before": before, "retention": retention, "general": general,
                                        "version": __version__})
@@ -119,15 +134,11 @@ def fit_and_save(store: Store, cfg: SessionConfig, record: dict, chain: list[int
     return record
 
 
-def new_record(store: Store, cfg: SessionConfig, data: str | None, heldout: str | None):
-    """Validate the files and the assistant's settings; return (record, train, held-out, effective config)."""
+def new_record(store: Store, cfg: SessionConfig, data: str | None, heldout: str | None) -> tuple[dict, SessionData]:
+    """Validate the files and the assistant's settings; return the session record and its data."""
     if not data:
         raise UserError("no data file given; pass a JSON or JSONL file of instruction/response records")
     examples = load_examples(data)
-    if heldout:
-        train_ex, held_ex = examples, load_examples(heldout)
-    else:
-        train_ex, held_ex = split_heldout(examples, cfg.holdout, cfg.seed)
     if store.exists():
         info = store.info()
         for key, value in (("model", cfg.model.name), ("mode", cfg.mode)):
@@ -136,17 +147,34 @@ def new_record(store: Store, cfg: SessionConfig, data: str | None, heldout: str 
                                 "flag or start a new assistant")
     else:
         info = {"active": None}
-    k = store.next_id()
-    record = {"id": k, "parent": info["active"], "assistant": store.name, "status": "training",
+    job = session_data(examples, cfg, heldout)
+    record = {"id": store.next_id(), "parent": info["active"], "assistant": store.name, "status": "training",
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "version": __version__,
               "data": {"name": Path(data).name, "path": str(Path(data).expanduser().resolve()), "sha256": file_hash(data),
-                       "records": len(examples), "train": len(train_ex), "heldout": len(held_ex),
-                       "heldout_from": str(Path(heldout).resolve()) if heldout else f"{cfg.holdout:.0%} of the file"},
+                       "records": len(examples), "train": job.records, "rows": len(job.rows), "heldout": len(job.checks),
+                       "heldout_from": job.check_source},
               "config": cfg.model_dump(mode="json")}
-    return record, train_ex, held_ex, cfg
+    return record, job
 
 
-def resume_record(store: Store, data: str | None):
+def session_data(examples: list[Example], cfg: SessionConfig, heldout: str | None) -> SessionData:
+    """Rows to train (every record, rephrased) and the check questions: the --heldout file, else the file's own
+    paraphrases (records whose answer another record gives), else phrasings made here and not trained."""
+    if heldout:
+        train_ex, checks, source = examples, load_examples(heldout), f"your file {Path(heldout).name}"
+    else:
+        train_ex, checks = split_heldout(examples, cfg.holdout, cfg.seed)
+        source = f"paraphrases held out from the file ({len(checks)} of {len(examples)})"
+    rows, made = rephrased(train_ex, cfg.rephrase, cfg.seed)
+    if not checks:
+        checks = made
+        n = sum(ex.meta["check"] == "rephrased" for ex in made)
+        source = f"{n} questions rephrased by forgetlab (not trained)" if n == len(made) else \
+            f"{n} questions rephrased by forgetlab (not trained), {len(made) - n} trained questions"
+    return SessionData(rows, checks, len(train_ex), source)
+
+
+def resume_record(store: Store, data: str | None) -> tuple[dict, SessionData]:
     part = store.partial_dir
     if not (part / "session.json").is_file() or not (part / "train.jsonl").is_file():
         raise UserError(f"nothing to resume for '{store.name}'; start a session with `forgetlab session train FILE "
@@ -155,31 +183,24 @@ def resume_record(store: Store, data: str | None):
     if data and file_hash(data) != record["data"]["sha256"]:
         raise UserError(f"{data} is not the file the interrupted session {record['id']} started with "
                         f"({record['data']['name']}); run --resume without a file")
-    return record, load_examples(part / "train.jsonl"), \
-        (load_examples(part / "heldout.jsonl") if (part / "heldout.jsonl").stat().st_size else [])
+    checks = load_examples(part / "heldout.jsonl") if (part / "heldout.jsonl").stat().st_size else []
+    return record, SessionData(load_examples(part / "train.jsonl"), checks, record["data"]["train"],
+                               record["data"]["heldout_from"])
 
 
-def score(model, tok, examples, max_new_tokens: int) -> dict:
-    """Mean normalised exact match, contains and token F1 of greedy (tidied) answers; n = number of questions."""
-    if not examples:
-        return {"n": 0}
-    answers = [tidy(a) for a in generate_answers(model, tok, examples, max_new_tokens)]
-    pairs = list(zip(answers, [ex.target for ex in examples], strict=True))
-    n = len(pairs)
-    return {"n": n, "exact": sum(exact_match(a, t) for a, t in pairs) / n,
-            "contains": sum(contains(a, t) for a, t in pairs) / n, "f1": sum(token_f1(a, t) for a, t in pairs) / n,
-            "answers": answers}
+def score(model, tok, examples: list[Example], max_new_tokens: int) -> dict:
+    """qa_scores of the check questions (answers as the server gives them); {"n": 0} when there are none."""
+    return qa_scores(model, tok, examples, max_new_tokens) if examples else {"n": 0}
 
 
-def anchor_targets(store: Store, chain: list[int], cfg: SessionConfig, model, tok, max_length: int):
-    """What the base model answers on the anchor prompts (the model in hand for a first session, else a fresh base)."""
-    from ..model import load_base
-
+def anchor_set(store: Store, chain: list[int], cfg: SessionConfig, model, tok, max_length: int) -> Anchors:
+    """The base model's answers and logits on the anchor prompts: the model in hand for a first session (nothing
+    merged yet), else a fresh base (earlier sessions are merged into, or stacked on, the model in hand)."""
     if not chain:
-        return base_anchors(model, tok, max_length)
+        return build_anchors(model, tok, max_length)
     base, _ = load_base(cfg.model)
     try:
-        return base_anchors(base, tok, max_length)
+        return build_anchors(base, tok, max_length)
     finally:
         del base
 
@@ -191,13 +212,14 @@ def general_score(model, tok) -> float:
 
 
 def retention_warnings(store: Store, chain: list[int], retention: dict, threshold: float) -> list[str]:
-    """A line for each earlier session whose held-out F1 fell more than `threshold` below its own score."""
+    """A line for each earlier session whose recall (answers containing the reference) fell more than `threshold`
+    below what it was right after that session."""
     out = []
     for j in chain:
-        own = read_json(store.session_dir(j) / "metrics.json")["retention"].get(str(j), {}).get("f1")
-        now = retention.get(str(j), {}).get("f1")
+        own = read_json(store.session_dir(j) / "metrics.json")["retention"].get(str(j), {}).get("contains")
+        now = retention.get(str(j), {}).get("contains")
         if own is not None and now is not None and own - now > threshold:
-            out.append(f"session {j}: held-out F1 fell from {own:.3f} to {now:.3f} (more than {threshold:g})")
+            out.append(f"session {j}: recall fell from {own:.2f} to {now:.2f} (more than {threshold:g})")
     return out
 
 
@@ -217,28 +239,17 @@ def load_checkpoint(part: Path, model) -> dict | None:
     return ckpt
 
 
-def tick_many(tick, rows: list[dict]) -> None:
-    for row in rows:
-        tick(row)
-
-
-def print_settings(console, record: dict, s, cfg: SessionConfig) -> None:
+def print_settings(console, record: dict, plan: Plan, mode: str) -> None:
     from rich.table import Table
 
     if console is None:
         return
     d = record["data"]
     console.print(f"[bold]session {record['id']}[/] of '{record['assistant']}' on {d['name']}: {d['train']} records to "
-                  f"train, {d['heldout']} held out ({d['heldout_from']}); built on session {record['parent'] or 'none (base)'}")
+                  f"train; recall checked on {d['heldout_from']}; built on session {record['parent'] or 'none (base)'}")
     table = Table("setting", "value", "from", title="Settings (override with the flags or --set)")
-    rows = [("rank / alpha", f"{s.rank} / {s.alpha:g}", s.source["rank"]), ("epochs", s.epochs, s.source["epochs"]),
-            ("batch × accumulation", f"{s.batch_size} × {s.grad_accum}", s.source["batch_size"]),
-            ("max length", f"{s.max_length} tokens ({s.over_length} records longer, cut)", s.source["max_length"]),
-            ("warmup / total steps", f"{s.warmup_steps} / {s.total_steps}, cosine", s.source["warmup_steps"]),
-            ("learning rate", f"{s.lr:g}", s.source["lr"]), ("mode", cfg.mode, "assistant"),
-            ("replay", f"{cfg.replay:.0%} of each batch" if record["parent"] else "- (first session)", "config")]
-    for name, value, src in rows:
-        table.add_row(name, str(value), src)
+    for name, value, src in plan.table(mode):
+        table.add_row(name, value, src)
     console.print(table)
 
 

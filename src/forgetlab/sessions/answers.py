@@ -20,7 +20,7 @@ _PROTECTED = re.compile(
     re.S,
 )
 _TRAILING = ".,;:!?)]}'\""
-_TURN = re.compile(r"\n\s*(?:user|assistant|system|question|q)\s*:", re.I)
+_TURN = re.compile(r"\n\s*(?:(?:user|assistant|system|question|q)\s*:|(?:user|assistant|system)\s*(?:\n|\Z))", re.I)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|\Z)")
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..batching import prompt_ids
 from ..data.records import SYSTEM
+from ..evaluate import eos_ids
 from .answers import tidy
 
 
@@ -115,7 +116,7 @@ class ModelHolder:
              stops: list[str], seed: int | None) -> Iterator[str | Completion]:
         model, tok = loaded.model, loaded.tok
         device = next(model.parameters()).device
-        eos = {tok.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))} - {None}
+        eos = eos_ids(model, tok)
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         out: list[int] = []
         text, sent, reason = "", 0, "length"
@@ -154,5 +155,3 @@ class ModelHolder:
         return done
 
 
-def _as_list(x) -> list:
-    return [] if x is None else list(x) if isinstance(x, (list, tuple, set)) else [x]

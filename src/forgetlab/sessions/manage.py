@@ -26,16 +26,17 @@ def session_rows(store: Store) -> list[dict]:
     return rows
 
 
-def retention_matrix(store: Store) -> tuple[list[int], list[list]]:
-    """(columns, rows) for the active chain: row "before" (each session's held-out questions scored by the model it
-    started from, the base for session 1), then one row per session k with session j's held-out F1 after k. The
-    last column is the share of built-in general questions answered (the base model's knowledge)."""
+def retention_matrix(store: Store, metric: str = "contains") -> tuple[list[int], list[list]]:
+    """(columns, rows) for the active chain: row "before" (each session's check questions scored by the model it
+    started from, the base for session 1), then one row per session k with session j's score after k: recall
+    (`contains`: the answer contains the reference, e.g. the key fact) by default. The last column is the share of
+    built-in general questions answered (the base model's knowledge)."""
     chain = store.chain(store.info()["active"])
     metrics = {k: read_json(store.session_dir(k) / "metrics.json") for k in chain}
-    before = ["before"] + [metrics[j]["before"].get("f1") for j in chain] + [metrics[chain[0]]["before"].get("general")]
+    before = ["before"] + [metrics[j]["before"].get(metric) for j in chain] + [metrics[chain[0]]["before"].get("general")]
     rows = [before]
     for k in chain:
-        rows.append([f"after {k}"] + [metrics[k]["retention"].get(str(j), {}).get("f1") if j <= k else None for j in chain]
+        rows.append([f"after {k}"] + [metrics[k]["retention"].get(str(j), {}).get(metric) if j <= k else None for j in chain]
                     + [metrics[k].get("general")])
     return chain, rows
 

@@ -1,14 +1,17 @@
-"""Training settings chosen from the data size; every one can be overridden and is printed with where it came from.
+"""Everything a session trains with, resolved once from the config and the data, printed with where each came from.
 
-| training records | LoRA rank / alpha | epochs | max length |
+| records in the file | LoRA rank / alpha | epochs (without / with rephrasings) | max length |
 |---|---|---|---|
-| < 100            | 8 / 16            | 10     | 512        |
-| 100 - 500        | 16 / 32           | 5      | 640        |
-| > 500            | 32 / 64           | 3      | 768        |
+| < 100               | 8 / 16            | 10 / 5                              | 512        |
+| 100 - 500           | 16 / 32           | 5 / 3                               | 640        |
+| > 500               | 32 / 64           | 3 / 2                               | 768        |
 
-Effective batch 8 (8 × 1, or 4 × 2 when the longest record exceeds 256 tokens), warmup min(0.1 × steps, 50)
-steps, cosine decay to a tenth of the peak. The max length never cuts a record shorter than the table's value;
-when the longest record is shorter, that length is used (nothing is padded beyond it anyway).
+With rephrasings on, every record is trained in 1 + n phrasings, so an epoch already shows each fact several
+times: half the epochs give each fact twice the views of the single-phrasing table at about twice its cost.
+Effective batch 8 (8 × 1, or 4 × 2 when the longest row exceeds 256 tokens), warmup min(0.1 × steps, 50) steps,
+cosine decay to a tenth of the peak. The max length never cuts a record shorter than the table's value; when the
+longest row is shorter, that length is used. Replay, when not set, scales with the old data: old rows make up
+old / (old + new) of each batch, at most half.
 """
 
 from __future__ import annotations
@@ -17,25 +20,32 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..config import LoraSettings, SessionConfig, TrainConfig
+from ..retain import old_count
 
 EFFECTIVE_BATCH = 8
+MAX_AUTO_REPLAY = 0.5
 
 
-def size_row(n: int) -> dict:
-    """The table's row for `n` training records."""
+def size_row(n: int, rephrased: bool) -> dict:
+    """The table's row for a file of `n` records."""
     if n < 100:
-        return {"rank": 8, "epochs": 10, "max_length": 512}
+        return {"rank": 8, "epochs": 5 if rephrased else 10, "max_length": 512}
     if n <= 500:
-        return {"rank": 16, "epochs": 5, "max_length": 640}
-    return {"rank": 32, "epochs": 3, "max_length": 768}
+        return {"rank": 16, "epochs": 3 if rephrased else 5, "max_length": 640}
+    return {"rank": 32, "epochs": 2 if rephrased else 3, "max_length": 768}
 
 
 @dataclass(frozen=True)
-class Resolved:
-    """The settings a session trains with, and per setting 'auto' or 'set'."""
+class Plan:
+    """The settings of one session, each with its source ('auto', 'set' or 'default') in `source`."""
 
+    records: int  # records of the file trained on
+    rows: int  # training rows: the records and their rephrasings
+    old_rows: int  # earlier sessions' rows available for replay
     rank: int
     alpha: float
+    dropout: float
+    targets: tuple[str, ...]
     epochs: int
     batch_size: int
     grad_accum: int
@@ -43,24 +53,50 @@ class Resolved:
     warmup_steps: int
     total_steps: int
     lr: float
-    over_length: int  # records longer than max_length (cut from the left of the prompt)
+    seed: int
+    rephrase: int
+    replay: float  # share of each batch from earlier sessions
+    replay_per_batch: int  # old rows added to each batch of `batch_size` new ones
+    distill: float
+    anchor: float
+    over_length: int  # rows longer than max_length (cut from the left of the prompt)
     source: dict
 
-    def lora(self, cfg: SessionConfig) -> LoraSettings:
-        return LoraSettings(r=self.rank, alpha=self.alpha, dropout=cfg.dropout, targets=cfg.targets)
+    @property
+    def lora(self) -> LoraSettings:
+        return LoraSettings(r=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
 
-    def train(self, cfg: SessionConfig) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, grad_accum=self.grad_accum, lr=cfg.lr,
+    @property
+    def train(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, grad_accum=self.grad_accum, lr=self.lr,
                            warmup_ratio=self.warmup_steps / max(1, self.total_steps), max_length=self.max_length,
-                           seed=cfg.seed)
+                           seed=self.seed)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def table(self, mode: str) -> list[tuple[str, str, str]]:
+        """(setting, value, source) rows for the printed settings table."""
+        s = self.source
+        replay = (f"{self.replay:.0%} of each batch: {self.replay_per_batch} of {self.old_rows} old rows per "
+                  f"{self.batch_size} new" if self.old_rows else "- (first session)")
+        return [("rephrasings", f"{self.rephrase} per record: {self.records} records -> {self.rows} rows", s["rephrase"]),
+                ("rank / alpha", f"{self.rank} / {self.alpha:g}", s["rank"]), ("epochs", str(self.epochs), s["epochs"]),
+                ("batch × accumulation", f"{self.batch_size} × {self.grad_accum}", s["batch_size"]),
+                ("max length", f"{self.max_length} tokens ({self.over_length} rows longer, cut)", s["max_length"]),
+                ("warmup / total steps", f"{self.warmup_steps} / {self.total_steps}, cosine", s["warmup_steps"]),
+                ("learning rate", f"{self.lr:g}", s["lr"]), ("mode", mode, "assistant"),
+                ("replay", replay, s["replay"]),
+                ("distill to the previous session", f"λ {self.distill:g} on replayed rows" if self.old_rows and
+                 self.distill else "off", s["distill"]),
+                ("anchor to the base", f"λ {self.anchor:g} on 16 everyday prompts" if self.anchor else "off",
+                 s["anchor"])]
 
-def resolve(cfg: SessionConfig, lengths: list[int]) -> Resolved:
-    """Settings for a session whose training records (with any replayed ones) have these token lengths."""
-    row, source = size_row(len(lengths)), {}
+
+def resolve(cfg: SessionConfig, records: int, lengths: list[int], old_rows: int) -> Plan:
+    """The plan for a session of `records` file records trained as rows of these token lengths, with `old_rows`
+    rows of earlier sessions to replay."""
+    row, source = size_row(records, cfg.rephrase > 0), {}
 
     def pick(key, auto):
         value = getattr(cfg, key)
@@ -71,11 +107,15 @@ def resolve(cfg: SessionConfig, lengths: list[int]) -> Resolved:
     alpha = pick("alpha", 2.0 * rank)
     epochs = pick("epochs", row["epochs"])
     longest = max(lengths)
-    max_length = pick("max_length", min(row["max_length"], longest) if longest <= row["max_length"] else row["max_length"])
+    max_length = pick("max_length", min(row["max_length"], longest))
     batch_size = pick("batch_size", 8 if min(longest, max_length) <= 256 else 4)
     grad_accum = pick("grad_accum", max(1, math.ceil(EFFECTIVE_BATCH / batch_size)))
     total = math.ceil(math.ceil(len(lengths) / batch_size) / grad_accum) * epochs
     warmup = pick("warmup_steps", min(round(0.1 * total), 50))
-    source["lr"] = "set" if "lr" in cfg.model_fields_set else "default"
-    return Resolved(rank, float(alpha), epochs, batch_size, grad_accum, max_length, min(warmup, total), total, cfg.lr,
-                    sum(n > max_length for n in lengths), source)
+    replay = pick("replay", min(MAX_AUTO_REPLAY, old_rows / (old_rows + len(lengths)))) if old_rows else 0.0
+    source.setdefault("replay", "-")
+    for key in ("lr", "rephrase", "distill", "anchor"):
+        source[key] = "set" if key in cfg.model_fields_set else "default"
+    return Plan(records, len(lengths), old_rows, rank, float(alpha), cfg.dropout, cfg.targets, epochs, batch_size,
+                grad_accum, max_length, min(warmup, total), total, cfg.lr, cfg.seed, cfg.rephrase, replay,
+                old_count(batch_size, replay), cfg.distill, cfg.anchor, sum(n > max_length for n in lengths), source)

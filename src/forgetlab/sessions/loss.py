@@ -1,0 +1,69 @@
+"""The loss a session trains with, from the shared pieces in `retain.py`:
+
+    NLL(new rows + replayed rows) + distill · KL(p_previous || p) on the replayed rows + anchor · KL(p_base || p) on
+    four of the 16 built-in everyday prompts
+
+Replay: `per_batch` earlier rows are added to every batch. They are taken in turn from a seeded permutation of the
+old rows (a fresh permutation each time the old rows run out), so every old row is seen equally often, and batch b
+draws the same rows whether or not the session was resumed from an epoch checkpoint.
+Distillation: the previous session's model is this model with the new adapter scaled to zero (no copy); its
+next-token distributions at the replayed answers are kept, so what it knew around those answers is kept too.
+Anchors: the base model's answers and logits on everyday prompts, computed once before training.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch.nn.functional as F
+
+from ..batching import IGNORE, Encoded, collate, to_device
+from ..losses import answer_logits, kl_to_reference
+from ..retain import Anchors, reference_logits, with_rows
+
+ANCHORS_PER_BATCH = 4
+
+
+def replay_indices(n_old: int, per_batch: int, number: int, seed: int) -> list[int]:
+    """Indices of the old rows batch `number` carries: positions number·per_batch ... of an endless sequence of
+    seeded permutations of range(n_old), so each old row comes round once per n_old / per_batch batches."""
+    out = []
+    for pos in range(number * per_batch, (number + 1) * per_batch):
+        cycle, i = divmod(pos, n_old)
+        order = list(range(n_old))
+        random.Random(seed * 1_000_003 + cycle).shuffle(order)
+        out.append(order[i])
+    return out
+
+
+def answer_positions(rows: list[Encoded]) -> int:
+    """Number of answer-token positions the loss covers in these rows (labels shifted by one)."""
+    return sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows)
+
+
+class SessionLoss:
+    """The loop's method object for a session (see the module docstring)."""
+
+    def __init__(self, old: list[Encoded], per_batch: int, seed: int, pad_id: int, adapter: str, *, start_batch: int = 0,
+                 distill: float = 0.0, anchors: Anchors | None = None, anchor_weight: float = 0.0):
+        self.old, self.per_batch, self.seed, self.pad_id, self.adapter = old, per_batch if old else 0, seed, pad_id, adapter
+        self.batch_number = start_batch
+        self.distill, self.anchors, self.anchor_weight = distill, anchors, anchor_weight
+
+    def replayed(self, number: int) -> list[Encoded]:
+        if not self.per_batch:
+            return []
+        return [self.old[i] for i in replay_indices(len(self.old), self.per_batch, number, self.seed)]
+
+    def loss(self, model, batch, ctx):
+        number, self.batch_number = self.batch_number, self.batch_number + 1
+        rows = self.replayed(number)
+        mixed = with_rows(batch, rows, self.pad_id)
+        logits, targets = answer_logits(model, mixed)
+        loss = F.cross_entropy(logits.float(), targets)
+        if self.distill > 0 and rows:
+            ref = reference_logits(model, to_device(collate(rows, self.pad_id), logits.device), [self.adapter])
+            loss = loss + self.distill * kl_to_reference(logits[logits.shape[0] - answer_positions(rows):], ref)
+        if self.anchor_weight > 0 and self.anchors:
+            loss = loss + self.anchor_weight * self.anchors.kl(model, number, ANCHORS_PER_BATCH, self.pad_id)
+        return loss
