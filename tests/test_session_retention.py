@@ -96,7 +96,8 @@ def test_replayed_rows_come_round_evenly_and_resume_exactly():
     assert taken != [replay_indices(10, 4, b, seed=4) for b in range(5)]
 
 
-def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_previous_session(tokenizer, tiny):
+def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_previous_session(tokenizer, tiny,
+                                                                                               monkeypatch):
     from forgetlab.batching import collate, encode
     from forgetlab.data.records import Example, user
     from forgetlab.losses import nll
@@ -114,19 +115,16 @@ def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_pr
     import forgetlab.sessions.loss as session_loss
 
     real = session_loss.with_rows
-    session_loss.with_rows = lambda batch, rows, pad: seen.append(len(rows)) or real(batch, rows, pad)
-    try:
-        with torch.no_grad():  # the new adapter starts at zero (B = 0): the model is the previous session's
-            at_start = float(loss_fn.loss(model, new, None))
-            mixed = real(new, [old[i] for i in session_loss.replay_indices(6, 2, 0, 0)], tokenizer.pad_token_id)
-            assert at_start == pytest.approx(float(nll(model, mixed)), abs=1e-5)  # distillation adds nothing here
-            for layer in lora_layers(model):
-                layer.lora_B["s002"].weight.normal_(0, 0.5)
-            moved = float(loss_fn.loss(model, new, None))
-            mixed = real(new, [old[i] for i in session_loss.replay_indices(6, 2, 1, 0)], tokenizer.pad_token_id)
-            assert moved > float(nll(model, mixed)) + 1e-4  # away from the previous session it is positive
-    finally:
-        session_loss.with_rows = real
+    monkeypatch.setattr(session_loss, "with_rows", lambda batch, rows, pad: seen.append(len(rows)) or real(batch, rows, pad))
+    with torch.no_grad():  # the new adapter starts at zero (B = 0): the model is the previous session's
+        at_start = float(loss_fn.loss(model, new, None))
+        mixed = real(new, [old[i] for i in session_loss.replay_indices(6, 2, 0, 0)], tokenizer.pad_token_id)
+        assert at_start == pytest.approx(float(nll(model, mixed)), abs=1e-5)  # distillation adds nothing here
+        for layer in lora_layers(model):
+            layer.lora_B["s002"].weight.normal_(0, 0.5)
+        moved = float(loss_fn.loss(model, new, None))
+        mixed = real(new, [old[i] for i in session_loss.replay_indices(6, 2, 1, 0)], tokenizer.pad_token_id)
+        assert moved > float(nll(model, mixed)) + 1e-4  # away from the previous session it is positive
     assert seen == [2, 2]  # each batch of 4 new rows carried 2 old ones
 
 

@@ -93,7 +93,7 @@ def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example],
     old_encoded = [encode(tok, ex, plan.max_length) for ex in old]
     torch.manual_seed(plan.seed * 1000 + k)
     model = add_session_adapter(model, k, plan.lora)
-    if record["config"]["gradient_checkpointing"]:
+    if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ckpt = load_checkpoint(part, model) if resume else None
     batches_per_epoch = -(-len(encoded) // plan.batch_size)
@@ -105,7 +105,7 @@ def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example],
             tick(row)
         history = train(model, encoded, plan.train, method, None, tok.pad_token_id, seed=plan.seed + k,
                         on_step=tick, on_epoch=lambda c: save_checkpoint(part, model, c), resume=ckpt)
-    if record["config"]["gradient_checkpointing"]:
+    if plan.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     return model, history
 

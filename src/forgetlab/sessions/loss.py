@@ -27,12 +27,14 @@ ANCHORS_PER_BATCH = 4
 def replay_indices(n_old: int, per_batch: int, number: int, seed: int) -> list[int]:
     """Indices of the old rows batch `number` carries: positions number·per_batch ... of an endless sequence of
     seeded permutations of range(n_old), so each old row comes round once per n_old / per_batch batches."""
+    orders: dict[int, list[int]] = {}  # one permutation per pass over the old rows
     out = []
     for pos in range(number * per_batch, (number + 1) * per_batch):
         cycle, i = divmod(pos, n_old)
-        order = list(range(n_old))
-        random.Random(seed * 1_000_003 + cycle).shuffle(order)
-        out.append(order[i])
+        if cycle not in orders:
+            orders[cycle] = list(range(n_old))
+            random.Random(seed * 1_000_003 + cycle).shuffle(orders[cycle])
+        out.append(orders[cycle][i])
     return out
 
 

@@ -60,6 +60,7 @@ class Plan:
     distill: float
     anchor: float
     over_length: int  # rows longer than max_length (cut from the left of the prompt)
+    gradient_checkpointing: bool
     source: dict
 
     @property
@@ -118,4 +119,5 @@ def resolve(cfg: SessionConfig, records: int, lengths: list[int], old_rows: int)
         source[key] = "set" if key in cfg.model_fields_set else "default"
     return Plan(records, len(lengths), old_rows, rank, float(alpha), cfg.dropout, cfg.targets, epochs, batch_size,
                 grad_accum, max_length, min(warmup, total), total, cfg.lr, cfg.seed, cfg.rephrase, replay,
-                old_count(batch_size, replay), cfg.distill, cfg.anchor, sum(n > max_length for n in lengths), source)
+                old_count(batch_size, replay), cfg.distill, cfg.anchor, sum(n > max_length for n in lengths),
+                cfg.gradient_checkpointing, source)
