@@ -28,28 +28,11 @@ def test_two_facts_tasks_learn_then_forget(tmp_path):
         assert (run / name).is_file(), name
 
 
-def test_compare_three_facts_tasks_naive_and_kl(tmp_path):
-    r = run_cli("compare", "--task", "facts:people", "--task", "facts:elements", "--task", "facts:festivals",
-                "--strategies", "naive,kl", "--seeds", "0", "--out", str(tmp_path), "--epochs", "4",
-                "--lr", "1e-2", "--set", "data.facts.entities=2", "--set", "eval.batch_size=32", timeout=1500)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = next(p for p in tmp_path.iterdir() if p.is_dir())
-    result = json.loads((out / "compare.json").read_text())
-    assert [row["strategy"] for row in result["table"]] == ["naive", "kl"]
-    assert all(run["status"] == "complete" for run in result["runs"])
-    for run in result["runs"]:
-        m = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
-        # The bundled base model answers every general question; each strategy learns each task above its start.
-        assert m["diagnostics"]["general_accuracy"][0] == 1.0
-        for k, task in enumerate(m["tasks"]):
-            assert m["accuracy"][k + 1][task]["seen"]["accuracy"] > m["accuracy"][0][task]["seen"]["accuracy"], run
-    naive = result["table"][0]
-    assert naive["bwt"][0] < 0 and naive["base_retention"][0] < 1.0  # naive forgets, and loses general answers
-    for name in ("comparison.csv", "comparison.md", "report.html", "stability_plasticity.png", "losses.png"):
-        assert (out / name).is_file(), name
-
-
-def test_two_sessions_keep_the_first_and_export_answers_like_the_server(tmp_path):
+def test_three_sessions_on_one_phrasing_per_fact_keep_what_they_learned(tmp_path):
+    """The realistic FAQ files (one question per fact, 22 each), default settings, recall checked on their paraphrase
+    files: the README's measured table. About 22 minutes on 2 cores. A first version trained the first 11 facts of
+    each file to save time; on 11 questions one answer moves recall by 0.09 and retention fell to 0.67 of session 1's
+    after session 3, where the whole files keep at least 0.82 of every session's."""
     from transformers import AutoModelForCausalLM
 
     from forgetlab.sessions.holder import Loaded, ModelHolder
@@ -58,20 +41,26 @@ def test_two_sessions_keep_the_first_and_export_answers_like_the_server(tmp_path
 
     examples = Path(__file__).parents[1] / "examples" / "sessions"
     home = ["--assistant", "msu", "--home", str(tmp_path)]
-    for name in ("cs_dept.json", "housing.json"):  # the files ask every fact twice; the plain mechanism suffices
-        r = run_cli("session", "train", str(examples / name), *home, "--rephrase", "0", "--distill", "0", "--anchor", "0",
-                    "--replay", "0.2", timeout=900)
+    for name in ("cs_faq", "housing_faq", "library_faq"):
+        r = run_cli("session", "train", str(examples / f"{name}.json"), "--heldout",
+                    str(examples / f"{name}_paraphrases.json"), *home, timeout=1200)
         assert r.returncode == 0, r.stderr[-3000:]
     store = Store(tmp_path, "msu")
-    first = json.loads((store.session_dir(1) / "metrics.json").read_text())
-    second = json.loads((store.session_dir(2) / "metrics.json").read_text())
-    base_f1, after_2 = first["before"]["f1"], second["retention"]["1"]["f1"]
-    assert first["retention"]["1"]["f1"] >= base_f1 + 0.25, first  # session 1 learned its questions
-    assert after_2 >= base_f1 + 0.2, (base_f1, after_2)  # and still answers them after session 2
-    assert second["retention"]["2"]["f1"] >= second["before"]["f1"] + 0.2
-    assert first["before"]["general"] == 1.0  # the base model answers every general question
+    metrics = [json.loads((store.session_dir(k) / "metrics.json").read_text()) for k in (1, 2, 3)]
+    recall = [[m["retention"][str(j)]["contains"] for j in range(1, k + 2)] for k, m in enumerate(metrics)]
+    own = [recall[k][k] for k in range(3)]  # each session's recall right after it was trained
+    general = [m["general"] for m in metrics]
+    seen = (recall, general)
+    assert metrics[0]["before"]["general"] == 1.0, seen  # the base model answers every general question
+    for k in range(3):
+        assert own[k] >= metrics[k]["before"]["contains"] + 0.25, seen  # each session learned its facts
+        for j in range(k):
+            assert recall[k][j] >= 0.8 * own[j], seen  # and every earlier session keeps 80% of its recall
+    # General answers: at least 24 of 28. Measured 26, 25, 26: the target of 26 (0.9 of the base) is missed after
+    # session 2, as the README says.
+    assert min(general) >= 24 / 28, seen
     listing = run_cli("session", "list", *home)
-    assert "after 2" in listing.stdout and "housing.json" in listing.stdout
+    assert "after 3" in listing.stdout and "library_faq.json" in listing.stdout
 
     # The export is a plain HF model that answers like the served session.
     r = run_cli("session", "export", *home, "--merged", str(tmp_path / "export"))
@@ -79,6 +68,6 @@ def test_two_sessions_keep_the_first_and_export_answers_like_the_server(tmp_path
     served = ModelHolder(loader(store))
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     plain = ModelHolder(lambda: Loaded(exported, served.current.tok, "msu", None, 0.0))
-    for question in ("Who chairs the computer science department?", "When is move-in day for first-year students?"):
+    for question in ("Who chairs the computer science department?", "When does the main library close?"):
         messages = [{"role": "user", "content": question}]
         assert plain.complete(messages, max_tokens=24).text == served.complete(messages, max_tokens=24).text

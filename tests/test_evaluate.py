@@ -47,6 +47,19 @@ def test_batched_generation_equals_single(tokenizer, tiny):
     assert batched == single
 
 
+def test_question_sets_scored_in_one_pass_score_as_each_alone(tokenizer, tiny):
+    from forgetlab.evaluate import qa_scores, qa_scores_of_sets
+
+    task = load_task("facts:people", FEW_FACTS)
+    questions = task.qa["held_out"]
+    sets = {"a": questions[:2], "empty": [], "b": questions[2:]}
+    together = qa_scores_of_sets(tiny, tokenizer, sets, max_new_tokens=5)
+    assert list(together) == ["a", "empty", "b"] and together["empty"] == {"n": 0}
+    for name in ("a", "b"):
+        assert together[name] == qa_scores(tiny, tokenizer, sets[name], max_new_tokens=5)
+    assert together["b"]["n"] == len(questions) - 2 >= 2 and len(together["b"]["answers"]) == together["b"]["n"]
+
+
 def test_evaluate_task_reports_splits_and_chance(tokenizer, tiny):
     task = load_task("facts:people", FEW_FACTS)
     result = evaluate_task(tiny, tokenizer, task, EvalConfig(qa=True, max_new_tokens=4))

@@ -128,14 +128,26 @@ def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_pr
     assert seen == [2, 2]  # each batch of 4 new rows carried 2 old ones
 
 
+def test_session_anchors_mix_everyday_prompts_and_questions_unlike_the_general_set():
+    from forgetlab.data.general import ANCHORS, QUESTION_ANCHORS, RETENTION, anchor_messages
+
+    prompts = [m[-1]["content"] for m in anchor_messages(questions=True)]
+    assert len(prompts) == 32 and len(set(prompts)) == 32 and set(prompts) == set(ANCHORS) | set(QUESTION_ANCHORS)
+    assert all((p in ANCHORS) != (q in ANCHORS) for p, q in zip(prompts[::2], prompts[1::2], strict=True))
+    asked = {q for q, _ in RETENTION}
+    assert not asked & set(prompts)  # the yardstick is never trained towards
+    assert not any(w in p.lower() for p in QUESTION_ANCHORS for w in ("capital", "chemical symbol", "wrote"))
+    assert [m[-1]["content"] for m in anchor_messages()] == list(ANCHORS)  # the `kl` strategy's set is unchanged
+
+
 def test_anchor_is_zero_at_the_base(tokenizer, tiny):
     from forgetlab.batching import collate
     from forgetlab.losses import nll
     from forgetlab.retain import build_anchors
     from forgetlab.sessions.loss import SessionLoss
 
-    anchors = build_anchors(tiny, tokenizer, 64)
-    assert len(anchors.examples) == 16 and anchors.refs[0].shape[1] == tiny.config.vocab_size
+    anchors = build_anchors(tiny, tokenizer, 64, questions=True)
+    assert len(anchors.examples) == 32 and anchors.refs[0].shape[1] == tiny.config.vocab_size
     batch = collate(anchors.examples[:2], tokenizer.pad_token_id)
     with torch.no_grad():
         loss = SessionLoss([], 0, 0, tokenizer.pad_token_id, "s001", anchors=anchors, anchor_weight=5.0).loss(tiny, batch, None)

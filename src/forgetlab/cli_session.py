@@ -49,8 +49,8 @@ def add_session(sub) -> None:
                    "[default: old / (old + new) rows, at most 0.5]")
     t.add_argument("--distill", type=float, metavar="LAMBDA", help="KL to the previous session on the replayed rows "
                    "[default: 1]")
-    t.add_argument("--anchor", type=float, metavar="LAMBDA", help="KL to the base model on everyday prompts, keeps "
-                   "general knowledge [default: 1]")
+    t.add_argument("--anchor", type=float, metavar="LAMBDA", help="KL to the base model on 32 built-in prompts, "
+                   "keeps general knowledge [default: 1]")
     t.add_argument("--rephrase", type=int, metavar="N", help="extra phrasings made for each question [default: 3]")
     t.add_argument("--holdout", type=float, metavar="SHARE", help="share of FILE held out, only questions whose "
                    "answer another record also gives [default: 0.2]")

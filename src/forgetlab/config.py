@@ -221,8 +221,8 @@ class SessionConfig(Frozen):
                                  "rows (0: off); None: old / (old + new) rows, at most 0.5")
     distill: float = Field(1.0, ge=0, description="weight of KL(p_previous || p) on the replayed rows: keeps what the "
                            "previous session answers, not just the trained answers (0: off)")
-    anchor: float = Field(1.0, ge=0, description="weight λ of KL(p_base || p) on 16 built-in everyday prompts, which "
-                          "keeps what the base model knew (0: off)")
+    anchor: float = Field(1.0, ge=0, description="weight λ of KL(p_base || p) on 32 built-in prompts (16 everyday "
+                          "requests, 16 short questions), which keeps what the base model knew (0: off)")
     rephrase: int = Field(3, ge=0, le=8, description="extra phrasings made for each question by rules (0: off); one "
                           "more is made, untrained, to check recall when the file has no paraphrases of its own")
     holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention, taken only "

@@ -87,7 +87,24 @@ def eos_ids(model, tok) -> set[int]:
 def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, batch_size: int = 16) -> dict:
     """Greedy answers scored against the targets: n, mean normalised exact match, contains (the reference occurs in
     the answer: recall of a key fact) and token F1, and the answers themselves."""
-    answers = generate_answers(model, tok, examples, max_new_tokens, batch_size)
+    return answer_scores(generate_answers(model, tok, examples, max_new_tokens, batch_size), examples)
+
+
+def qa_scores_of_sets(model, tok, sets: dict[str, list[Example]], max_new_tokens: int, batch_size: int = 64) -> dict:
+    """qa_scores of several question sets answered in one generation pass ({"n": 0} for an empty set): greedy
+    generation on the CPU costs about the same per step for 64 prompts as for 16, so one pass over all sets is
+    several times faster than one pass per set."""
+    everything = [ex for examples in sets.values() for ex in examples]
+    answers = generate_answers(model, tok, everything, max_new_tokens, batch_size) if everything else []
+    out, start = {}, 0
+    for name, examples in sets.items():
+        out[name] = answer_scores(answers[start:start + len(examples)], examples) if examples else {"n": 0}
+        start += len(examples)
+    return out
+
+
+def answer_scores(answers: list[str], examples: list[Example]) -> dict:
+    """n, exact, contains and f1 of `answers` to `examples` (see `qa_scores`), with the answers."""
     pairs = list(zip(answers, [ex.target for ex in examples], strict=True))
     n = max(1, len(pairs))
     return {"n": len(pairs), "exact": sum(exact_match(a, t) for a, t in pairs) / n,

@@ -90,19 +90,21 @@ class Anchors:
         return kl_to_reference(answer_logits(model, batch)[0], ref)
 
 
-def anchor_examples(answering_model, tok, max_length: int, names: list[str] | None = None) -> list[Encoded]:
-    """The built-in anchor prompts, each with `answering_model`'s greedy answer (adapters `names` off), encoded."""
+def anchor_examples(answering_model, tok, max_length: int, names: list[str] | None = None,
+                    questions: bool = False) -> list[Encoded]:
+    """The built-in anchor prompts (`anchor_messages(questions)`), each with `answering_model`'s greedy answer
+    (adapters `names` off), encoded."""
     from .evaluate import generate_answers
 
-    prompts = [Example(m, "") for m in anchor_messages()]
+    prompts = [Example(m, "") for m in anchor_messages(questions)]
     with adapters_off(answering_model, names):
         answers = generate_answers(answering_model, tok, prompts, max_new_tokens=16)
     return [encode(tok, Example(p.messages, a or "OK"), max_length) for p, a in zip(prompts, answers, strict=True)]
 
 
-def build_anchors(model, tok, max_length: int, names: list[str] | None = None) -> Anchors:
+def build_anchors(model, tok, max_length: int, names: list[str] | None = None, questions: bool = False) -> Anchors:
     """Anchors answered by `model` with adapters `names` off (all: the base model), and its logits."""
-    examples = anchor_examples(model, tok, max_length, names)
+    examples = anchor_examples(model, tok, max_length, names, questions)
     device = next(model.parameters()).device
     refs = [reference_logits(model, to_device(collate([e], tok.pad_token_id), device), names).float().cpu()
             for e in examples]

@@ -6,7 +6,10 @@ was curated so the bundled SmolLM2-135M-Instruct answers every question correctl
 first and dropped: the 135M model picks letters near chance even on questions it answers correctly in words.
 
 `ANCHORS` are short everyday prompts, disjoint from the retention set: `kl` keeps the model's next-token
-distribution on them close to a reference model's.
+distribution on them close to a reference model's. `QUESTION_ANCHORS` are short factual questions of other kinds
+than the retention set's (no capitals, no chemical symbols, no authors): sessions train on question-answer records,
+which pull the model's answers to every short question towards their style, so their anchors include these too.
+The reference answers are whatever the reference model says, right or wrong: anchors keep behaviour, not facts.
 """
 
 from __future__ import annotations
@@ -64,12 +67,34 @@ ANCHORS: tuple[str, ...] = (
     "Explain what a library is in one sentence.",
 )
 
+QUESTION_ANCHORS: tuple[str, ...] = (
+    "How many days are in a week?",
+    "What do bees make?",
+    "At what temperature in Celsius does water boil?",
+    "Who was the first president of the United States?",
+    "What language is spoken in Brazil?",
+    "How many legs does a spider have?",
+    "What gas do plants take in from the air?",
+    "What is the largest mammal?",
+    "Who invented the telephone?",
+    "How many continents are there?",
+    "What is bread mainly made from?",
+    "What is the hardest natural substance?",
+    "What is 7 minus 3?",
+    "What colour is a ripe banana?",
+    "Which organ pumps blood through the body?",
+    "What is the plural of mouse?",
+)
+
 
 def retention_examples() -> list[Example]:
     """The retention set as QA examples (split "general")."""
     return [Example(user(q), a, {"split": "general"}) for q, a in RETENTION]
 
 
-def anchor_messages() -> list[tuple[dict, ...]]:
-    """The anchor prompts as chat messages."""
-    return [user(p) for p in ANCHORS]
+def anchor_messages(questions: bool = False) -> list[tuple[dict, ...]]:
+    """The anchor prompts as chat messages: the everyday prompts, then (with `questions`) the factual questions,
+    interleaved so that any run of consecutive anchors mixes both kinds."""
+    if not questions:
+        return [user(p) for p in ANCHORS]
+    return [user(p) for pair in zip(ANCHORS, QUESTION_ANCHORS, strict=True) for p in pair]

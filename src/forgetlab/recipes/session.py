@@ -21,9 +21,9 @@ from ..config import SessionConfig
 from ..data.general import retention_examples
 from ..data.records import Example
 from ..errors import Interrupted, UserError
-from ..evaluate import qa_scores
+from ..evaluate import qa_scores_of_sets
 from ..loop import train
-from ..model import adapter_state, load_adapter_state, load_base
+from ..model import adapter_state, load_adapter_state
 from ..report import StepProgress
 from ..retain import Anchors, build_anchors
 from ..runs import peak_memory_mb, read_json, write_csv, write_json, write_text
@@ -32,6 +32,8 @@ from ..sessions.data import file_hash, load_examples, rephrased, split_heldout, 
 from ..sessions.loss import SessionLoss
 from ..sessions.settings import Plan, resolve
 from ..sessions.store import Store
+
+ANCHOR_LENGTH = 256  # the anchor prompts and answers are far shorter
 
 
 @dataclass
@@ -64,7 +66,9 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
 
     # The model of the sessions so far, and every setting resolved once from the data.
     t0 = time.perf_counter()
-    model, tok = load_chain(store, chain, cfg.model, cfg.mode)
+    base: dict = {}  # the anchors, answered by the base model before the sessions are applied
+    model, tok = load_chain(store, chain, cfg.model, cfg.mode, on_base=lambda m, t: base.update(
+        anchors=build_anchors(m, t, ANCHOR_LENGTH, questions=True) if cfg.anchor > 0 else None))
     old = [ex for j in chain for ex in load_examples(store.session_dir(j) / "train.jsonl")]
     plan = resolve(cfg, job.records, [len(encode(tok, ex, 10**9).input_ids) for ex in job.rows], len(old))
     record["settings"] = plan.as_dict()
@@ -76,9 +80,8 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     if not store.exists():
         store.create(cfg.model.name, cfg.mode)  # only once the model has loaded: a bad --model leaves nothing behind
     try:
-        before = dict(score(model, tok, job.checks, cfg.max_new_tokens), general=general_score(model, tok))
-        anchors = anchor_set(store, chain, cfg, model, tok, plan.max_length) if plan.anchor > 0 else None
-        model, history = fit(store, record, plan, model, tok, job.rows, old, anchors, resume, console)
+        before = dict(score(model, tok, {"new": job.checks}, cfg.max_new_tokens)["new"], general=general_score(model, tok))
+        model, history = fit(store, record, plan, model, tok, job.rows, old, base["anchors"], resume, console)
         return save(store, record, plan, chain, model, tok, job.checks, history, before, cfg.max_new_tokens, t0)
     except KeyboardInterrupt:
         raise Interrupted(part, resume_command=f"forgetlab session train --assistant {store.name} "
@@ -114,9 +117,9 @@ def save(store: Store, record: dict, plan: Plan, chain: list[int], model, tok, c
          history: list[dict], before: dict, max_new_tokens: int, t0: float) -> dict:
     """Score every session's check questions, write the session's files, publish it in one rename, make it active."""
     part, k = store.partial_dir, record["id"]
-    retention = {str(j): score(model, tok, load_examples(store.session_dir(j) / "heldout.jsonl"), max_new_tokens)
-                 for j in chain if (store.session_dir(j) / "heldout.jsonl").stat().st_size}
-    retention[str(k)] = score(model, tok, checks, max_new_tokens)
+    sets = {str(j): load_examples(store.session_dir(j) / "heldout.jsonl") for j in chain
+            if (store.session_dir(j) / "heldout.jsonl").stat().st_size}
+    retention = score(model, tok, dict(sets, **{str(k): checks}), max_new_tokens)
     general = general_score(model, tok)
     record.update(status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                   train_seconds=sum(r["tokens"] / r["tokens_per_s"] for r in history if r["tokens_per_s"]),
@@ -188,27 +191,16 @@ def resume_record(store: Store, data: str | None) -> tuple[dict, SessionData]:
                                record["data"]["heldout_from"])
 
 
-def score(model, tok, examples: list[Example], max_new_tokens: int) -> dict:
-    """qa_scores of the check questions (answers as the server gives them); {"n": 0} when there are none."""
-    return qa_scores(model, tok, examples, max_new_tokens) if examples else {"n": 0}
-
-
-def anchor_set(store: Store, chain: list[int], cfg: SessionConfig, model, tok, max_length: int) -> Anchors:
-    """The base model's answers and logits on the anchor prompts: the model in hand for a first session (nothing
-    merged yet), else a fresh base (earlier sessions are merged into, or stacked on, the model in hand)."""
-    if not chain:
-        return build_anchors(model, tok, max_length)
-    base, _ = load_base(cfg.model)
-    try:
-        return build_anchors(base, tok, max_length)
-    finally:
-        del base
+def score(model, tok, sets: dict[str, list[Example]], max_new_tokens: int) -> dict:
+    """Scores of each set of check questions (answers as the server gives them, all sets in one generation pass);
+    {"n": 0} for a set with no questions."""
+    return qa_scores_of_sets(model, tok, sets, max_new_tokens)
 
 
 def general_score(model, tok) -> float:
     """Share of 28 built-in general questions ("What is the capital of Japan?") answered right: what the base model
     knew and a session may have overwritten."""
-    return qa_scores(model, tok, retention_examples(), max_new_tokens=12)["contains"]
+    return qa_scores_of_sets(model, tok, {"general": retention_examples()}, max_new_tokens=12)["general"]["contains"]
 
 
 def retention_warnings(store: Store, chain: list[int], retention: dict, threshold: float) -> list[str]:

@@ -90,7 +90,7 @@ class Plan:
                 ("replay", replay, s["replay"]),
                 ("distill to the previous session", f"λ {self.distill:g} on replayed rows" if self.old_rows and
                  self.distill else "off", s["distill"]),
-                ("anchor to the base", f"λ {self.anchor:g} on 16 everyday prompts" if self.anchor else "off",
+                ("anchor to the base", f"λ {self.anchor:g} on 32 built-in prompts" if self.anchor else "off",
                  s["anchor"])]
 
 
