@@ -21,7 +21,7 @@ from ..config import SessionConfig
 from ..data.general import retention_examples
 from ..data.records import Example
 from ..errors import Interrupted, UserError
-from ..evaluate import qa_scores_of_sets
+from ..evaluate import qa_scores, qa_scores_of_sets
 from ..loop import train
 from ..model import adapter_state, load_adapter_state
 from ..report import StepProgress
@@ -80,7 +80,8 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     if not store.exists():
         store.create(cfg.model.name, cfg.mode)  # only once the model has loaded: a bad --model leaves nothing behind
     try:
-        before = dict(score(model, tok, {"new": job.checks}, cfg.max_new_tokens)["new"], general=general_score(model, tok))
+        before = dict(qa_scores_of_sets(model, tok, {"new": job.checks}, cfg.max_new_tokens)["new"],
+                      general=general_score(model, tok))
         model, history = fit(store, record, plan, model, tok, job.rows, old, base["anchors"], resume, console)
         return save(store, record, plan, chain, model, tok, job.checks, history, before, cfg.max_new_tokens, t0)
     except KeyboardInterrupt:
@@ -119,7 +120,7 @@ def save(store: Store, record: dict, plan: Plan, chain: list[int], model, tok, c
     part, k = store.partial_dir, record["id"]
     sets = {str(j): load_examples(store.session_dir(j) / "heldout.jsonl") for j in chain
             if (store.session_dir(j) / "heldout.jsonl").stat().st_size}
-    retention = score(model, tok, dict(sets, **{str(k): checks}), max_new_tokens)
+    retention = qa_scores_of_sets(model, tok, dict(sets, **{str(k): checks}), max_new_tokens)  # one pass
     general = general_score(model, tok)
     record.update(status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                   train_seconds=sum(r["tokens"] / r["tokens_per_s"] for r in history if r["tokens_per_s"]),
@@ -191,16 +192,10 @@ def resume_record(store: Store, data: str | None) -> tuple[dict, SessionData]:
                                record["data"]["heldout_from"])
 
 
-def score(model, tok, sets: dict[str, list[Example]], max_new_tokens: int) -> dict:
-    """Scores of each set of check questions (answers as the server gives them, all sets in one generation pass);
-    {"n": 0} for a set with no questions."""
-    return qa_scores_of_sets(model, tok, sets, max_new_tokens)
-
-
 def general_score(model, tok) -> float:
     """Share of 28 built-in general questions ("What is the capital of Japan?") answered right: what the base model
     knew and a session may have overwritten."""
-    return qa_scores_of_sets(model, tok, {"general": retention_examples()}, max_new_tokens=12)["general"]["contains"]
+    return qa_scores(model, tok, retention_examples(), max_new_tokens=12, batch_size=64)["contains"]
 
 
 def retention_warnings(store: Store, chain: list[int], retention: dict, threshold: float) -> list[str]:
