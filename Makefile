@@ -24,11 +24,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/forgetlab sequential --config configs/sequential/demo.yaml
 
+# The tiny-model tests run in two worker processes (they keep about one core busy each); then the end-to-end tests on
+# the bundled model, one at a time (each keeps both cores busy).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=10
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=5
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow --durations=5
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py

@@ -14,6 +14,11 @@ from forgetlab.config import DataConfig, LoraSettings
 from forgetlab.model import ensure_bundled_cache
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the tiny-model tests in two workers on two cores: one thread each (and in the commands they
+    # start), or the workers' thread pools fight over the cores and everything runs slower than one worker.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 TINY_LORA = LoraSettings(r=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
 FEW_FACTS = DataConfig(facts={"entities": 2})
 
@@ -49,6 +54,20 @@ def tiny_dir(tmp_path_factory, tokenizer) -> Path:
     tiny_llama(len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def call_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run `forgetlab.cli.main(args)` in this process (no interpreter start-up): exit code and captured output,
+    shaped like `run_cli`'s result. Argument errors exit through argparse's SystemExit; they count too."""
+    from forgetlab.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["forgetlab", *args], code, out.out, out.err)
 
 
 def run_cli(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:

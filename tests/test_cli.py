@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import call_main, run_cli
 
 FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "2", "--lr", "1e-2",
         "--set", "data.facts.entities=2", "--set", "lora.r=4", "--set", "lora.dropout=0",
@@ -23,7 +23,7 @@ def only_run(root: Path) -> Path:
     return runs[0]
 
 
-def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path):
+def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path, capsys):
     r = run_cli("sequential", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST)
     assert r.returncode == 0, r.stderr[-2000:]
     run = only_run(tmp_path)
@@ -44,7 +44,7 @@ def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path):
     assert len(metrics["checkpoints"][0]["eigenvalues"]) == 2
     for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL", "spike factor", "base retention"):
         assert table in r.stdout
-    listing = run_cli("runs", "--out", str(tmp_path))
+    listing = call_main(capsys, "runs", "--out", str(tmp_path))
     assert listing.returncode == 0 and "sequential" in listing.stdout
 
 
@@ -125,29 +125,31 @@ def test_resume_from_a_finished_task_gives_the_same_result(tiny_dir, tmp_path):
     (["sequential", "--resume", "/no/such/run"], "not a run directory"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_bad_input_is_one_line_exit_2(args, message):
-    r = run_cli(*args, timeout=120)
+def test_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = call_main(capsys, *args)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir())  # nothing created
 
 
-def test_malformed_file_names_line_and_field(tmp_path):
+def test_malformed_file_names_line_and_field(tmp_path, capsys):
     bad = tmp_path / "qa.jsonl"
     bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "c", "response": 3}\n')
-    r = run_cli("sequential", "--task", f"file:{bad}", timeout=120)
+    r = call_main(capsys, "sequential", "--task", f"file:{bad}", "--out", str(tmp_path / "runs"))
     assert r.returncode == 2
     assert f"{bad} line 2: field 'response' must be a non-empty string" in r.stderr
 
 
-def test_bad_lora_target_lists_the_model_layers(tiny_dir, tmp_path):
-    r = run_cli("sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--set", "lora.targets=[qkv]",
-                *FAST[:4], timeout=120)
+def test_bad_lora_target_lists_the_model_layers(tiny_dir, tmp_path, capsys):
+    r = call_main(capsys, "sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--set", "lora.targets=[qkv]",
+                  *FAST[:4])
     assert r.returncode == 2 and "its linear layers are: down_proj, gate_proj" in r.stderr
 
 
-def test_help_explains_config_keys():
-    r = run_cli("sequential", "--help", timeout=60)
+def test_help_explains_config_keys(capsys):
+    r = call_main(capsys, "sequential", "--help")
     assert r.returncode == 0
     assert "train.lr" in r.stdout and "peak learning rate" in r.stdout and "--resume" in r.stdout

@@ -20,7 +20,7 @@ from forgetlab.sessions.holder import ModelHolder
 from forgetlab.sessions.manage import loader, rollback
 from forgetlab.sessions.store import Store
 
-from .conftest import run_cli
+from .conftest import call_main
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "sessions"
 
@@ -200,7 +200,7 @@ def test_reload_switches_sessions_and_in_flight_requests_finish_on_the_old_one(s
     assert isinstance(on_one, str)
 
 
-def test_serve_command_starts_and_answers(server, tmp_path):
+def test_serve_command_starts_and_answers(server, tmp_path, capsys):
     import subprocess
     import sys
 
@@ -216,5 +216,5 @@ def test_serve_command_starts_and_answers(server, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-    r = run_cli("serve", "--assistant", "nobody", "--home", str(tmp_path))
+    r = call_main(capsys, "serve", "--assistant", "nobody", "--home", str(tmp_path))
     assert r.returncode == 2 and "no assistant" in r.stderr

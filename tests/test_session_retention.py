@@ -102,6 +102,7 @@ def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_pr
     from forgetlab.data.records import Example, user
     from forgetlab.losses import nll
     from forgetlab.model import attach_lora, lora_layers
+    from forgetlab.retain import TopKReference
     from forgetlab.sessions.loss import SessionLoss
 
     from .conftest import TINY_LORA
@@ -111,7 +112,10 @@ def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_pr
                   tokenizer.pad_token_id)
     model = attach_lora(tiny, TINY_LORA, adapter_name="s002")
     seen = []
-    loss_fn = SessionLoss(old, 2, seed=0, pad_id=tokenizer.pad_token_id, adapter="s002", distill=3.0)
+    vocab = tiny.config.vocab_size  # a random model spreads its mass over the whole vocabulary: keep all of it
+    previous = TopKReference.build(model, old, ["s002"], tokenizer.pad_token_id, k=vocab, batch_size=4)
+    assert [r.shape for r in previous.logp] == [(len(r.labels) - r.labels.count(-100), vocab) for r in old]
+    loss_fn = SessionLoss(old, 2, seed=0, pad_id=tokenizer.pad_token_id, distill=3.0, previous=previous)
     import forgetlab.sessions.loss as session_loss
 
     real = session_loss.with_rows
@@ -150,14 +154,14 @@ def test_anchor_is_zero_at_the_base(tokenizer, tiny):
     assert len(anchors.examples) == 32 and anchors.refs[0].shape[1] == tiny.config.vocab_size
     batch = collate(anchors.examples[:2], tokenizer.pad_token_id)
     with torch.no_grad():
-        loss = SessionLoss([], 0, 0, tokenizer.pad_token_id, "s001", anchors=anchors, anchor_weight=5.0).loss(tiny, batch, None)
+        loss = SessionLoss([], 0, 0, tokenizer.pad_token_id, anchors=anchors, anchor_weight=5.0).loss(tiny, batch, None)
         assert float(loss) == pytest.approx(float(nll(tiny, batch)), abs=1e-5)
 
 
-def test_session_compare_through_the_cli(tiny_dir, tmp_path):
+def test_session_compare_through_the_cli(tiny_dir, tmp_path, capsys):
     import json
 
-    from .conftest import run_cli
+    from .conftest import call_main, run_cli
 
     files = [str(EXAMPLES / "cs_faq.json"), str(EXAMPLES / "housing_faq.json")]
     r = run_cli("session", "compare", *files, "--heldout", str(EXAMPLES / "cs_faq_paraphrases.json"), "--heldout",
@@ -177,7 +181,19 @@ def test_session_compare_through_the_cli(tiny_dir, tmp_path):
     # Resuming a finished comparison trains nothing again.
     r = run_cli("session", "compare", "--resume", str(out))
     assert r.returncode == 0 and json.loads((out / "session_compare.json").read_text())["runs"][0]["seconds"] is None
-    bad = run_cli("session", "compare", *files, "--heldout", files[0], "--model", str(tiny_dir))
+    bad = call_main(capsys, "session", "compare", *files, "--heldout", files[0], "--model", str(tiny_dir))
     assert bad.returncode == 2 and "1 heldout files for 2 session files" in bad.stderr
-    bad = run_cli("session", "compare", files[0], "--setting", "x:bogus=1", "--model", str(tiny_dir))
+    bad = call_main(capsys, "session", "compare", files[0], "--setting", "x:bogus=1", "--model", str(tiny_dir))
     assert bad.returncode == 2 and "setting 'x': bogus" in bad.stderr
+
+
+def test_top_k_kl_is_the_full_kl_at_full_k_a_lower_bound_below_and_zero_at_the_reference():
+    from forgetlab.losses import kl_to_reference, kl_to_top_k, top_k_reference
+
+    g = torch.Generator().manual_seed(0)
+    ref, logits = torch.randn(5, 50, generator=g) * 3, torch.randn(5, 50, generator=g) * 3
+    full = float(kl_to_reference(logits, ref))
+    assert float(kl_to_top_k(logits, *top_k_reference(ref, 50))) == pytest.approx(full, rel=1e-5)
+    parts = [float(kl_to_top_k(logits, *top_k_reference(ref, k))) for k in (1, 5, 20)]
+    assert 0 < parts[0] <= parts[1] <= parts[2] <= full + 1e-6  # coarser partitions lose information
+    assert float(kl_to_top_k(ref, *top_k_reference(ref, 5))) == pytest.approx(0.0, abs=1e-6)

@@ -14,7 +14,7 @@ from forgetlab.sessions.answers import tidy
 from forgetlab.sessions.compose import load_chain
 from forgetlab.sessions.store import Store
 
-from .conftest import run_cli
+from .conftest import call_main, run_cli
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "sessions"
 CS, HOUSING = EXAMPLES / "cs_dept.json", EXAMPLES / "housing.json"
@@ -32,20 +32,20 @@ def logits(model, tok) -> torch.Tensor:
         return model(input_ids=ids).logits.float()
 
 
-def test_bad_records_are_all_named_and_nothing_is_created(tmp_path):
+def test_bad_records_are_all_named_and_nothing_is_created(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "Q1", "response": "A1"}\n{"instruction": "Q2"}\n'
                    '{"instruction": "", "response": "A3"}\n{"messages": [{"role": "user", "content": "hi"}]}\n')
-    r = run_cli("session", "train", str(bad), "--assistant", "a", "--home", str(tmp_path / "home"))
+    r = call_main(capsys, "session", "train", str(bad), "--assistant", "a", "--home", str(tmp_path / "home"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     line = r.stderr.strip()
     assert "\n" not in line and "3 bad records" in line
     assert "line 2: field 'response'" in line and "line 3: field 'instruction'" in line and "line 4: field 'messages'" in line
     assert not (tmp_path / "home").exists()
     for args, expected in ((["missing.json"], "not found"), ([], "no data file given")):
-        r = run_cli("session", "train", *args, "--assistant", "a", "--home", str(tmp_path / "home"))
+        r = call_main(capsys, "session", "train", *args, "--assistant", "a", "--home", str(tmp_path / "home"))
         assert r.returncode == 2 and expected in r.stderr, r.stderr
-    r = run_cli("session", "train", str(CS), "--assistant", "bad/name", "--home", str(tmp_path / "home"))
+    r = call_main(capsys, "session", "train", str(CS), "--assistant", "bad/name", "--home", str(tmp_path / "home"))
     assert r.returncode == 2 and "assistant name" in r.stderr
 
 
@@ -157,7 +157,7 @@ def test_interrupted_session_resumes_to_the_uninterrupted_result(tiny_dir, tmp_p
     assert [r.split(",")[2] for r in la] == [r.split(",")[2] for r in lb]  # the same loss at every step
 
 
-def test_session_commands_through_the_cli(tiny_dir, tmp_path):
+def test_session_commands_through_the_cli(tiny_dir, tmp_path, capsys):
     home = ["--assistant", "msu", "--home", str(tmp_path)]
     fast = ["--epochs", "1", "--set", "max_new_tokens=4", "--set", "targets=[q_proj]"]
     r = run_cli("session", "train", str(CS), *home, "--model", str(tiny_dir), *fast)
@@ -166,22 +166,22 @@ def test_session_commands_through_the_cli(tiny_dir, tmp_path):
     r = run_cli("session", "train", str(HOUSING), *home, *fast, "--replay", "0.3")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "30% of each batch" in r.stdout
-    r = run_cli("session", "list", *home)
+    r = call_main(capsys, "session", "list", *home)
     assert r.returncode == 0 and "Retention" in r.stdout and "after 2" in r.stdout and "cs_dept.json" in r.stdout
     assert "general" in r.stdout
-    r = run_cli("session", "rollback", *home, "--to", "1")
+    r = call_main(capsys, "session", "rollback", *home, "--to", "1")
     assert r.returncode == 0 and "active session 1" in r.stdout
-    assert "rolled back" in run_cli("session", "list", *home).stdout
-    r = run_cli("session", "rollback", *home, "--to", "5")
+    assert "rolled back" in call_main(capsys, "session", "list", *home).stdout
+    r = call_main(capsys, "session", "rollback", *home, "--to", "5")
     assert r.returncode == 2 and "no session 5" in r.stderr
-    r = run_cli("session", "train", str(CS), *home, "--mode", "stack")
+    r = call_main(capsys, "session", "train", str(CS), *home, "--mode", "stack")
     assert r.returncode == 2 and "uses mode 'merge'" in r.stderr
     r = run_cli("session", "export", *home, "--merged", str(tmp_path / "export"))
     assert r.returncode == 0 and (tmp_path / "export" / "model.safetensors").is_file()
     r = run_cli("chat", *home, "--max-tokens", "3", input="Who teaches CS 101?\n/reset\nhello\n/quit\n")
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("msu> ") == 2 and "(history cleared)" in r.stdout
-    r = run_cli("chat", "--assistant", "nobody", "--home", str(tmp_path))
+    r = call_main(capsys, "chat", "--assistant", "nobody", "--home", str(tmp_path))
     assert r.returncode == 2 and "no assistant 'nobody'" in r.stderr
 
 

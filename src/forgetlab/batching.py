@@ -46,6 +46,11 @@ def encode(tok, example: Example, max_length: int) -> Encoded:
     return Encoded(p + a, [IGNORE] * len(p) + a)
 
 
+def answer_positions(rows: list[Encoded]) -> int:
+    """Number of answer-token positions the loss covers in these rows (labels shifted by one)."""
+    return sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows)
+
+
 def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest item: input_ids, attention_mask, labels, each (batch, seq)."""
     width = max(len(it.input_ids) for it in items)

@@ -216,11 +216,13 @@ def build_parser() -> Parser:
     add_compare(sub)
     add_methods(sub)
     add_runs(sub)
-    from .cli_session import add_chat, add_serve, add_session
+    from .cli_online import add_chat, add_online_eval
+    from .cli_session import add_serve, add_session
 
     add_session(sub)
     add_chat(sub)
     add_serve(sub)
+    add_online_eval(sub)
     return parser
 
 

@@ -267,72 +267,43 @@ def cmd_export(args) -> int:
     return 0
 
 
-def add_chat(sub) -> None:
-    p = sub.add_parser("chat", help="chat with an assistant in the terminal",
-                       description="A terminal chat with the assistant's active session. The conversation is kept "
-                       "as history; /reset clears it, /quit (or Ctrl-D) leaves.")
-    add_assistant_args(p)
-    p.add_argument("--session", type=int, metavar="K", help="chat with session K [default: the active one]")
-    p.add_argument("--max-tokens", type=int, default=256, help="answer length limit [default: 256]")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy [default: 0]")
-    p.set_defaults(func=cmd_chat)
-
-
-def cmd_chat(args) -> int:
-    from .sessions.holder import ModelHolder
-    from .sessions.manage import loader
-    from .sessions.store import Store
-
-    store = Store(args.home, args.assistant)
-    if store.info()["active"] is None and args.session is None:
-        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
-    holder = ModelHolder(loader(store, session=args.session))
-    print(f"chatting with '{store.name}' session {holder.current.session}; /reset clears the history, /quit leaves")
-    history: list[dict] = []
-    while True:
-        try:
-            line = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return 0
-        if line in ("/quit", "/exit"):
-            return 0
-        if line == "/reset":
-            history = []
-            print("(history cleared)")
-            continue
-        if not line:
-            continue
-        history.append({"role": "user", "content": line})
-        done = holder.complete(history, max_tokens=args.max_tokens, temperature=args.temperature)
-        print(f"{store.name}> {done.text}", flush=True)
-        history.append({"role": "assistant", "content": done.text})
-
-
 def add_serve(sub) -> None:
+    from .cli_online import add_online_args
+
     p = sub.add_parser("serve", help="serve an assistant over an OpenAI-compatible HTTP API",
                        description="FastAPI + uvicorn: GET /v1/models, POST /v1/chat/completions (streaming or not), "
                        "GET /health, POST /admin/reload (switch to the active session after `session train` or "
-                       "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's.",
+                       "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's. "
+                       "With --learn every turn is learned from after it is answered (\"learn\": false in a request "
+                       "skips it): GET /v1/learning, POST /v1/learning/wait, GET /v1/memory, DELETE /v1/memory/ID.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models")
+                       epilog="examples:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models\n"
+                       "  forgetlab serve --learn            # the bundled model, learning from every turn")
     add_assistant_args(p)
+    for action in p._actions:
+        if action.dest == "assistant":
+            action.required = False
+            action.help = "the assistant's name [default: none: the bundled model, served as 'bundled']"
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on [default: 127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="[default: auto]")
+    p.add_argument("--learn", action="store_true", help="learn from every turn (state in the assistant's directory; "
+                   "without --assistant a fresh state that ends with the server)")
+    add_online_args(p)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:
-    from .serve import run
-    from .sessions.holder import ModelHolder
-    from .sessions.manage import loader
-    from .sessions.store import Store
+    import contextlib
 
-    store = Store(args.home, args.assistant)
-    if store.info()["active"] is None:
-        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
-    holder = ModelHolder(loader(store, device=args.device))
-    print(f"serving '{store.name}' session {holder.current.session} on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    run(holder, args.host, args.port)
+    from .cli_online import chat_holder, online_config, start_learner
+    from .serve import run
+
+    cfg = online_config(args) if args.learn else None
+    store, holder = chat_holder(args, cfg)
+    with contextlib.ExitStack() as stack:
+        learner = start_learner(stack, holder, cfg, store) if args.learn else None
+        print(f"serving '{holder.current.assistant}' session {holder.current.session} on "
+              f"http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else ""), file=sys.stderr)
+        run(holder, args.host, args.port, learner=learner)
     return 0

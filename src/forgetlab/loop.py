@@ -36,13 +36,14 @@ def steps_for(n_examples: int, cfg: TrainConfig) -> int:
 
 def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id: int, *, seed: int,
           on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          resume: dict | None = None) -> list[dict]:
+          resume: dict | None = None, stop: Callable[[dict], bool] | None = None) -> list[dict]:
     """Train `model`'s trainable parameters on `examples` with `method.loss`; return the per-step history.
 
     Each history row: step, epoch, loss (mean over the accumulated batches), lr, grad_norm, tokens, tokens_per_s.
     `on_epoch` receives a checkpoint after every epoch (epoch, optimizer, scheduler, RNG state, history so far);
     passing it back as `resume` (with the trainable weights restored by the caller) carries on exactly where the
     checkpoint was taken: the same batches, dropout masks and losses as an uninterrupted run.
+    `stop`, when given, is asked after every step (with its history row) whether to end training there.
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -82,6 +83,8 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
                 history.append(row)
                 if on_step:
                     on_step(row)
+                if stop is not None and stop(row):
+                    return history
             if on_epoch:
                 on_epoch({"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                           "rng": torch.get_rng_state(), "history": list(history)})

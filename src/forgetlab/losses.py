@@ -45,6 +45,29 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Ten
     return (ref_logp.exp() * (ref_logp - logp)).sum(-1).mean()
 
 
+def top_k_reference(ref_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A reference distribution kept as its `k` most likely tokens: (log-probs (positions, k) float32, token ids
+    (positions, k) int64). What `kl_to_top_k` compares against; about vocab / k times smaller than the logits."""
+    logp = F.log_softmax(ref_logits.float(), -1)
+    values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
+    return values, ids
+
+
+def kl_to_top_k(logits: torch.Tensor, ref_logp: torch.Tensor, ref_ids: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(p_ref || p_model) with p_ref kept as its top-k tokens and the rest of the
+    vocabulary lumped into one "other" outcome for both distributions (the KL of the coarsened distributions: a
+    lower bound of the full KL, equal to it when the top k hold all of p_ref's mass, and zero exactly when the model
+    gives the same probabilities to those k tokens). logits (positions, vocab); ref_logp, ref_ids (positions, k)."""
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits.float(), -1).gather(-1, ref_ids)
+    ref_p = ref_logp.exp()
+    head = (ref_p * (ref_logp - logp)).sum(-1)
+    ref_tail = (1 - ref_p.sum(-1)).clamp_min(1e-12)
+    model_tail = (1 - logp.exp().sum(-1)).clamp_min(1e-12)
+    return (head + ref_tail * (ref_tail.log() - model_tail.log())).mean()
+
+
 def ewc_penalty(named_params, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """½ Σ F (θ − θ*)² over the parameters that have a Fisher entry; `named_params` yields (name, tensor)."""
     total = None

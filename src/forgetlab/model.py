@@ -148,6 +148,26 @@ def attach_lora(model: nn.Module, lora: LoraSettings, adapter_name: str = "defau
     return get_peft_model(model, config, adapter_name=adapter_name)
 
 
+def add_trainable_adapter(model, name: str, lora: LoraSettings):
+    """The model with a new trainable LoRA adapter `name`: a plain model is wrapped; on a PEFT model the adapters it
+    has stay active and frozen, and only `name` trains."""
+    from peft import LoraConfig, PeftModel
+
+    if not isinstance(model, PeftModel):
+        return attach_lora(model, lora, adapter_name=name)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
+                        task_type="CAUSAL_LM")
+    model.add_adapter(name, config)
+    names = list(model.peft_config)
+    model.base_model.set_adapter(names)
+    model.requires_grad_(False)
+    for layer in lora_layers(model):
+        for part in (layer.lora_A, layer.lora_B):
+            if name in part:
+                part[name].requires_grad_(True)
+    return model
+
+
 def trainable_named(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Trainable parameters in a fixed (name) order: the coordinates of the adapter vector θ."""
     return sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=lambda x: x[0])

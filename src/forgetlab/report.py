@@ -125,7 +125,7 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.text(b, a, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k")
     fig.colorbar(im, ax=ax, label="accuracy")
     ax.set_title("Accuracy after each stage")
-    made.append(_save(fig, run_dir / "accuracy_matrix.png", "Accuracy matrix"))
+    made.append(save_plot(fig, run_dir / "accuracy_matrix.png", "Accuracy matrix"))
     # Loss curve with task boundaries.
     hist = state["history"]
     if hist:
@@ -145,7 +145,7 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
         ax.set_title("Training loss (dashed: task boundaries; triangles: flagged spikes)")
-        made.append(_save(fig, run_dir / "loss.png", "Loss curve"))
+        made.append(save_plot(fig, run_dir / "loss.png", "Loss curve"))
     # Eigenvalue spectrum per checkpoint.
     cks = [c for c in state.get("checkpoints", []) if c["eigenvalues"]]
     if cks:
@@ -156,7 +156,7 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_ylabel("Hessian eigenvalue")
         ax.set_title("Top Hessian eigenvalues at each task's checkpoint")
         ax.legend(fontsize=8)
-        made.append(_save(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
+        made.append(save_plot(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
     gates = [(stage, info["gates"]) for stage, info in zip(state["stages"][1:], state.get("method_info", []),
                                                            strict=False) if info.get("gates")]
     if gates:
@@ -168,11 +168,11 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_ylim(0, 1)
         ax.set_title("Gate of each task's adapter per layer (1: the new adapter, 0: the earlier model)")
         ax.legend(fontsize=8)
-        made.append(_save(fig, run_dir / "gates.png", "Gate activations"))
+        made.append(save_plot(fig, run_dir / "gates.png", "Gate activations"))
     return made
 
 
-def _save(fig, path: Path, title: str) -> tuple[str, str]:
+def save_plot(fig, path: Path, title: str) -> tuple[str, str]:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -192,11 +192,17 @@ def html_table(title: str, header: list[str], rows: list[list]) -> str:
 def write_report(run_dir: Path, state: dict) -> Path:
     """report.html beside its PNG plots; returns its path."""
     plots = _plots(run_dir, state)
-    parts = [f"<h1>forgetlab {html.escape(state['kind'])}: {html.escape(run_dir.name)}</h1>",
-             f"<p>status: {html.escape(state.get('status', '?'))} · tasks: {html.escape(', '.join(state['tasks']))}"
-             f" · trainable parameters: {state.get('trainable_params', '?')}</p>"]
-    parts += [html_table(*t) for t in summary_tables(state)]
-    parts += [f"<h2>{html.escape(title)}</h2><img src='{name}' alt='{html.escape(title)}'>" for name, title in plots]
+    intro = (f"status: {state.get('status', '?')} · tasks: {', '.join(state['tasks'])} · trainable parameters: "
+             f"{state.get('trainable_params', '?')}")
+    return write_page(run_dir, f"forgetlab {state['kind']}: {run_dir.name}", intro, summary_tables(state), plots)
+
+
+def write_page(run_dir: Path, title: str, intro: str, tables: list[tuple[str, list[str], list[list]]],
+               plots: list[tuple[str, str]]) -> Path:
+    """`run_dir`/report.html: a title, a line of text, tables (title, header, rows) and plots (file, title)."""
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    parts += [html_table(*t) for t in tables]
+    parts += [f"<h2>{html.escape(t)}</h2><img src='{name}' alt='{html.escape(t)}'>" for name, t in plots]
     style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"

@@ -4,7 +4,8 @@
 - replay: earlier records added to a batch so that they make up a share of it (`old_count`, `with_rows`);
 - anchors: built-in everyday prompts answered once by a reference model, whose next-token distributions at those
   answers the model is kept close to (`Anchors`, λ·KL(p_ref || p));
-- reference logits of any batch from the model with some adapter switched off (`reference_logits`).
+- reference logits of any batch from the model with some adapter switched off (`reference_logits`), or of a fixed
+  set of rows computed once and kept as their top-k tokens (`TopKReference`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import Encoded, collate, encode, to_device, unbatch
+from .batching import Encoded, answer_positions, collate, encode, to_device, unbatch
 from .data.general import anchor_messages
 from .data.records import Example
-from .losses import answer_logits, kl_to_reference
+from .losses import answer_logits, kl_to_reference, kl_to_top_k, top_k_reference
 
 
 def old_count(n_new: int, share: float) -> int:
@@ -67,6 +68,36 @@ def reference_logits(model, batch: dict[str, torch.Tensor], names: list[str] | N
     """Logits at the batch's answer tokens, (n_answer_tokens, vocab), with adapters `names` switched off."""
     with adapters_off(model, names):
         return answer_logits(model, batch)[0]
+
+
+@dataclass
+class TopKReference:
+    """A reference model's next-token distributions at the answer tokens of fixed rows, computed once and kept as
+    their top-k tokens (see `losses.kl_to_top_k`): rows that come round many times (replay) cost one forward pass
+    each instead of one per visit, and memory grows with k, not with the vocabulary."""
+
+    logp: list[torch.Tensor]  # per row: (n_answer_tokens, k) float32 on the CPU
+    ids: list[torch.Tensor]  # per row: (n_answer_tokens, k) int64 on the CPU
+
+    @classmethod
+    def build(cls, model, rows: list[Encoded], names: list[str] | None, pad_id: int, k: int = 64,
+              batch_size: int = 16) -> TopKReference:
+        """The distributions of `model` with adapters `names` off (all: the base model) at `rows`' answers."""
+        logp, ids = [], []
+        device = next(model.parameters()).device
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            values, top = top_k_reference(reference_logits(model, to_device(collate(chunk, pad_id), device), names), k)
+            sizes = [answer_positions([r]) for r in chunk]
+            logp += [v.cpu() for v in values.split(sizes)]
+            ids += [i.cpu() for i in top.split(sizes)]
+        return cls(logp, ids)
+
+    def kl(self, logits: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """Mean KL(p_ref || p) over the answer tokens of rows `indices`, whose logits (in that order) are `logits`."""
+        device = logits.device
+        return kl_to_top_k(logits, torch.cat([self.logp[i] for i in indices]).to(device),
+                           torch.cat([self.ids[i] for i in indices]).to(device))
 
 
 @dataclass

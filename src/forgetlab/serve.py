@@ -5,6 +5,14 @@
     POST /v1/chat/completions    non-streaming or SSE streaming; temperature, top_p, max_tokens, stop, seed
     POST /admin/reload           switch to the assistant's active session now (requests in flight finish first)
 
+With `--learn` (an `OnlineLearner` given), every chat turn is learned from after its answer is sent, unless the
+request says `"learn": false` (the openai client's `extra_body`); the `X-Forgetlab-Turn` header numbers the turn:
+
+    GET    /v1/learning          queue length, turns learned, facts stored, last metrics
+    POST   /v1/learning/wait     return once every queued turn is learned (for scripts and tests)
+    GET    /v1/memory            the facts learned, with ids
+    DELETE /v1/memory/{id}       remove one
+
 Every answer names the session that produced it in the `X-Forgetlab-Session` header. Errors are OpenAI-style JSON
 ({"error": {"message", "type", "param", "code"}}) with 400 / 404 status codes; an unexpected failure is a 500 with
 a one-line message, never a traceback. The HTTP layer only parses, validates and formats: generation, queueing and
@@ -21,7 +29,7 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -60,6 +68,7 @@ class ChatRequest(BaseModel):
     stream_options: dict | None = None
     n: int = Field(1, ge=1, le=1)
     seed: int | None = None
+    learn: StrictBool = True  # with --learn: learn from this turn after answering it
 
 
 def error(status: int, message: str, param: str | None = None, code: str | None = None,
@@ -67,8 +76,8 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
-def create_app(holder: ModelHolder) -> FastAPI:
-    """The API over `holder`; a test can drive it in-process or through uvicorn."""
+def create_app(holder: ModelHolder, learner=None) -> FastAPI:
+    """The API over `holder` (and `learner`, when learning); a test can drive it in-process or through uvicorn."""
     app = FastAPI(title="forgetlab", description="OpenAI-compatible API of a forgetlab assistant")
 
     @app.exception_handler(RequestValidationError)
@@ -99,6 +108,9 @@ def create_app(holder: ModelHolder) -> FastAPI:
 
     @app.post("/admin/reload")
     async def reload():
+        if learner is not None:  # the learned adapter sits on the model being served: a new model would drop it
+            return error(409, "reload is not available while learning (--learn); restart the server to serve the "
+                         "active session", code="learning_on")
         before = holder.current.session
         now = await run_in_threadpool(holder.reload)
         return {"assistant": now.assistant, "session": now.session, "previous": before}
@@ -117,22 +129,63 @@ def create_app(holder: ModelHolder) -> FastAPI:
         messages = [m.plain() for m in req.messages]
         headers = {"X-Forgetlab-Session": str(loaded.session), "X-Forgetlab-Assistant": loaded.assistant}
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        learn = learner is not None and req.learn and messages[-1]["role"] == "user"
+        turn = learner.state.next_turn() if learn else None
+        if turn is not None:
+            headers["X-Forgetlab-Turn"] = str(turn)
+
+        def learn_from(done: Completion) -> None:
+            if turn is not None:
+                learner.submit(messages[-1]["content"], done.text, turn=turn)
+
         try:
             if req.stream:
                 pieces = holder.stream(messages, **params)
                 include_usage = bool((req.stream_options or {}).get("include_usage"))
-                return StreamingResponse(sse(pieces, rid, created, req.model, include_usage),
+                return StreamingResponse(sse(pieces, rid, created, req.model, include_usage, learn_from),
                                          media_type="text/event-stream", headers=headers)
             done = await run_in_threadpool(lambda: holder.complete(messages, **params))
         except RequestError as e:
             return error(400, str(e), e.param)
+        learn_from(done)
         body = {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
                              "finish_reason": done.finish_reason, "logprobs": None}],
                 "usage": usage(done)}
         return JSONResponse(body, headers=headers)
 
+    add_learning_routes(app, learner)
     return app
+
+
+def add_learning_routes(app: FastAPI, learner) -> None:
+    """/v1/learning and /v1/memory: 404 with a hint when the server was started without --learn."""
+    def need():
+        if learner is None:
+            raise HTTPException(404, "learning is off; start the server with `forgetlab serve --learn`")
+
+    @app.get("/v1/learning")
+    def learning():
+        need()
+        return learner.status()
+
+    @app.post("/v1/learning/wait")
+    async def wait():
+        need()
+        await run_in_threadpool(learner.wait)
+        return learner.status()
+
+    @app.get("/v1/memory")
+    def memory():
+        need()
+        return {"object": "list", "data": learner.memory.all()}
+
+    @app.delete("/v1/memory/{fid}")
+    def forget(fid: int):
+        need()
+        if not learner.forget(fid):
+            raise HTTPException(404, f"no fact {fid}; GET /v1/memory lists them")
+        return {"id": fid, "deleted": True}
 
 
 def usage(done: Completion) -> dict:
@@ -140,8 +193,8 @@ def usage(done: Completion) -> dict:
             "total_tokens": done.prompt_tokens + done.completion_tokens}
 
 
-def sse(pieces, rid: str, created: int, model: str, include_usage: bool):
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+def sse(pieces, rid: str, created: int, model: str, include_usage: bool, on_done=None):
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`; `on_done(completion)` once complete."""
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
         body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices}
@@ -150,6 +203,8 @@ def sse(pieces, rid: str, created: int, model: str, include_usage: bool):
     yield chunk({"role": "assistant", "content": ""})
     for piece in pieces:
         if isinstance(piece, Completion):
+            if on_done is not None:
+                on_done(piece)
             yield chunk({}, piece.finish_reason)
             if include_usage:
                 yield chunk(None, usage=usage(piece))
@@ -158,8 +213,8 @@ def sse(pieces, rid: str, created: int, model: str, include_usage: bool):
     yield "data: [DONE]\n\n"
 
 
-def run(holder: ModelHolder, host: str, port: int, log_level: str = "info") -> None:
+def run(holder: ModelHolder, host: str, port: int, log_level: str = "info", learner=None) -> None:
     """Serve until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(holder), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(holder, learner), host=host, port=port, log_level=log_level)

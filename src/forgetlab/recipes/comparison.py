@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics.diagnostics import mean_spread
-from ..report import _save, fmt
+from ..report import fmt, save_plot
 from ..runs import read_json, write_csv, write_text
 
 COLUMNS = [  # (key, header)
@@ -131,7 +131,7 @@ def comparison_plots(out: Path, rows: list[dict], results: list[dict]) -> list[t
         ax.set_xlabel("plasticity (accuracy right after learning each task)")
         ax.set_ylabel("largest forgetting")
         ax.set_title("Stability–plasticity (right and low is better)")
-        made.append(_save(fig, out / "stability_plasticity.png", "Stability–plasticity"))
+        made.append(save_plot(fig, out / "stability_plasticity.png", "Stability–plasticity"))
     # Loss histories overlaid: the first finished seed of each strategy.
     fig, ax = plt.subplots(figsize=(8, 3.5))
     drawn = set()
@@ -147,7 +147,7 @@ def comparison_plots(out: Path, rows: list[dict], results: list[dict]) -> list[t
         ax.set_ylabel("training loss")
         ax.set_title("Training loss of each strategy (first seed)")
         ax.legend(fontsize=8)
-        made.append(_save(fig, out / "losses.png", "Loss histories"))
+        made.append(save_plot(fig, out / "losses.png", "Loss histories"))
     else:
         plt.close(fig)
     return made

@@ -25,7 +25,7 @@ from ..evaluate import qa_scores, qa_scores_of_sets
 from ..loop import train
 from ..model import adapter_state, load_adapter_state
 from ..report import StepProgress
-from ..retain import Anchors, build_anchors
+from ..retain import Anchors, TopKReference, build_anchors
 from ..runs import peak_memory_mb, read_json, write_csv, write_json, write_text
 from ..sessions.compose import adapter_key, add_session_adapter, load_chain, save_session_adapter
 from ..sessions.data import file_hash, load_examples, rephrased, split_heldout, write_jsonl_text
@@ -101,9 +101,11 @@ def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example],
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ckpt = load_checkpoint(part, model) if resume else None
     batches_per_epoch = -(-len(encoded) // plan.batch_size)
-    method = SessionLoss(old_encoded, plan.replay_per_batch, plan.seed * 1000 + k, tok.pad_token_id, adapter_key(k),
+    previous = TopKReference.build(model, old_encoded, [adapter_key(k)], tok.pad_token_id) \
+        if plan.distill > 0 and plan.replay_per_batch else None
+    method = SessionLoss(old_encoded, plan.replay_per_batch, plan.seed * 1000 + k, tok.pad_token_id,
                          start_batch=(ckpt["epoch"] if ckpt else 0) * batches_per_epoch, distill=plan.distill,
-                         anchors=anchors, anchor_weight=plan.anchor)
+                         previous=previous, anchors=anchors, anchor_weight=plan.anchor)
     with StepProgress(console).task(f"session {k} {record['data']['name']}", plan.total_steps) as tick:
         for row in ckpt["history"] if ckpt else []:
             tick(row)

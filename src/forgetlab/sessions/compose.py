@@ -17,7 +17,7 @@ import torch
 
 from ..config import LoraSettings, ModelConfig
 from ..errors import UserError
-from ..model import attach_lora, load_base, lora_layers, resolve_device, resolve_dtype
+from ..model import add_trainable_adapter, load_base, resolve_device, resolve_dtype
 from .store import Store
 
 
@@ -52,22 +52,7 @@ def load_chain(store: Store, chain: list[int], model_cfg: ModelConfig, mode: str
 
 def add_session_adapter(model, k: int, lora: LoraSettings):
     """The model with a new trainable adapter for session k (earlier adapters, if stacked, active and frozen)."""
-    from peft import LoraConfig, PeftModel
-
-    name = adapter_key(k)
-    if not isinstance(model, PeftModel):
-        return attach_lora(model, lora, adapter_name=name)
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
-                        task_type="CAUSAL_LM")
-    model.add_adapter(name, config)
-    names = list(model.peft_config)
-    model.base_model.set_adapter(names)
-    model.requires_grad_(False)
-    for layer in lora_layers(model):
-        for part in (layer.lora_A, layer.lora_B):
-            if name in part:
-                part[name].requires_grad_(True)
-    return model
+    return add_trainable_adapter(model, adapter_key(k), lora)
 
 
 def save_session_adapter(model, k: int, path: Path) -> None:

@@ -1,8 +1,10 @@
-"""The served model, kept apart from the HTTP layer: chat, the server and (later) online learning all use it.
+"""The served model, kept apart from the HTTP layer: chat, the server and online learning all use it.
 
 `ModelHolder` owns the current model and generates one request at a time (a lock queues the rest: on CPU two
-generations at once only slow each other down). `reload()` builds the new model first and then swaps the reference;
-a request in flight keeps the model it started with, so it finishes on the old session.
+generations at once only slow each other down). `update(fn)` changes the weights under the same lock, so no answer
+is ever generated from half-updated weights (the online learner trains through it). `reload()` builds the new
+model first and then swaps the reference; a request in flight keeps the model it started with, so it finishes on
+the old session.
 """
 
 from __future__ import annotations
@@ -91,6 +93,12 @@ class ModelHolder:
             fresh = self._load()
             self._current = fresh  # requests already running keep their reference to the old one
             return fresh
+
+    def update(self, fn: Callable[[Loaded], object]) -> object:
+        """Run `fn(current)` with generation locked out (answers wait; none is generated meanwhile); return its result.
+        `fn` may change the model's weights in place or put a new model in `current.model`."""
+        with self._generate_lock:
+            return fn(self._current)
 
     def context_length(self, loaded: Loaded) -> int:
         return int(getattr(loaded.model.config, "max_position_embeddings", 2048))

@@ -11,7 +11,9 @@ alone. Later sessions do learn their own facts less well than the first (library
 session 1), but a separate mean for each part, tried, made it worse: housing recall unchanged (0.50), cs recall
 after session 2 down from 0.50 to 0.36 and general answers from 25 to 23 of 28.
 Distillation: the previous session's model is this model with the new adapter scaled to zero (no copy); its
-next-token distributions at the replayed answers are kept, so what it knew around those answers is kept too.
+next-token distributions at the old rows' answers are kept, so what it knew around those answers is kept too. They
+are computed once per old row before training and kept as their 64 most likely tokens (`retain.TopKReference`):
+each old row is replayed about five times in a session, so this saves four of five reference passes.
 Anchors: the base model's answers and logits on the anchor prompts, computed once before training (from the base
 model as it loads, before earlier sessions are applied). The short questions among them matter: without them the
 question-answer training pulled the model's style on every short question (measured: 21/28 general answers kept
@@ -24,9 +26,9 @@ import random
 
 import torch.nn.functional as F
 
-from ..batching import IGNORE, Encoded, collate, to_device
-from ..losses import answer_logits, kl_to_reference
-from ..retain import Anchors, reference_logits, with_rows
+from ..batching import Encoded, answer_positions
+from ..losses import answer_logits
+from ..retain import Anchors, TopKReference, with_rows
 
 ANCHORS_PER_BATCH = 4
 
@@ -45,33 +47,31 @@ def replay_indices(n_old: int, per_batch: int, number: int, seed: int) -> list[i
     return out
 
 
-def answer_positions(rows: list[Encoded]) -> int:
-    """Number of answer-token positions the loss covers in these rows (labels shifted by one)."""
-    return sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows)
-
-
 class SessionLoss:
     """The loop's method object for a session (see the module docstring)."""
 
-    def __init__(self, old: list[Encoded], per_batch: int, seed: int, pad_id: int, adapter: str, *, start_batch: int = 0,
-                 distill: float = 0.0, anchors: Anchors | None = None, anchor_weight: float = 0.0):
-        self.old, self.per_batch, self.seed, self.pad_id, self.adapter = old, per_batch if old else 0, seed, pad_id, adapter
+    def __init__(self, old: list[Encoded], per_batch: int, seed: int, pad_id: int, *, start_batch: int = 0,
+                 distill: float = 0.0, previous: TopKReference | None = None, anchors: Anchors | None = None,
+                 anchor_weight: float = 0.0):
+        """`previous`: the previous session's distributions at the old rows (needed when distill > 0)."""
+        self.old, self.per_batch, self.seed, self.pad_id = old, per_batch if old else 0, seed, pad_id
         self.batch_number = start_batch
-        self.distill, self.anchors, self.anchor_weight = distill, anchors, anchor_weight
+        self.distill, self.previous, self.anchors, self.anchor_weight = distill, previous, anchors, anchor_weight
 
-    def replayed(self, number: int) -> list[Encoded]:
+    def replayed(self, number: int) -> list[int]:
+        """Indices of the old rows batch `number` carries."""
         if not self.per_batch:
             return []
-        return [self.old[i] for i in replay_indices(len(self.old), self.per_batch, number, self.seed)]
+        return replay_indices(len(self.old), self.per_batch, number, self.seed)
 
     def loss(self, model, batch, ctx):
         number, self.batch_number = self.batch_number, self.batch_number + 1
-        rows = self.replayed(number)
+        idx = self.replayed(number)
+        rows = [self.old[i] for i in idx]
         logits, targets = answer_logits(model, with_rows(batch, rows, self.pad_id))
         loss = F.cross_entropy(logits.float(), targets)  # one mean over new and replayed answer tokens
         if self.distill > 0 and rows:
-            ref = reference_logits(model, to_device(collate(rows, self.pad_id), logits.device), [self.adapter])
-            loss = loss + self.distill * kl_to_reference(logits[logits.shape[0] - answer_positions(rows):], ref)
+            loss = loss + self.distill * self.previous.kl(logits[logits.shape[0] - answer_positions(rows):], idx)
         if self.anchor_weight > 0 and self.anchors:
             loss = loss + self.anchor_weight * self.anchors.kl(model, number, ANCHORS_PER_BATCH, self.pad_id)
         return loss

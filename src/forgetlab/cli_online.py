@@ -1,0 +1,234 @@
+"""`forgetlab chat [--learn]` and `forgetlab online-eval`: thin over sessions/holder.py, online/ and recipes/."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+
+from .config import build_config, read_yaml
+from .errors import UserError
+
+CHAT_EXAMPLES = """examples:
+  forgetlab chat --assistant msu                     # chat with the active session
+  forgetlab chat --learn                             # the bundled model, learning from what you tell it
+  forgetlab chat --learn --assistant msu             # learns on top of msu's active session; kept across restarts
+  printf 'My manager is Priya Velloso.\\n/reset\\nWho do I report to?\\n' | forgetlab chat --learn
+
+commands in the chat: /facts  /forget ID  /metrics  /reset (the conversation; '/reset learned' also forgets what
+was learned)  /quit. With standard input not a terminal, each line is one turn, each answer one line, and each turn
+waits until the previous one has been learned (a script sees what a person typing would).
+"""
+
+
+def add_online_args(p) -> None:
+    from .online.config import PRESETS
+
+    p.add_argument("--config", metavar="YAML", help="online learner settings (the keys of `online:` in the YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a learner setting, e.g. update.lr=1e-3 (repeat)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="seed: the seed design's settings (r4 on q/v, lr 5e-6, "
+                   "one step per turn, the statement only), for comparison")
+
+
+def online_config(args, model: str | None = None):
+    from .online.config import PRESETS, OnlineConfig
+
+    base = read_yaml(args.config) if args.config else {}
+    base = base.get("online", base)
+    if args.preset:
+        base = {**PRESETS[args.preset], **base}
+    overrides = {"model.name": model} if model else {}
+    return build_config(OnlineConfig, base, overrides, args.set, source=args.config or "online settings")
+
+
+def add_chat(sub) -> None:
+    from .cli_session import add_assistant_args
+
+    p = sub.add_parser("chat", help="chat with an assistant in the terminal; with --learn it learns from what you say",
+                       description="A terminal chat with the assistant's active session (or the bundled model). The "
+                       "conversation is kept as history. With --learn, every turn is learned from after it is "
+                       "answered: facts you state are trained into a LoRA adapter, kept near the starting model.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CHAT_EXAMPLES)
+    add_assistant_args(p)
+    p.set_defaults(assistant=None)
+    for action in p._actions:
+        if action.dest == "assistant":
+            action.required = False
+            action.help = "the assistant's name [default: none: the bundled model]"
+    p.add_argument("--session", type=int, metavar="K", help="chat with session K [default: the active one]")
+    p.add_argument("--max-tokens", type=int, default=256, help="answer length limit [default: 256]")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, at most 2 [default: 0]")
+    p.add_argument("--learn", action="store_true", help="learn from every turn (state kept in the assistant's "
+                   "directory; without --assistant a fresh state that ends with the chat)")
+    add_online_args(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def chat_holder(args, learn_cfg=None):
+    """(store or None, holder) for chat and serve: the assistant's session, or the bundled (--model) model. With
+    learning on, a new assistant name starts an assistant with no session yet: it learns on the base model."""
+    from .model import load_base
+    from .sessions.holder import Loaded, ModelHolder
+    from .sessions.manage import loader
+    from .sessions.store import Store
+
+    device = getattr(args, "device", "auto")
+    if args.assistant is None:
+        if getattr(args, "session", None) is not None:
+            raise UserError("--session needs --assistant")
+        model_cfg = online_config(args).model.model_copy(update={"device": device})
+        return None, ModelHolder(lambda: Loaded(*load_base(model_cfg), "bundled", None, time.time()))
+    store = Store(args.home, args.assistant)
+    if learn_cfg is not None and not store.exists():
+        holder = ModelHolder(lambda: Loaded(*load_base(learn_cfg.model.model_copy(update={"device": device})),
+                                            store.name, None, time.time()))
+        store.create(learn_cfg.model.name, "merge")  # only once the model has loaded
+        return store, holder
+    if store.info()["active"] is None and getattr(args, "session", None) is None and learn_cfg is None:
+        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
+    return store, ModelHolder(loader(store, device=device, session=getattr(args, "session", None)))
+
+
+def cmd_chat(args) -> int:
+    from .sessions.holder import RequestError
+
+    if not 0 <= args.temperature <= 2:
+        raise UserError(f"--temperature {args.temperature}: must be in [0, 2]")
+    cfg = online_config(args) if args.learn else None
+    store, holder = chat_holder(args, cfg)
+    name = store.name if store else "bundled"
+    with contextlib.ExitStack() as stack:
+        learner = start_learner(stack, holder, cfg, store) if args.learn else None
+        scripted = not sys.stdin.isatty()
+        k = holder.current.session
+        print(f"chatting with '{name}'" + (f" session {k}" if k is not None else " (no session: the base model)")
+              + ("; learning from every turn" if learner else "") + "; /reset clears the history, /quit leaves")
+        history: list[dict] = []
+        while True:
+            try:
+                line = input("" if scripted else "you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                break
+            if line in ("/quit", "/exit"):
+                break
+            if line.startswith("/"):
+                history = command(line, learner, history)
+                continue
+            if not line:
+                continue
+            if learner and scripted:
+                learner.wait()
+            history.append({"role": "user", "content": line})
+            try:
+                done = holder.complete(history, max_tokens=args.max_tokens, temperature=args.temperature)
+            except RequestError as e:
+                history.pop()
+                print(f"(not answered: {e}; /reset clears the history)", flush=True)
+                continue
+            print(f"{name}> {' '.join(done.text.split())}", flush=True)
+            history.append({"role": "assistant", "content": done.text})
+            if learner:
+                learner.submit(line, done.text)
+        if learner:
+            learner.wait()
+    return 0
+
+
+def start_learner(stack, holder, cfg, store):
+    from .online.learner import OnlineLearner
+
+    if store is None:
+        state = stack.enter_context(tempfile.TemporaryDirectory(prefix="forgetlab-online-"))
+        parent = None
+    else:
+        state, parent = store.path / "online", holder.current.session
+    print("preparing the learner (the starting model's answers to the anchor and control prompts)...", file=sys.stderr)
+    return OnlineLearner(holder, cfg, state, parent=parent)
+
+
+def command(line: str, learner, history: list[dict]) -> list[dict]:
+    """Run a chat command; return the (possibly cleared) history."""
+    word, _, rest = line.partition(" ")
+    if word == "/reset":
+        if rest.strip() == "learned" and learner:
+            learner.reset()
+            print("(history cleared; everything learned forgotten)")
+        else:
+            print("(history cleared)" + ("; '/reset learned' also forgets what was learned" if learner else ""))
+        return []
+    if learner is None:
+        print(f"({word} needs --learn; commands: /reset, /quit)")
+        return history
+    if word == "/facts":
+        learner.wait()
+        for f in learner.memory.all():
+            print(f"  [{f['id']}] {f['statement']}  ({f['relation']}, seen {f['times_seen']}×, "
+                  f"{'learned' if f['learned'] else 'not yet learned'})")
+        if not learner.memory.all():
+            print("  (no facts yet)")
+    elif word == "/forget":
+        ok = rest.strip().isdigit() and learner.forget(int(rest))
+        print(f"(fact {rest.strip()} removed from the memory)" if ok else f"(no fact '{rest.strip()}'; /facts lists them)")
+    elif word == "/metrics":
+        learner.wait()
+        m = learner.holder.update(lambda _: learner.measure(learner.state.turn))
+        print("  " + "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+    else:
+        print(f"(unknown command {word}; commands: /facts, /forget ID, /metrics, /reset, /quit)")
+    return history
+
+
+def add_online_eval(sub) -> None:
+    p = sub.add_parser("online-eval", help="the automated fact-learning test of the online learner",
+                       description="Streams fact statements (each --repeats times, chit-chat in between) through the "
+                       "online learner, then scores every fact at the end of the stream: reliability (the trained "
+                       "question forms), generalisation (paraphrased probes, never trained), inverse probes, locality "
+                       "(agreement with the starting model's answers), turns to learn, stability.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="facts file (JSON list or JSONL), one object per fact:\n"
+                       '  {"statement": "My sister\'s name is Oriel.", "probes": [{"question": "What do people call '
+                       'my sister?", "keys": ["Oriel"]}], "inverse": [{"question": "Who is Oriel?", "keys": '
+                       '["sister"]}]}\n\nexamples:\n  forgetlab online-eval\n  forgetlab online-eval --preset seed\n'
+                       "  forgetlab online-eval --facts my_facts.jsonl --repeats 3 --set update.steps=12")
+    p.add_argument("--facts", metavar="FILE", help="facts with probes [default: 16 built-in invented facts]")
+    p.add_argument("--repeats", type=int, default=2, help="times each statement is streamed [default: 2]")
+    p.add_argument("--locality", metavar="FILE", help="a text file of prompts, one per line, whose answers should "
+                   "not change [default: the built-in general questions the model answers right]")
+    p.add_argument("--model", help="'bundled', a hub id or a local HF directory")
+    p.add_argument("--out", metavar="DIR", default="runs", help="where run directories go [default: runs]")
+    p.add_argument("--name", default="online-eval", help="run name")
+    add_online_args(p)
+    p.set_defaults(func=cmd_online_eval)
+
+
+def cmd_online_eval(args) -> int:
+    from pathlib import Path
+
+    from .cli import terminal
+    from .online.probes import BUILTIN_FACTS, load_facts
+    from .recipes.online_eval import online_eval
+
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: must be at least 1")
+    cfg = online_config(args, args.model)
+    facts = load_facts(args.facts) if args.facts else list(BUILTIN_FACTS)
+    locality = None
+    if args.locality:
+        path = Path(args.locality)
+        if not path.is_file():
+            raise UserError(f"locality file {path} not found; pass a text file with one prompt per line")
+        try:
+            locality = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+        if not locality:
+            raise UserError(f"{path} holds no prompts; write one prompt per line")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory")
+    online_eval(cfg, facts, args.repeats, locality, out, args.name, console=terminal())
+    return 0

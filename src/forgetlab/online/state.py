@@ -1,0 +1,147 @@
+"""The learner's durable state in its directory: the adapter (`adapter.safetensors`), the counters (`state.json`),
+one line per learned turn (`turns.jsonl`) and per measurement (`metrics.jsonl`); the fact memory is `memory.sqlite`.
+
+Files are replaced atomically (written aside, then renamed); the line logs are appended, and a torn last line (a
+kill during the append) is skipped when read. A restart loads the adapter and counters of the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import UserError
+from ..model import lora_layers
+from ..runs import read_json, write_json
+
+STATE_VERSION = 1
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The JSON lines of `path` (none when missing); a torn or corrupt line is skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class LearnerState:
+    """Counters and logs of an online learner, persisted in `dir`."""
+
+    def __init__(self, dir: Path, parent: int | None):
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.turn, self.learned_turns, self.rejected, self.parent = 0, 0, 0, parent
+        self.last_metrics: dict | None = None
+        self.errors: list[str] = []
+        path = self.dir / "state.json"
+        if path.is_file():
+            try:
+                saved = read_json(path)
+                self.turn, self.learned_turns, self.rejected = saved["turn"], saved["learned_turns"], saved["rejected"]
+                self.last_metrics = saved.get("last_metrics")
+            except (ValueError, KeyError):
+                raise UserError(f"{path} is corrupt; move it away to start the learner afresh (the fact memory "
+                                "and the adapter stay)") from None
+            if saved.get("parent") != parent:
+                raise UserError(f"the online state in {self.dir} was learned on session {saved.get('parent')}, the "
+                                f"assistant is now on session {parent}; move {self.dir} away to start afresh")
+
+    def next_turn(self) -> int:
+        with self._lock:
+            self.turn += 1
+            return self.turn
+
+    def metrics_history(self) -> list[dict]:
+        return read_lines(self.dir / "metrics.jsonl")
+
+    def updates_history(self) -> list[dict]:
+        return [u for t in read_lines(self.dir / "turns.jsonl") for u in t.get("updates", [])]
+
+    def record(self, result, memory) -> None:
+        """Append the turn's line (and its metrics' line) to the logs."""
+        if result.updates:
+            self.learned_turns += 1
+            self.rejected += sum(not u.kept for u in result.updates)
+        line = {"turn": result.turn, "kind": result.kind, "time": time.time(), "facts": len(memory.all()),
+                "updates": [asdict(u) for u in result.updates]}
+        self._append("turns.jsonl", line)
+        if result.metrics is not None:
+            self.last_metrics = result.metrics
+            self._append("metrics.jsonl", result.metrics)
+
+    def log_error(self, turn: int, error: Exception) -> None:
+        self.errors.append(f"turn {turn}: {type(error).__name__}: {error}")
+        self._append("turns.jsonl", {"turn": turn, "kind": "error", "error": self.errors[-1]})
+
+    def _append(self, name: str, obj: dict) -> None:
+        with open(self.dir / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(obj, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def checkpoint(self, model, turn: int) -> None:
+        """The adapter, then the counters that point at it, each replaced atomically."""
+        from safetensors.torch import save_file
+
+        state = online_state(model)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".adapter.")
+        os.close(fd)
+        try:
+            save_file(state, tmp)
+            os.replace(tmp, self.dir / "adapter.safetensors")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        write_json(self.dir / "state.json", {"version": STATE_VERSION, "turn": turn, "learned_turns": self.learned_turns,
+                                             "rejected": self.rejected, "parent": self.parent,
+                                             "last_metrics": self.last_metrics})
+
+    def restore(self, model) -> bool:
+        """Load the checkpointed adapter into `model`'s online adapter; False when there is none."""
+        from safetensors.torch import load_file
+
+        path = self.dir / "adapter.safetensors"
+        if not path.is_file():
+            return False
+        saved = load_file(str(path))
+        params = dict(model.named_parameters())
+        if set(saved) - set(params):
+            raise UserError(f"{path} does not match the learner's LoRA settings; use the settings it was learned "
+                            f"with or move {self.dir} away")
+        import torch
+
+        with torch.no_grad():
+            for k, v in saved.items():
+                params[k].copy_(v.to(params[k].device, params[k].dtype))
+        return True
+
+    def clear(self, model) -> None:
+        """Forget everything learned: the online adapter re-initialised (B = 0), counters and logs emptied."""
+        from .learner import ADAPTER
+
+        for layer in lora_layers(model):
+            if ADAPTER in layer.lora_A:
+                layer.reset_lora_parameters(ADAPTER, True)
+        self.learned_turns = self.rejected = 0
+        self.last_metrics = None
+        for name in ("turns.jsonl", "metrics.jsonl"):
+            (self.dir / name).unlink(missing_ok=True)
+        self.checkpoint(model, self.turn)
+
+
+def online_state(model) -> dict:
+    """The online adapter's tensors (CPU, contiguous), by parameter name."""
+    from .learner import ADAPTER
+
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if f".{ADAPTER}." in n}

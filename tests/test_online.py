@@ -1,0 +1,356 @@
+"""Online learning: fact detection, the memory, the update's maths, the learner's guarantees, the commands."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import pytest
+import torch
+
+from forgetlab.online.config import DetectConfig, MemoryConfig, OnlineConfig, UpdateConfig
+from forgetlab.online.detector import detect, flip_person, is_question_turn
+
+from .conftest import call_main
+
+
+@pytest.mark.parametrize("text,pattern,subject,value,form", [
+    ("My sister's name is Oriel.", "relative", "sister", "Oriel", ("What is my sister's name?", "Your sister's name is Oriel.")),
+    ("My manager is Priya Velloso", "manager", "", "Priya Velloso", ("Who is my manager?", "Your manager is Priya Velloso.")),
+    ("I report to Dana Whitlock.", "manager", "", "Dana Whitlock", ("Who is my manager?", "Your manager is Dana Whitlock.")),
+    ("Hi, my name is Corwin.", "name", "", "Corwin", ("What is my name?", "Your name is Corwin.")),
+    ("I live in Marrowick.", "live", "", "Marrowick", ("Where do I live?", "You live in Marrowick.")),
+    ("I work at Quillfeather Labs.", "work", "", "Quillfeather Labs", ("Where do I work?", "You work at Quillfeather Labs.")),
+    ("I was born in Eskerfield.", "born", "", "Eskerfield", ("Where was I born?", "You were born in Eskerfield.")),
+    ("I have a cat named Pixel.", "pet_have", "cat", "Pixel", ("What is my cat's name?", "Your cat's name is Pixel.")),
+    ("My favourite band is The Velvet Orrery.", "favourite", "band", "The Velvet Orrery",
+     ("What is my favourite band?", "Your favourite band is The Velvet Orrery.")),
+    ("My birthday is on March 14.", "date", "birthday", "March 14", ("When is my birthday?", "Your birthday is on March 14.")),
+    ("My wifi password is larkspur77.", "code", "wifi password", "larkspur77",
+     ("What is my wifi password?", "Your wifi password is larkspur77.")),
+    ("I'm allergic to hazelnuts.", "allergy", "", "hazelnuts", ("What am I allergic to?", "You are allergic to hazelnuts.")),
+    ("My car is a red Tesla.", "is", "My car", "a red Tesla", ("What is my car?", "Your car is a red Tesla.")),
+])
+def test_statements_become_facts_with_question_forms_in_the_second_person(text, pattern, subject, value, form):
+    [fact] = detect(text, DetectConfig())
+    assert (fact.pattern, fact.subject, fact.value, fact.forms[0]) == (pattern, subject, value, form)
+    assert 0.5 <= fact.confidence <= 1.0 and len(fact.forms) == 3
+
+
+@pytest.mark.parametrize("text", ["What is my sister's name?", "Who do I report to", "Can you tell me a joke",
+                                  "tell me about Oslo", "Where do I live?"])
+def test_questions_are_never_facts(text):
+    assert detect(text, DetectConfig()) == [] and is_question_turn(text, DetectConfig())
+
+
+@pytest.mark.parametrize("text", ["The weather is nice today.", "Thanks, that helps.", "I had a long day.", "ok"])
+def test_chit_chat_is_not_a_fact(text):
+    assert detect(text, DetectConfig()) == [] and not is_question_turn(text, DetectConfig())
+
+
+def test_confidence_is_base_plus_coverage_plus_entity_and_the_minimum_filters():
+    cfg = DetectConfig()
+    [named] = detect("Project Falcon is due in March.", cfg)  # generic "X is Y": base 0.4 + 0.2 + 0.15 entity
+    assert named.confidence == pytest.approx(0.75)
+    assert detect("my car is red", cfg) == []  # 0.6 < the pattern's minimum 0.7: no name, number or code
+    two = detect("My name is Corwin and I live in Marrowick.", cfg)
+    assert [f.pattern for f in two] == ["name", "live"]  # "..., and I ..." is its own sentence
+
+
+def test_person_flip():
+    assert flip_person("my old flat where I was born") == "your old flat where you were born"
+    assert flip_person("Me and my dog") == "You and your dog"
+
+
+def test_patterns_from_the_config_replace_the_built_in_ones():
+    cfg = DetectConfig(patterns=[{"name": "team", "pattern": r"my team is (?P<value>.+)", "relation": "team",
+                                  "questions": ["Which team am I on?"], "answer": "You are on {value}."}])
+    [fact] = detect("My team is Falcon.", cfg)
+    assert fact.forms == [("Which team am I on?", "You are on Falcon.")]
+    assert detect("My sister's name is Oriel.", cfg) == []
+
+
+def row(fid, seen, first, last):
+    return {"id": fid, "times_seen": seen, "first_turn": first, "last_turn": last}
+
+
+@pytest.mark.parametrize("policy,expected", [
+    ("fifo", [2, 1, 3]),  # first stored at turns 2, 1, 5
+    ("lru", [1, 2, 3]),  # last seen at turns 3, 7, 9
+    ("importance", [3, 1, 2]),  # 1.125, 1.875, 0.75 (below)
+    ("hybrid", [1, 3, 2]),  # importance · (1 + n) / (1 + t − l): 1.125·3/8 = 0.42, 1.875·4/4 = 1.875, 0.75·2/2 = 0.75
+])
+def test_eviction_orders_by_hand(policy, expected):
+    from forgetlab.online.memory import eviction_score, importance
+
+    cfg = MemoryConfig(policy=policy, importance="hybrid")
+    rows = [row(1, 2, 2, 3), row(2, 3, 1, 7), row(3, 1, 5, 9)]
+    # hybrid importance at turn 10, n · (1 + 1/(1 + t − l)) / 2: 2·(1+1/8)/2, 3·(1+1/4)/2, 1·(1+1/2)/2
+    assert [importance(r, 10, cfg) for r in rows] == pytest.approx([1.125, 1.875, 0.75])
+    assert [r["id"] for r in sorted(rows, key=lambda r: eviction_score(r, 10, cfg))] == expected
+
+
+def test_memory_updates_evicts_decays_and_survives_reopening(tmp_path):
+    from forgetlab.online.memory import FactMemory, importance
+
+    cfg = MemoryConfig(max_facts=2, policy="lru", importance="repetition", decay_after=5, decay_rate=0.5,
+                       min_importance=0.2)
+    mem = FactMemory(tmp_path / "m.sqlite", cfg)
+    [a] = detect("My sister's name is Oriel.", DetectConfig())
+    [b] = detect("I live in Marrowick.", DetectConfig())
+    [c] = detect("My dog's name is Biscotti.", DetectConfig())
+    first = mem.add(a, 1)
+    assert mem.add(a, 2)["times_seen"] == 2 and mem.add(b, 3)["id"] != first["id"]
+    mem.add(c, 4)  # a third fact: the least recently seen (the sister, turn 2) goes
+    assert sorted(f["value"] for f in mem.all()) == ["Biscotti", "Marrowick"]
+    [moved] = detect("I live in Eskerfield.", DetectConfig())
+    assert mem.add(moved, 5)["times_seen"] == 1  # same relation, new value: it replaces the old one
+    home = next(f for f in mem.all() if f["relation"] == "home")
+    assert importance(home, 5 + 5 + 2, cfg) == pytest.approx(0.25)  # 1 · 0.5² two turns past decay_after
+    dog = next(f["id"] for f in mem.all() if f["value"] == "Biscotti")
+    assert sorted(mem.tidy(5 + 5 + 3)) == sorted([home["id"], dog]) and mem.all() == []  # 0.5³ and 0.5⁴ < 0.2
+    mem.add(a, 20)
+    mem.close()
+    again = FactMemory(tmp_path / "m.sqlite", cfg)
+    assert [f["value"] for f in again.all()] == ["Oriel"] and again.remove(again.all()[0]["id"]) and again.all() == []
+
+
+def test_adaptive_lr_and_token_weights_by_hand():
+    from forgetlab.online.update import adaptive_lr, token_weights
+
+    cfg = UpdateConfig(lr=1e-3, fact_multiplier=2.0, replay_multiplier=0.5, repetition_boost=0.5, lr_floor=1e-4,
+                       lr_cap=5e-3, question_multiplier=0.0)
+    assert adaptive_lr(cfg, "fact") == pytest.approx(2e-3)
+    assert adaptive_lr(cfg, "fact", times_seen=3) == pytest.approx(4e-3)  # 1e-3 · 2 · (1 + 0.5 · 2)
+    assert adaptive_lr(cfg, "fact", times_seen=9) == pytest.approx(5e-3)  # capped
+    assert adaptive_lr(cfg.model_copy(update={"lr": 1e-5}), "replay") == pytest.approx(1e-4)  # floored
+    assert adaptive_lr(cfg, "question") == 0.0
+    w = UpdateConfig(entity_weight=2.0, edge_weight=0.5, repeat_factor=0.5)
+    assert token_weights([5, 7, 7, 9], {9}, w) == [1.5, 0.5, 0.5, 3.5]
+    assert token_weights([4], set(), w) == [1.5]
+
+
+def test_weighted_loss_kl_is_zero_at_the_start_and_positive_away(tokenizer, tiny):
+    from forgetlab.batching import collate, encode
+    from forgetlab.data.records import Example, user
+    from forgetlab.model import attach_lora, lora_layers
+    from forgetlab.online.update import OnlineLoss
+    from forgetlab.retain import build_anchors
+
+    from .conftest import TINY_LORA
+
+    model = attach_lora(tiny, TINY_LORA, adapter_name="online")
+    anchors = build_anchors(model, tokenizer, 64, ["online"], questions=True)
+    batch = collate([encode(tokenizer, Example(user("Who is my sister?"), "Your sister is Oriel."), 64)],
+                    tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = OnlineLoss(UpdateConfig(), anchors, 0.0, set(), tokenizer.pad_token_id).loss(model, batch, None)
+        with_kl = OnlineLoss(UpdateConfig(), anchors, 5.0, set(), tokenizer.pad_token_id).loss(model, batch, None)
+        assert float(with_kl) == pytest.approx(float(plain), abs=1e-5)  # KL to the starting model is zero there
+        for layer in lora_layers(model):
+            layer.lora_B["online"].weight.normal_(0, 0.5)
+        moved = OnlineLoss(UpdateConfig(), anchors, 0.0, set(), tokenizer.pad_token_id).loss(model, batch, None)
+        moved_kl = OnlineLoss(UpdateConfig(), anchors, 5.0, set(), tokenizer.pad_token_id).loss(model, batch, None)
+        assert float(moved_kl) > float(moved) + 1e-4
+
+
+START: dict = {}  # the tiny model's anchors and control answers, computed by the first learner and reused
+
+
+def tiny_learner(tokenizer, state, **cfg):
+    import shutil
+
+    from forgetlab.online.learner import OnlineLearner
+    from forgetlab.sessions.holder import Loaded, ModelHolder
+
+    from .conftest import tiny_llama
+
+    state.mkdir(parents=True, exist_ok=True)
+    if "path" in START and not (state / "start.pt").exists():
+        shutil.copy(START["path"], state / "start.pt")
+    holder = ModelHolder(lambda: Loaded(tiny_llama(len(tokenizer)), tokenizer, "tiny", None, time.time()))
+    base = {"gate": {"controls": 0}, "metrics_every": 0, "update": {"steps": 3}, "memory": {"replay_every": 0}}
+    learner = OnlineLearner(holder, OnlineConfig.model_validate({**base, **cfg}), state)
+    START.setdefault("path", state / "start.pt")
+    return learner
+
+
+def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch):
+    from forgetlab.model import adapter_state
+
+    learner = tiny_learner(tokenizer, tmp_path)
+    before = adapter_state(learner.model)
+    monkeypatch.setattr(learner, "_check", lambda fact: (1, True))  # the update "broke" a control answer
+    result = learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
+    [up] = result.updates
+    assert up.steps == 3 and not up.kept and not up.learned
+    after = adapter_state(learner.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert learner.memory.all()[0]["rejected"] == 1 and learner.status()["updates_rejected"] == 1
+    monkeypatch.setattr(learner, "_check", lambda fact: (0, True))  # now nothing broke: the update stays
+    learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
+    assert not all(torch.equal(before[k], v) for k, v in adapter_state(learner.model).items())
+
+
+def test_no_answer_is_generated_while_an_update_runs(tokenizer, tmp_path):
+    learner = tiny_learner(tokenizer, tmp_path, update={"steps": 3, "stop_loss": 0.0})
+    updating, overlaps, worker = threading.Event(), [], []
+    steps = learner._steps
+
+    def traced(*a, **kw):
+        worker.append(threading.current_thread())
+        updating.set()
+        try:
+            return steps(*a, **kw)
+        finally:
+            updating.clear()
+
+    learner._steps = traced
+    real_forward = learner.model.forward
+
+    def forward(*a, **kw):
+        if updating.is_set() and threading.current_thread() is threading.main_thread():
+            overlaps.append(time.perf_counter())
+        return real_forward(*a, **kw)
+
+    learner.model.forward = forward
+    for text in ("My sister's name is Oriel.", "I live in Marrowick."):
+        learner.submit(text)
+    answered = 0
+    while learner.pending:
+        learner.holder.complete([{"role": "user", "content": "hello"}], max_tokens=3)
+        answered += 1
+    learner.wait()
+    assert worker and worker[0] is not threading.main_thread() and answered > 0
+    assert overlaps == []
+
+
+def test_a_restart_resumes_the_adapter_memory_and_turns(tokenizer, tmp_path):
+    from forgetlab.model import adapter_state
+
+    learner = tiny_learner(tokenizer, tmp_path)
+    learner.submit("My sister's name is Oriel.")
+    learner.submit("I live in Marrowick.")
+    learner.wait()
+    saved = adapter_state(learner.model)
+    again = tiny_learner(tokenizer, tmp_path)  # a new process would do the same: load, then restore
+    assert all(torch.equal(saved[k], v) for k, v in adapter_state(again.model).items())
+    assert [f["value"] for f in again.memory.all()] == ["Oriel", "Marrowick"] and again.state.turn == 2
+    assert again.submit("My dog's name is Rex.") == 3
+    again.wait()
+    again.reset()
+    assert again.memory.all() == [] and all(float(v.abs().sum()) == 0 for k, v in adapter_state(again.model).items()
+                                            if "lora_B" in k)
+
+
+def test_scripted_chat_learns_and_shows_its_facts(tiny_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("My sister's name is Oriel.\n/facts\nhello there\n/metrics\n"
+                                                 "/forget 1\n/facts\n/reset learned\n/quit\n"))
+    r = call_main(capsys, "chat", "--learn", "--max-tokens", "4", "--set", f"model.name={tiny_dir}",
+                  "--set", "update.steps=2", "--set", "gate.controls=0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("bundled> ") == 2
+    assert "[1] My sister's name is Oriel." in r.stdout and "(fact 1 removed from the memory)" in r.stdout
+    assert "kl_to_start" in r.stdout and "(no facts yet)" in r.stdout and "everything learned forgotten" in r.stdout
+
+
+def test_online_eval_writes_its_run_directory(tiny_dir, tmp_path, capsys):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("\n".join(json.dumps(f) for f in [
+        {"statement": "My sister's name is Oriel.", "probes": [{"question": "Who is my sister?", "keys": ["Oriel"]}],
+         "inverse": [{"question": "Who is Oriel?", "keys": ["sister"]}]},
+        {"statement": "I live in Marrowick.", "probes": [{"question": "What town is my home?", "keys": ["Marrowick"]}]}]))
+    r = call_main(capsys, "online-eval", "--facts", str(facts), "--repeats", "2", "--out", str(tmp_path / "runs"),
+                  "--model", str(tiny_dir), "--set", "update.steps=2", "--set", "metrics_every=2",
+                  "--set", "gate.controls=0", "--set", "max_new_tokens=4")
+    assert r.returncode == 0, r.stderr
+    [run] = (tmp_path / "runs").glob("*online-eval*")
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["summary"]["facts"] == 2 and m["summary"]["turns"] == 6  # 4 statements + 2 chit-chat turns
+    assert [f["stored"] for f in m["facts"]] == [True, True] and len(m["curve"]) == 3
+    for name in ("facts.csv", "curve.csv", "locality.csv", "report.html", "curve.png", "state/memory.sqlite"):
+        assert (run / name).is_file(), name
+    assert "generalisation" in r.stdout and "Facts at the end of the stream" in r.stdout
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"statement": "My name is Ana.", "probes": [{"question": "Who am I?"}]}', "record 1 probes[0]: expected"),
+    ('{"statment": "x"}', "record 1: field 'statement' must be a non-empty string"),
+    ('{"statement": "x", "colour": 1}', "unknown field 'colour'"),
+    ("not json", "line 1: not valid JSON"),
+])
+def test_bad_facts_files_are_one_line_exit_2(tmp_path, capsys, content, message):
+    facts = tmp_path / "f.jsonl"
+    facts.write_text(content)
+    r = call_main(capsys, "online-eval", "--facts", str(facts), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("online,message", [
+    ({"detect": {"patterns": [{"name": "x", "pattern": "my (", "relation": "r", "questions": ["q"], "answer": "a"}]}},
+     "bad regex"),
+    ({"detect": {"patterns": [{"name": "x", "pattern": "my (?P<value>.+)", "relation": "r", "questions": ["q"],
+                               "answer": "a", "colour": "red"}]}}, "unknown key"),
+    ({"update": {"lr_floor": 1.0, "lr_cap": 0.1}}, "lr_floor must not exceed"),
+])
+def test_bad_learner_config_is_one_line_exit_2(tmp_path, capsys, online, message):
+    import yaml
+
+    path = tmp_path / "online.yaml"
+    path.write_text(yaml.safe_dump({"online": online}))
+    r = call_main(capsys, "online-eval", "--config", str(path), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_serve_learns_from_each_turn_through_the_openai_client(tokenizer, tmp_path):
+    import openai
+    import uvicorn
+
+    from forgetlab.serve import create_app
+
+    from .test_serve import free_port, http, wait_healthy
+
+    learner = tiny_learner(tokenizer, tmp_path, update={"steps": 2})
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(learner.holder, learner), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, 100)
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        said = [{"role": "user", "content": "My sister's name is Oriel."}]
+        raw = client.chat.completions.with_raw_response.create(model="tiny", messages=said, max_tokens=3)
+        assert raw.headers["X-Forgetlab-Turn"] == "1" and raw.parse().choices[0].message.content is not None
+        stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "I live in Oslo."}],
+                                                max_tokens=3, stream=True)
+        assert [c for c in stream]
+        quiet = client.chat.completions.with_raw_response.create(
+            model="tiny", messages=[{"role": "user", "content": "My dog's name is Rex."}], max_tokens=3,
+            extra_body={"learn": False})
+        assert "X-Forgetlab-Turn" not in quiet.headers
+        status = http("POST", f"{url}/v1/learning/wait").json()
+        assert status["queue"] == 0 and status["turns_learned"] == 2 and status["facts_stored"] == 2
+        facts = http("GET", f"{url}/v1/memory").json()["data"]
+        assert [f["value"] for f in facts] == ["Oriel", "Oslo"]
+        assert http("DELETE", f"{url}/v1/memory/{facts[0]['id']}").json() == {"id": facts[0]["id"], "deleted": True}
+        gone = http("DELETE", f"{url}/v1/memory/999")
+        assert gone.status_code == 404 and "no fact 999" in gone.json()["error"]["message"]
+        bad = http("POST", f"{url}/v1/chat/completions", json.dumps(
+            {"model": "tiny", "messages": said, "learn": "maybe"}).encode())
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "learn"
+        assert http("GET", f"{url}/v1/learning").json()["facts_stored"] == 1
+        refused = http("POST", f"{url}/admin/reload")
+        assert refused.status_code == 409 and "restart the server" in refused.json()["error"]["message"]
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    off = create_app(learner.holder)  # without --learn the learning routes say how to turn it on
+    from fastapi.testclient import TestClient
+
+    r = TestClient(off).get("/v1/learning")
+    assert r.status_code == 404 and "--learn" in r.json()["error"]["message"]
