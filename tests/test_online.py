@@ -182,14 +182,14 @@ def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch)
 
     learner = tiny_learner(tokenizer, tmp_path)
     before = adapter_state(learner.model)
-    monkeypatch.setattr(learner, "_check", lambda fact: (1, True))  # the update "broke" a control answer
+    monkeypatch.setattr(learner, "_check", lambda fact: (["What is 2+2? -> 5"], True))  # "broke" a control
     result = learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
     [up] = result.updates
-    assert up.steps == 3 and not up.kept and not up.learned
+    assert up.steps == 3 and not up.kept and not up.learned and up.broken == 1
     after = adapter_state(learner.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert learner.memory.all()[0]["rejected"] == 1 and learner.status()["updates_rejected"] == 1
-    monkeypatch.setattr(learner, "_check", lambda fact: (0, True))  # now nothing broke: the update stays
+    monkeypatch.setattr(learner, "_check", lambda fact: ([], True))  # now nothing broke: the update stays
     learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
     assert not all(torch.equal(before[k], v) for k, v in adapter_state(learner.model).items())
 

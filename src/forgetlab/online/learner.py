@@ -50,6 +50,7 @@ class Update:
     kept: bool = True
     learned: bool | None = None
     broken: int = 0
+    broken_answers: list[str] = field(default_factory=list)  # "question -> answer" of each control that broke
 
 
 @dataclass
@@ -174,21 +175,23 @@ class OnlineLearner:
                         stop=lambda row: method.last_nll < u.stop_loss)
         up = Update(context, fact and fact["id"], len(history), history[0]["loss"], history[-1]["loss"], 0.0)
         if fact is not None:
-            up.broken, up.learned = self._check(fact)
+            up.broken_answers, up.learned = self._check(fact)
+            up.broken = len(up.broken_answers)
             if self.cfg.gate.enabled and up.broken > self.cfg.gate.max_broken:
                 load_adapter_state(self.model, before)
                 up.kept, up.learned = False, False
         up.seconds = time.perf_counter() - t0
         return up
 
-    def _check(self, fact: dict) -> tuple[int, bool]:
-        """(control answers broken, whether the fact's own first question is answered with its value)."""
+    def _check(self, fact: dict) -> tuple[list[str], bool]:
+        """(the control answers that broke, whether the fact's own first question is answered with its value)."""
         from ..data.records import Example, user
 
         own = Example(user(fact["forms"][0][0]), fact["value"]) if fact["forms"] else None
         questions = (self.controls if self.cfg.gate.enabled else []) + ([own] if own else [])
         answers = generate_answers(self.model, self.tok, questions, self.cfg.gate.check_tokens, batch_size=64)
-        broken = sum(not contains(a, ex.target) for a, ex in zip(answers, questions, strict=True) if ex is not own)
+        broken = [f"{ex.messages[-1]['content']} -> {a}" for a, ex in zip(answers, questions, strict=True)
+                  if ex is not own and not contains(a, ex.target)]
         return broken, bool(own and contains(answers[-1], own.target))
 
     def measure(self, turn: int) -> dict:
