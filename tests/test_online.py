@@ -262,9 +262,11 @@ def test_online_eval_writes_its_run_directory(tiny_dir, tmp_path, capsys):
         {"statement": "My sister's name is Oriel.", "probes": [{"question": "Who is my sister?", "keys": ["Oriel"]}],
          "inverse": [{"question": "Who is Oriel?", "keys": ["sister"]}]},
         {"statement": "I live in Marrowick.", "probes": [{"question": "What town is my home?", "keys": ["Marrowick"]}]}]))
+    locality = tmp_path / "locality.txt"
+    locality.write_text("What is the capital of Peru?\n\nName a primary colour.\n")
     r = call_main(capsys, "online-eval", "--facts", str(facts), "--repeats", "2", "--out", str(tmp_path / "runs"),
                   "--model", str(tiny_dir), "--set", "update.steps=2", "--set", "metrics_every=2",
-                  "--set", "gate.controls=0", "--set", "max_new_tokens=4")
+                  "--set", "gate.controls=0", "--set", "max_new_tokens=4", "--locality", str(locality))
     assert r.returncode == 0, r.stderr
     [run] = (tmp_path / "runs").glob("*online-eval*")
     m = json.loads((run / "metrics.json").read_text())
@@ -273,6 +275,25 @@ def test_online_eval_writes_its_run_directory(tiny_dir, tmp_path, capsys):
     for name in ("facts.csv", "curve.csv", "locality.csv", "report.html", "curve.png", "state/memory.sqlite"):
         assert (run / name).is_file(), name
     assert "generalisation" in r.stdout and "Facts at the end of the stream" in r.stdout
+    import csv
+
+    with open(run / "locality.csv") as f:
+        assert [row["prompt"] for row in csv.DictReader(f)] == ["What is the capital of Peru?", "Name a primary colour."]
+
+
+def test_seed_preset_runs_with_the_seed_settings(tiny_dir, tmp_path, capsys):
+    import yaml
+
+    r = call_main(capsys, "online-eval", "--preset", "seed", "--repeats", "1", "--out", str(tmp_path / "runs"),
+                  "--model", str(tiny_dir), "--set", "gate.controls=0", "--set", "max_new_tokens=2",
+                  "--set", "metrics_every=0")
+    assert r.returncode == 0, r.stderr
+    [run] = (tmp_path / "runs").glob("*online-eval*")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["lora"]["r"] == 4 and cfg["lora"]["targets"] == ["q_proj", "v_proj"] and cfg["update"]["forms"] == 0
+    m = json.loads((run / "metrics.json").read_text())
+    updates = [json.loads(line) for line in (run / "state" / "turns.jsonl").read_text().splitlines()]
+    assert m["summary"]["facts"] == 16 and all(u["steps"] == 1 for t in updates for u in t["updates"] if u["kind"] == "fact")
 
 
 @pytest.mark.parametrize("content,message", [

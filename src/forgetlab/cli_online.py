@@ -52,12 +52,7 @@ def add_chat(sub) -> None:
                        "conversation is kept as history. With --learn, every turn is learned from after it is "
                        "answered: facts you state are trained into a LoRA adapter, kept near the starting model.",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CHAT_EXAMPLES)
-    add_assistant_args(p)
-    p.set_defaults(assistant=None)
-    for action in p._actions:
-        if action.dest == "assistant":
-            action.required = False
-            action.help = "the assistant's name [default: none: the bundled model]"
+    add_assistant_args(p, without="the bundled model")
     p.add_argument("--session", type=int, metavar="K", help="chat with session K [default: the active one]")
     p.add_argument("--max-tokens", type=int, default=256, help="answer length limit [default: 256]")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, at most 2 [default: 0]")

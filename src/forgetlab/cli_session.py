@@ -17,8 +17,10 @@ SESSION_EXAMPLES = """examples:
 """
 
 
-def add_assistant_args(p) -> None:
-    p.add_argument("--assistant", required=True, metavar="NAME", help="the assistant's name (its directory under --home)")
+def add_assistant_args(p, without: str | None = None) -> None:
+    """--assistant and --home; `without`, when given, makes --assistant optional and says what runs without it."""
+    p.add_argument("--assistant", required=without is None, metavar="NAME",
+                   help="the assistant's name (its directory under --home)" + (f" [default: none: {without}]" if without else ""))
     p.add_argument("--home", metavar="DIR", help="where assistants live [default: $FORGETLAB_HOME, else the user data "
                    "directory, e.g. ~/.local/share/forgetlab/assistants]")
 
@@ -279,11 +281,7 @@ def add_serve(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models\n"
                        "  forgetlab serve --learn            # the bundled model, learning from every turn")
-    add_assistant_args(p)
-    for action in p._actions:
-        if action.dest == "assistant":
-            action.required = False
-            action.help = "the assistant's name [default: none: the bundled model, served as 'bundled']"
+    add_assistant_args(p, without="the bundled model, served as 'bundled'")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on [default: 127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="[default: auto]")

@@ -21,6 +21,7 @@ import torch
 from ..batching import encode
 from ..config import TrainConfig
 from ..data.general import retention_examples
+from ..data.records import Example, user
 from ..evaluate import generate_answers
 from ..loop import train
 from ..metrics.qa import contains
@@ -127,8 +128,6 @@ class OnlineLearner:
             row = self.memory.add(fact, turn)
             result.updates.append(self._fact_update(row, turn))
         if result.kind == "chat" and self.cfg.update.regular and reply.strip():
-            from ..data.records import Example, user
-
             result.updates.append(self._update([Example(user(text), reply)], "chat", None, self.cfg.update.kl, turn))
         every = self.cfg.memory.replay_every
         if every and turn % every == 0 and self.cfg.memory.replay_facts:
@@ -185,8 +184,6 @@ class OnlineLearner:
 
     def _check(self, fact: dict) -> tuple[list[str], bool]:
         """(the control answers that broke, whether the fact's own first question is answered with its value)."""
-        from ..data.records import Example, user
-
         own = Example(user(fact["forms"][0][0]), fact["value"]) if fact["forms"] else None
         questions = (self.controls if self.cfg.gate.enabled else []) + ([own] if own else [])
         answers = generate_answers(self.model, self.tok, questions, self.cfg.gate.check_tokens, batch_size=64)

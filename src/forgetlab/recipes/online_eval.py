@@ -12,6 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
+from ..config import dump_yaml
 from ..data.records import Example, user
 from ..evaluate import generate_answers
 from ..metrics.qa import contains, normalize
@@ -76,7 +77,7 @@ def online_eval(cfg: OnlineConfig, facts: list[FactProbes], repeats: int, locali
     write_csv(run / "curve.csv", ["turn", "recall", "kl", "control"], [list(c.values()) for c in curve])
     write_csv(run / "locality.csv", ["prompt", "start", "end", "agree"],
               [[p, a, b, int(g)] for p, a, b, g in zip(prompts, start_answers, end_answers, agree, strict=True)])
-    write_text(run / "config.yaml", __import__("yaml").safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text(run / "config.yaml", dump_yaml(cfg))
     write_json(run / "metrics.json", {"summary": summary, "facts": rows, "curve": curve})
     write_page(run, f"forgetlab online-eval: {run.name}", f"{len(facts)} facts × {repeats}, {summary['turns']} turns",
                [("Summary", ["metric", "value"], [[k, v] for k, v in summary.items()]),
