@@ -77,8 +77,9 @@ def test_chat_learns_facts_and_keeps_them_after_kill_9(tmp_path):
     """The bundled model, default learner settings: a fact stated in a chat is learned and checkpointed; the chat is
     killed with SIGKILL; a restarted scripted chat answers questions about the fact from the weights (a fresh
     process has no conversation to read it from), the issue's own "Who do I report to?" and a paraphrase.
-    Two facts were tried first: the second fact's update either spilled onto a control answer and was undone by the
-    gate, or was kept and overwrote the first ("Your manager's name is VIP."), depending on the run; see the README."""
+    Two facts ("My dog's name is Biscotti." next): the dog was always answered, but "Who do I report to?" came
+    out degenerate ("Your answer is: Your answer is: ...") in 3 of 5 runs — the same code trains to slightly
+    different weights from run to run on CPU, and the answer sits on that edge; see the README."""
     import os
     import signal
     import subprocess

@@ -194,6 +194,50 @@ def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch)
     assert not all(torch.equal(before[k], v) for k, v in adapter_state(learner.model).items())
 
 
+def test_key_positions_and_the_teacher_forced_check_against_a_plain_forward(tokenizer, tiny):
+    from forgetlab.batching import encode
+    from forgetlab.data.records import Example, user
+    from forgetlab.online.update import key_positions, key_predicted
+
+    answer = "The capital of France is Paris."
+    pos = key_positions(tokenizer, answer, "paris")
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert pos and tokenizer.decode([ids[i] for i in pos]).strip() == "Paris" and key_positions(tokenizer, answer, "Rome") == []
+    # rows of different lengths in one padded batch: each verdict equals one unpadded forward's argmax at the key
+    rows = [(Example(user("What is the capital of France?"), answer), "Paris"),
+            (Example(user("Hi"), "Your sister's name is Oriel."), "Oriel"),
+            (Example(user("Name a colour, please, any colour you like."), "Blue."), "Blue"),
+            (Example(user("Hi"), "Nothing here."), "Oriel")]
+    got = key_predicted(tiny, tokenizer, rows)
+    by_hand = []
+    for ex, key in rows:
+        enc = encode(tokenizer, ex, 512)
+        with torch.no_grad():
+            logits = tiny(input_ids=torch.tensor([enc.input_ids])).logits[0]
+        start = next(i for i, lab in enumerate(enc.labels) if lab != -100)  # the first answer token's index
+        keys = key_positions(tokenizer, ex.target, key)
+        by_hand.append(bool(keys) and all(int(logits[start + i - 1].argmax()) == enc.input_ids[start + i] for i in keys))
+    assert got == by_hand and got[3] is False
+
+
+def test_each_fact_update_rehearses_other_stored_facts_in_turn(tokenizer, tmp_path, monkeypatch):
+    learner = tiny_learner(tokenizer, tmp_path, update={"steps": 1, "rehearse": 2})
+    seen = []
+    real = learner._update
+    monkeypatch.setattr(learner, "_update", lambda ex, *a, **kw: seen.append(ex) or real(ex, *a, **kw))
+    statements = ["My sister's name is Oriel.", "I live in Marrowick.", "My dog's name is Biscotti.",
+                  "My cat is named Pixel."]
+    for text in statements + statements[:2]:
+        learner.learn(learner.state.next_turn(), text)
+    own = 4  # three question forms and the statement
+    assert [len(ex) for ex in seen] == [own, own + 1, own + 2, own + 2, own + 2, own + 2]
+    values = {"Oriel", "Marrowick", "Biscotti", "Pixel"}
+    rehearsed = [{v for v in values if any(v in e.target for e in ex[own:])} for ex in seen]
+    assert rehearsed[1] == {"Oriel"} and rehearsed[2] == {"Oriel", "Marrowick"}
+    assert all(values - {v} >= r for v, r in zip(["Pixel", "Oriel", "Marrowick"], rehearsed[3:], strict=True))
+    assert set().union(*rehearsed[2:]) == values  # round robin: within four updates every fact came round
+
+
 def test_no_answer_is_generated_while_an_update_runs(tokenizer, tmp_path):
     learner = tiny_learner(tokenizer, tmp_path, update={"steps": 3, "stop_loss": 0.0})
     updating, overlaps, worker = threading.Event(), [], []
@@ -375,3 +419,20 @@ def test_serve_learns_from_each_turn_through_the_openai_client(tokenizer, tmp_pa
 
     r = TestClient(off).get("/v1/learning")
     assert r.status_code == 404 and "--learn" in r.json()["error"]["message"]
+
+
+def test_top_layers_adapts_only_the_top_share_and_back_propagates_no_further(tokenizer):
+    from forgetlab.config import LoraSettings
+    from forgetlab.model import add_trainable_adapter, trainable_named
+
+    from .conftest import tiny_llama
+
+    model = add_trainable_adapter(tiny_llama(len(tokenizer), layers=4), "online",
+                                  LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj", "v_proj"), top_layers=0.5))
+    names = [n for n, _ in trainable_named(model)]
+    layers = sorted({int(n.split(".layers.")[1].split(".")[0]) for n in names})
+    assert layers == [2, 3] and len(names) == 2 * 2 * 2  # two layers × q, v × A, B
+    ids = torch.tensor([[5, 6, 7, 8]])
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    assert all(float(p.grad.abs().sum()) > 0 for n, p in trainable_named(model) if "lora_B" in n)

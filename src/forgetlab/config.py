@@ -39,6 +39,8 @@ class LoraSettings(Frozen):
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     targets: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"), min_length=1,
                                      description="names of the linear layers to adapt")
+    top_layers: float = Field(1.0, gt=0, le=1, description="adapt only this top share of the decoder layers (1: all); "
+                              "training then back-propagates through those layers only")
 
     @model_validator(mode="before")
     @classmethod

@@ -136,28 +136,41 @@ def linear_names(model: nn.Module) -> list[str]:
 
 def attach_lora(model: nn.Module, lora: LoraSettings, adapter_name: str = "default"):
     """Wrap `model` in a PEFT LoRA model; a target the model lacks is a UserError listing its linear layers."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     names = linear_names(model)
     missing = [t for t in lora.targets if t not in names]
     if missing:
         raise UserError(f"lora.targets: the model has no linear layer named {', '.join(missing)}; "
                         f"its linear layers are: {', '.join(names)}")
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.targets), task_type="CAUSAL_LM")
+    config = lora_config(model, lora)
     return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def lora_config(model, lora: LoraSettings):
+    """PEFT's LoraConfig for `lora` on `model` (`top_layers` < 1: only the top share of its decoder layers)."""
+    import math
+
+    from peft import LoraConfig
+
+    from .losses import unwrap
+
+    layers = None
+    if lora.top_layers < 1:
+        n = unwrap(model).config.num_hidden_layers
+        layers = list(range(min(n - 1, math.floor(n * (1 - lora.top_layers))), n))
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
+                      layers_to_transform=layers, task_type="CAUSAL_LM")
 
 
 def add_trainable_adapter(model, name: str, lora: LoraSettings):
     """The model with a new trainable LoRA adapter `name`: a plain model is wrapped; on a PEFT model the adapters it
     has stay active and frozen, and only `name` trains."""
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
     if not isinstance(model, PeftModel):
         return attach_lora(model, lora, adapter_name=name)
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
-                        task_type="CAUSAL_LM")
-    model.add_adapter(name, config)
+    model.add_adapter(name, lora_config(model, lora))
     names = list(model.peft_config)
     model.base_model.set_adapter(names)
     model.requires_grad_(False)

@@ -70,6 +70,9 @@ class UpdateConfig(Frozen):
     lr_cap: float = Field(1e-2, gt=0, description="nor above this")
     statement: bool = Field(True, description="train the statement itself too, answered 'I understand. <statement>'")
     forms: int = Field(3, ge=0, description="question forms per fact taken from its pattern's templates")
+    rehearse: int = Field(4, ge=0, description="every fact update also trains one question form (a different one "
+                          "each time) of up to this many other stored facts, taken in turn, so a new fact "
+                          "neither overwrites the old ones nor becomes the answer to every question")
     kl: float = Field(1.0, ge=0, description="standard λ of KL(p_base || p) on the anchor prompts")
     kl_fact: float = Field(1.0, ge=0, description="λ on fact updates")
     kl_important: float = Field(0.5, ge=0, description="λ on fact updates of important facts (importance ≥ 2)")
@@ -123,7 +126,7 @@ class OnlineConfig(Frozen):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
-             "update": {"lr": 1e-6, "fact_multiplier": 5.0, "steps": 1, "forms": 0, "statement": True,
+             "update": {"lr": 1e-6, "fact_multiplier": 5.0, "steps": 1, "forms": 0, "statement": True, "rehearse": 0,
                         "stop_loss": 0.0, "lr_floor": 1e-7, "kl_fact": 1.0, "kl_important": 1.0},
              "gate": {"enabled": False}},
 }

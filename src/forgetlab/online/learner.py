@@ -32,7 +32,7 @@ from .config import OnlineConfig
 from .detector import detect, is_question_turn
 from .memory import FactMemory, importance
 from .state import LearnerState
-from .update import OnlineLoss, adaptive_lr, entity_token_ids, fact_examples
+from .update import OnlineLoss, adaptive_lr, entity_token_ids, fact_examples, key_margins, key_predicted
 
 ADAPTER = "online"
 MAX_LENGTH = 256
@@ -81,16 +81,22 @@ class OnlineLearner:
         cached = self.state.dir / "start.pt"  # computed once per state: a restart reuses them
         if cached.is_file():
             start = torch.load(cached, weights_only=False)
-        else:
+        if not cached.is_file() or "answers" not in start:  # (an older state kept no answers: made again)
             controls = retention_examples()
             answers = generate_answers(self.model, self.tok, controls, self.cfg.gate.check_tokens, batch_size=64)
+            right = [(ex, a) for ex, a in zip(controls, answers, strict=True) if contains(a, ex.target)]
+            # the gate checks the answers the start is surest of (the largest margin at the right answer): a
+            # borderline answer flips with any update and would undo good ones; the rest measure locality
+            margins = key_margins(self.model, self.tok, [(Example(ex.messages, a), ex.target) for ex, a in right])
+            right = [r for _, r in sorted(zip(margins, right, strict=True), key=lambda mr: -mr[0])]
             start = {"anchors": build_anchors(self.model, self.tok, MAX_LENGTH, [ADAPTER], questions=True),
-                     "right": [ex for ex, a in zip(controls, answers, strict=True) if contains(a, ex.target)]}
+                     "right": [ex for ex, _ in right], "answers": [a for _, a in right]}
             tmp = cached.with_name(".start.pt.tmp")
             torch.save(start, tmp)
             tmp.replace(cached)
         self.anchors = start["anchors"]
-        self.controls, self.locality = start["right"][:self.cfg.gate.controls], start["right"][self.cfg.gate.controls:]
+        n = self.cfg.gate.controls  # controls: questions the start answers right, with its answers
+        self.controls, self.control_answers, self.locality = start["right"][:n], start["answers"][:n], start["right"][n:]
         self.state.restore(self.model)  # the adapter of an earlier run, if any
 
     # -- the queue: turns are learned one after another, in order, by one worker thread ----------------------------
@@ -143,7 +149,9 @@ class OnlineLearner:
     def _fact_update(self, row: dict, turn: int) -> Update:
         u = self.cfg.update
         lam = u.kl_important if importance(row, turn, self.cfg.memory) >= 2 else u.kl_fact
-        up = self._update(fact_examples(row, u), "fact", row, lam, turn)
+        others = self._rehearsal(row, turn)
+        rows = fact_examples(row, u) + [self._one_form(r, turn) for r in others]
+        up = self._update(rows, "fact", row, lam, turn, values=[r["value"] for r in others])
         self.memory.record_update(row["id"], up.kept, bool(up.learned))
         return up
 
@@ -151,21 +159,34 @@ class OnlineLearner:
         facts = [r for r in self.memory.top(self.cfg.memory.replay_facts, turn) if r["id"] not in skip]
         if not facts:
             return []
-        rows = [ex for r in facts for ex in fact_examples(r, self.cfg.update)[:1]]
-        return [self._update(rows, "replay", None, self.cfg.update.kl, turn)]
+        rows = [self._one_form(r, turn) for r in facts]
+        return [self._update(rows, "replay", None, self.cfg.update.kl, turn, values=[r["value"] for r in facts])]
 
-    def _update(self, examples, context: str, fact: dict | None, lam: float, turn: int) -> Update:
+    def _rehearsal(self, row: dict, turn: int) -> list[dict]:
+        """Up to `update.rehearse` other stored facts, taken in turn (round robin by id), so each comes round."""
+        others = [r for r in self.memory.all() if r["id"] != row["id"]]
+        n = min(self.cfg.update.rehearse, len(others))
+        start = (turn * n) % len(others) if others else 0
+        return [others[(start + i) % len(others)] for i in range(n)]
+
+    def _one_form(self, fact: dict, turn: int) -> Example:
+        """One of the fact's trained examples, a different one from turn to turn (what replay and rehearsal train)."""
+        rows = fact_examples(fact, self.cfg.update)
+        return rows[(turn + fact["id"]) % len(rows)]
+
+    def _update(self, examples, context: str, fact: dict | None, lam: float, turn: int, values=()) -> Update:
         lr = adaptive_lr(self.cfg.update, context, fact["times_seen"] if fact else 1)
         if lr == 0 or not examples:
             return Update(context, fact and fact["id"], 0, float("nan"), float("nan"), 0.0)
-        return self.holder.update(lambda _: self._steps(examples, context, fact, lr, lam, turn))
+        return self.holder.update(lambda _: self._steps(examples, context, fact, lr, lam, turn, values))
 
-    def _steps(self, examples, context: str, fact: dict | None, lr: float, lam: float, turn: int) -> Update:
+    def _steps(self, examples, context: str, fact: dict | None, lr: float, lam: float, turn: int,
+               values=()) -> Update:
         """Under the holder's lock: the loop's steps, then (for a fact) the gate's check and maybe a restore."""
         t0, u = time.perf_counter(), self.cfg.update
         before = adapter_state(self.model)
         encoded = [encode(self.tok, ex, MAX_LENGTH) for ex in examples]
-        ents = entity_token_ids(self.tok, [fact["value"], *fact["entities"]]) if fact else set()
+        ents = entity_token_ids(self.tok, [*([fact["value"], *fact["entities"]] if fact else []), *values])
         method = OnlineLoss(u, self.anchors, lam, ents, self.tok.pad_token_id, start=turn * u.steps)
         steps = u.steps if context == "fact" else 1 if context == "chat" else self.cfg.memory.replay_steps
         tc = TrainConfig(epochs=steps, batch_size=len(encoded), lr=lr, warmup_ratio=0.0, min_lr_ratio=1.0,
@@ -183,13 +204,25 @@ class OnlineLearner:
         return up
 
     def _check(self, fact: dict) -> tuple[list[str], bool]:
-        """(the control answers that broke, whether the fact's own first question is answered with its value)."""
-        own = Example(user(fact["forms"][0][0]), fact["value"]) if fact["forms"] else None
-        questions = (self.controls if self.cfg.gate.enabled else []) + ([own] if own else [])
-        answers = generate_answers(self.model, self.tok, questions, self.cfg.gate.check_tokens, batch_size=64)
-        broken = [f"{ex.messages[-1]['content']} -> {a}" for a, ex in zip(answers, questions, strict=True)
-                  if ex is not own and not contains(a, ex.target)]
-        return broken, bool(own and contains(answers[-1], own.target))
+        """(the control answers that broke, whether the fact's own first question is answered with its value).
+
+        One teacher-forced pass, no generation: a control is kept when, given its question and the starting model's
+        answer so far, the model still predicts the tokens of the right answer in it ("Paris" in "The capital of
+        France is Paris."); the fact counts as learned when, given its first question and the answer form so far
+        ("Your sister's name is"), the model predicts the value. The end-of-stream scores generate."""
+        rows = []
+        if self.cfg.gate.enabled:
+            rows = [(Example(ex.messages, a), ex.target)
+                    for ex, a in zip(self.controls, self.control_answers, strict=True)]
+        if fact["forms"]:
+            q, a = fact["forms"][0]
+            rows.append((Example(user(q), a), fact["value"]))
+        if not rows:
+            return [], False
+        hits = key_predicted(self.model, self.tok, rows)
+        broken = [f"{ex.messages[-1]['content']} -> no longer '{key}'"
+                  for (ex, key), ok in zip(rows[:len(rows) - bool(fact["forms"])], hits, strict=False) if not ok]
+        return broken, bool(fact["forms"]) and hits[-1]
 
     def measure(self, turn: int) -> dict:
         """Stability, plasticity and forgetting now (see `online/measure.py`)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import IGNORE, answer_positions
+from ..batching import IGNORE, answer_positions, collate, encode, to_device
 from ..data.records import Example, user
 from ..losses import answer_logits, kl_to_reference
 from ..retain import Anchors, with_rows
@@ -101,3 +101,41 @@ class OnlineLoss:
             loss = loss + self.kl_weight * kl_to_reference(logits[n:], ref)
         self.number += 1
         return loss
+
+
+def key_positions(tok, answer: str, key: str) -> list[int]:
+    """Indexes of the tokens of `answer` that spell `key` (case ignored; [] when the answer does not hold it)."""
+    at = answer.lower().find(key.lower())
+    if at < 0:
+        return []
+    offsets = tok(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [i for i, (a, b) in enumerate(offsets) if a < at + len(key) and b > at]
+
+
+@torch.no_grad()
+def key_margins(model, tok, rows: list[tuple[Example, str]]) -> list[float]:
+    """For each (question with an answer, key): the smallest margin, over the key's tokens, by which the model
+    predicts that token given the question and the answer before it (its logit minus the best other token's).
+    Positive: greedy decoding would say the key here; −inf when the key is not in the answer. One batched
+    teacher-forced pass."""
+    if not rows:
+        return []
+    encoded = [encode(tok, ex, 512) for ex, _ in rows]
+    batch = to_device(collate(encoded, tok.pad_token_id), next(model.parameters()).device)
+    logits, targets = answer_logits(model, batch)
+    logits = logits.float()
+    right = logits.gather(1, targets[:, None])[:, 0]
+    margin = (right - logits.scatter(1, targets[:, None], float("-inf")).max(-1).values).tolist()
+    out, at = [], 0
+    for (ex, key), enc in zip(rows, encoded, strict=True):
+        n = answer_positions([enc])
+        pos = [i for i in key_positions(tok, ex.target, key) if i < n]
+        out.append(min(margin[at + i] for i in pos) if pos else float("-inf"))
+        at += n
+    return out
+
+
+def key_predicted(model, tok, rows: list[tuple[Example, str]]) -> list[bool]:
+    """For each (question with an answer, key): does the model, given the question and the answer up to each of the
+    key's tokens, predict that token (argmax)? False when the key is not in the answer."""
+    return [m > 0 for m in key_margins(model, tok, rows)]
