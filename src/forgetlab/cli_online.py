@@ -182,7 +182,8 @@ def add_online_eval(sub) -> None:
                        description="Streams fact statements (each --repeats times, chit-chat in between) through the "
                        "online learner, then scores every fact at the end of the stream: reliability (the trained "
                        "question forms), generalisation (paraphrased probes, never trained), inverse probes, locality "
-                       "(agreement with the starting model's answers), turns to learn, stability.",
+                       "(agreement with the starting model's answers: the share of their tokens still predicted, and "
+                       "whole answers unchanged), turns to learn, stability.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="facts file (JSON list or JSONL), one object per fact:\n"
                        '  {"statement": "My sister\'s name is Oriel.", "probes": [{"question": "What do people call '
