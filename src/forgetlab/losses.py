@@ -103,3 +103,34 @@ def orthogonality_penalty(pairs) -> torch.Tensor:
         term = (new @ old.detach().to(new.dtype).T).pow(2).sum()
         total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
+
+
+def answer_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed log-probability of its answer tokens and their number ((batch,), (batch,)) — the
+    sequence log-likelihood log π(y|x) that NPO and SimNPO compare."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    token = F.log_softmax(logits, -1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
+    return (token * keep).sum(-1), keep.sum(-1)
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative preference optimisation on forget answers: mean of −(2/β)·log σ(−β·(log π_θ − log π_ref)).
+
+    (2/β)·log 2 where the model equals the reference; it falls towards 0 as the model's likelihood drops below it.
+    """
+    return (-(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp))).mean()
+
+
+def simnpo_loss(logp: torch.Tensor, lengths: torch.Tensor, beta: float, gamma: float = 0.0) -> torch.Tensor:
+    """SimNPO, reference-free and length-normalised: mean of −(2/β)·log σ(−(β/|y|)·log π_θ(y|x) − γ)."""
+    return (-(2.0 / beta) * F.logsigmoid(-(beta / lengths.clamp_min(1)) * logp - gamma)).mean()
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens (mask 1) of the mean squared difference along the last dimension; (batch, seq, dim)
+    tensors (b may be a (dim,) vector, broadcast), (batch, seq) mask. RMU's forget term is masked_mse(h, c·u) —
+    zero at the control vector — and its retain term masked_mse(h, h_frozen)."""
+    per_token = ((a.float() - b.float()) ** 2).mean(-1)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1)
