@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgetlab.config import CompareConfig, SequentialConfig, SessionCompareConfig, build_config, dump_yaml, read_yaml
+from forgetlab.config import (
+    CompareConfig,
+    SequentialConfig,
+    SessionCompareConfig,
+    UnlearnConfig,
+    build_config,
+    dump_yaml,
+    read_yaml,
+)
 from forgetlab.errors import UserError
 from forgetlab.methods import METHODS
 
@@ -25,6 +33,12 @@ def test_every_shipped_yaml_loads_and_names_its_command(path):
     if command == "session compare":
         cfg = build_config(SessionCompareConfig, read_yaml(path), source=str(path))
         assert all((ROOT / f).is_file() for f in cfg.files + cfg.heldout) and cfg.settings
+        return
+    if command == "unlearn":
+        from forgetlab.unlearning import canonical
+
+        cfg = build_config(UnlearnConfig, read_yaml(path), source=str(path))
+        assert canonical(cfg.method.name) and (cfg.forget or cfg.learn_first)
         return
     cfg = build_config({"sequential": SequentialConfig, "compare": CompareConfig}[command], read_yaml(path),
                        source=str(path))

@@ -46,6 +46,21 @@ def encode(tok, example: Example, max_length: int) -> Encoded:
     return Encoded(p + a, [IGNORE] * len(p) + a)
 
 
+def encode_continuation(tok, prompt: str, continuation: str, max_length: int) -> Encoded:
+    """Plain text (no chat template): `prompt` then `continuation`, the loss on the continuation only. The form the
+    unlearning data and the per-option MCQ log-likelihood use ("Question: ...\nAnswer:" + " the answer")."""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    a = tok(continuation, add_special_tokens=False)["input_ids"][:max_length - 1]
+    p = p[-(max_length - len(a)):]
+    return Encoded(p + a, [IGNORE] * len(p) + a)
+
+
+def encode_text(tok, text: str, max_length: int) -> Encoded:
+    """Plain text, the loss on every token after the first (language modelling on a corpus sentence)."""
+    ids = tok(text, add_special_tokens=False)["input_ids"][:max_length]
+    return Encoded(ids, [IGNORE] + ids[1:])
+
+
 def answer_positions(rows: list[Encoded]) -> int:
     """Number of answer-token positions the loss covers in these rows (labels shifted by one)."""
     return sum(sum(1 for x in r.labels[1:] if x != IGNORE) for r in rows)

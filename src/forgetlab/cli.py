@@ -168,17 +168,23 @@ def cmd_compare(args) -> int:
 
 
 def add_methods(sub) -> None:
-    p = sub.add_parser("methods", help="list the continual-learning strategies",
-                       description="The strategies `--strategy` (sequential) and `--strategies` (compare) accept; "
-                       "their settings are the strategy.* config keys.")
+    p = sub.add_parser("methods", help="list the continual-learning strategies and the unlearning methods",
+                       description="The strategies `--strategy` (sequential) and `--strategies` (compare) accept "
+                       "(their settings are the strategy.* config keys), and the methods `unlearn --method` accepts "
+                       "(settings: method.*).")
     p.set_defaults(func=cmd_methods)
 
 
 def cmd_methods(args) -> int:
     from .methods import describe
+    from .unlearning import describe as describe_unlearning
 
+    print("continual-learning strategies (sequential --strategy, compare --strategies):")
     for name, doc in describe():
-        print(f"{name:<8} {doc}")
+        print(f"  {name:<8} {doc}")
+    print("unlearning methods (unlearn --method):")
+    for name, doc in describe_unlearning():
+        print(f"  {name:<8} {doc}")
     return 0
 
 
@@ -218,11 +224,14 @@ def build_parser() -> Parser:
     add_runs(sub)
     from .cli_online import add_chat, add_online_eval
     from .cli_session import add_serve, add_session
+    from .cli_unlearn import add_rtt, add_unlearn
 
     add_session(sub)
     add_chat(sub)
     add_serve(sub)
     add_online_eval(sub)
+    add_unlearn(sub)
+    add_rtt(sub)
     return parser
 
 

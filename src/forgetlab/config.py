@@ -62,6 +62,8 @@ class TrainConfig(Frozen):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping threshold")
     max_length: int = Field(512, gt=8, description="records longer than this many tokens are truncated")
     seed: int = Field(0, description="seeds LoRA init, shuffling and dropout: same seed, same losses on CPU")
+    optimizer: Literal["adamw", "lion"] = Field("adamw", description="adamw, or lion (the lion-pytorch package, as in "
+                                                "Deeb & Roger's unlearning pipeline; use a ~10x smaller lr)")
 
 
 class FactsConfig(Frozen):
@@ -372,3 +374,134 @@ def describe_fields(cls: type[BaseModel], prefix: str = "", defaults: BaseModel 
 
 def dump_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------- unlearning
+
+class UnlearnMethodConfig(Frozen):
+    name: str = Field("gd", description="unlearning method (see `forgetlab unlearn --list`)")
+    rc: float = Field(1.0, ge=0, description="retain coefficient: weight of the retain loss (gd, whp, fwf, npo, simnpo)")
+    beta: float = Field(0.1, gt=0, description="npo / simnpo: inverse temperature β (NPO's paper: 0.1)")
+    gamma: float = Field(0.0, ge=0, description="simnpo: reward margin γ")
+    layer: int | None = Field(None, ge=0, description="rmu: the layer whose hidden states are steered; None: layer 7 "
+                              "of a 32-layer model, scaled to this model's depth")
+    steering: float = Field(4.0, gt=0, description="rmu: steering coefficient c: forget states are pushed to c·u, c "
+                            "in units of the layer's mean hidden-state norm (the source's 6.5 is in Zephyr-7B's "
+                            "absolute units; 4 was chosen by a sweep on the bundled model)")
+    alpha: float = Field(100.0, ge=0, description="rmu: weight α of the retain term (the source's 1200 held the "
+                         "bundled model's states still: nothing was forgotten; 100 by the same sweep)")
+
+
+class UnlearnLora(Frozen):
+    rank: int = Field(8, ge=0, description="LoRA rank on all seven projections; 0: full-weight unlearning (rmu: the "
+                      "MLP down-projections of layers ℓ−2..ℓ)")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: twice the rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
+    targets: tuple[str, ...] = Field(ALL_PROJECTIONS, min_length=1, description="linear layers to adapt")
+
+    def settings(self) -> LoraSettings:
+        return LoraSettings(r=self.rank, alpha=self.alpha or 2.0 * self.rank, dropout=self.dropout, targets=self.targets)
+
+
+class RTTConfig(Frozen):
+    enabled: bool = Field(False, description="after unlearning, retrain on part of the forget facts and measure how "
+                          "much of the rest comes back (also: `rtt: true`)")
+    splits: int = Field(5, ge=2, description="the forget MCQ facts are split into this many parts")
+    holdout_splits: int = Field(2, ge=1, description="the first N splits are held out in turn (V); the others train (T)")
+    lrs: tuple[float, ...] = Field((1e-4, 3e-4), min_length=1, description="learning-rate grid (full weights; on the "
+                                   "bundled model 1e-5 and 3e-5 moved nothing in 4 epochs)")
+    epochs: int = Field(3, gt=0, description="epochs per RTT run; V accuracy is recorded after each")
+    batch_size: int = Field(4, gt=0, description="examples per RTT step")
+    seed: int = Field(0, description="seeds the split order and the training")
+    original: str | None = Field(None, description="the model before unlearning (condition C); None: the run's base")
+
+    @field_validator("lrs")
+    @classmethod
+    def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(x <= 0 for x in v):
+            raise ValueError("every learning rate must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _holdout(self) -> RTTConfig:
+        if self.holdout_splits >= self.splits:
+            raise ValueError(f"rtt.holdout_splits ({self.holdout_splits}) must be fewer than rtt.splits ({self.splits}): "
+                             "some splits must remain to train on")
+        return self
+
+
+class LearnFirstConfig(Frozen):
+    epochs: int = Field(8, gt=0, description="epochs of the fine-tuning that teaches the task before unlearning")
+    lr: float = Field(2e-3, gt=0, description="its learning rate (LoRA r16 on all projections, merged afterwards)")
+    forget_share: float = Field(0.5, gt=0, lt=1, description="share of the task's facts (by entity) to unlearn; the "
+                                "rest is the retain set")
+
+
+class UnlearnTrainConfig(TrainConfig):
+    """`train.` for unlearning: a constant learning rate, short records, fewer epochs (defaults measured on the
+    bundled model; see the README's unlearning table)."""
+
+    epochs: int = Field(3, gt=0, description="passes over the forget facts")
+    lr: float = Field(1e-3, gt=0, description="learning rate with LoRA (lora.rank > 0); full weights use full_lr")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="share of the steps spent warming up linearly")
+    min_lr_ratio: float = Field(1.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio (1: constant lr)")
+    max_length: int = Field(256, gt=8, description="records longer than this many tokens are truncated")
+
+
+class UnlearnEvalConfig(EvalConfig):
+    max_new_tokens: int = Field(16, gt=0, description="answer length of the greedy QA scoring")
+
+
+class UnlearnConfig(Frozen):
+    method: UnlearnMethodConfig = UnlearnMethodConfig()
+    lora: UnlearnLora = UnlearnLora()
+    forget: str | None = Field(None, description="facts to forget: an MCQ, corpus, question/answer or file: JSON(L) "
+                               "file; None: the built-in known facts (animals)")
+    forget_eval: str | None = Field(None, description="MCQ / QA file to measure forgetting on; None: --forget when "
+                                    "it can be scored")
+    retain: str | None = Field(None, description="facts to keep (trained on by the retain terms); None: built-in (food)")
+    retain_eval: str | None = Field(None, description="facts to measure retention on; None: --retain")
+    learn_first: str | None = Field(None, description="fine-tune on this task first (e.g. facts:people), then unlearn "
+                                    "part of what was learned (the fine-tuned-knowledge case)")
+    learn: LearnFirstConfig = LearnFirstConfig()
+    rtt: RTTConfig = RTTConfig()
+    save: Literal["merged", "adapter", "none"] = Field("merged", description="merged: a plain transformers model "
+                                                       "directory (adapter merged in float32); adapter: the PEFT "
+                                                       "adapter alone; none: nothing")
+    model: ModelConfig = ModelConfig()
+    train: UnlearnTrainConfig = UnlearnTrainConfig()
+    full_lr: float = Field(3e-5, gt=0, description="learning rate when lora.rank is 0 (full weights); train.lr is "
+                           "the LoRA one")
+    eval: UnlearnEvalConfig = UnlearnEvalConfig()
+    retention: bool = Field(True, description="measure the built-in general questions every epoch")
+    run: RunConfig = RunConfig()
+
+    @field_validator("rtt", mode="before")
+    @classmethod
+    def _rtt_flag(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _inputs(self) -> UnlearnConfig:
+        if self.learn_first and (self.forget or self.retain):
+            raise ValueError("--learn-first makes its own forget and retain sets from the task; drop --forget/--retain")
+        if self.learn_first and ":" not in self.learn_first:
+            raise ValueError(f"learn_first '{self.learn_first}' needs the form source:name, e.g. facts:people")
+        if self.save == "adapter" and self.lora.rank == 0:
+            raise ValueError("save=adapter needs a LoRA run (lora.rank > 0); full-weight runs save the merged model")
+        return self
+
+    @property
+    def lr(self) -> float:
+        return self.train.lr if self.lora.rank else self.full_lr
+
+    def with_method_defaults(self, defaults: dict[str, Any]) -> UnlearnConfig:
+        """This config with a method's own defaults (dotted keys such as train.epochs) for every key the user left
+        unset: RMU, for one, needs more and smaller steps than the others."""
+        data = self.model_dump(mode="json")
+        for key, value in defaults.items():
+            section, _, leaf = key.rpartition(".")
+            node = getattr(self, section) if section else self
+            if leaf not in node.model_fields_set:
+                set_dotted(data, key, value)
+        return type(self).model_validate(data)

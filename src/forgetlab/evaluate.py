@@ -1,14 +1,15 @@
 """The only metric code that touches a model: MCQ accuracy, QA scores, losses.
 
 MCQ accuracy reads the next-token logits of the option letters after the prompt: one forward pass per question,
-batched. QA scores come from greedy generation. The pure scoring lives in `metrics/`.
+batched; the unlearning scores also read each option's log-likelihood as a plain-text continuation.
+QA scores come from greedy generation. The pure scoring lives in `metrics/`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .batching import Encoded, collate, encode, fixed_batches, prompt_ids, to_device
+from .batching import Encoded, collate, encode, encode_continuation, fixed_batches, prompt_ids, to_device
 from .config import EvalConfig
 from .data.records import LETTERS, Example, MCQItem, Task, mcq_prompt, user
 from .losses import nll, unwrap
@@ -26,21 +27,50 @@ def _by_length(seqs: list[list[int]], batch_size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def mcq_predictions(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[int]:
-    """Predicted option index per item: argmax of the letter logits at the answer position."""
+def mcq_letter_probs(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[list[float]]:
+    """Per item, the softmax over its option letters of the next-token logits at the answer position."""
     lm = unwrap(model)
     device = next(model.parameters()).device
     prompts = [prompt_ids(tok, user(mcq_prompt(it))) for it in items]
     letters = letter_ids(tok, max((len(it.options) for it in items), default=0))
-    preds = [0] * len(items)
+    probs: list[list[float]] = [[] for _ in items]
     for idx in _by_length(prompts, batch_size):
         batch = to_device(collate([Encoded(prompts[i], prompts[i]) for i in idx], tok.pad_token_id), device)
         hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         last = batch["attention_mask"].sum(1) - 1
-        logits = lm.get_output_embeddings()(hidden[torch.arange(len(idx), device=device), last])  # (b, vocab)
+        logits = lm.get_output_embeddings()(hidden[torch.arange(len(idx), device=device), last]).float()  # (b, vocab)
         for row, i in enumerate(idx):
-            preds[i] = int(logits[row, letters[: len(items[i].options)]].argmax())
-    return preds
+            probs[i] = logits[row, letters[: len(items[i].options)]].softmax(-1).tolist()
+    return probs
+
+
+def mcq_predictions(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[int]:
+    """Predicted option index per item: argmax of the letter logits at the answer position."""
+    return [max(range(len(p)), key=p.__getitem__) for p in mcq_letter_probs(model, tok, items, batch_size)]
+
+
+@torch.no_grad()
+def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 32) -> list[list[float]]:
+    """Per item, the summed log-probability of each option as the continuation of "Question: q\nAnswer:" (plain
+    text, no chat template): how lm-eval-harness scores multiple choice, and what a small model gets right even
+    where its letter choice is at chance."""
+    from .data.unlearn import qa_prompt
+    from .losses import answer_logprobs
+
+    device = next(model.parameters()).device
+    rows = [(i, encode_continuation(tok, qa_prompt(it.question), " " + opt, 512))
+            for i, it in enumerate(items) for opt in it.options]
+    out: list[list[float]] = [[] for _ in items]
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][1].input_ids))
+    scores = [0.0] * len(rows)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        lp, _ = answer_logprobs(model, to_device(collate([rows[r][1] for r in idx], tok.pad_token_id), device))
+        for r, v in zip(idx, lp.tolist(), strict=True):
+            scores[r] = v
+    for (i, _), v in zip(rows, scores, strict=True):
+        out[i].append(v)
+    return out
 
 
 def mcq_accuracy(model, tok, items: list[MCQItem], batch_size: int = 16) -> float:

@@ -1,6 +1,6 @@
 """The training loop: the only place that calls `backward()` and `optimizer.step()`.
 
-Plain PyTorch: AdamW over the trainable parameters, gradient accumulation, clipping, linear warmup then cosine
+Plain PyTorch: AdamW (or Lion) over the trainable parameters, gradient accumulation, clipping, linear warmup then cosine
 decay, length-grouped batches, and a per-step history (loss, lr, grad norm, tokens/s). Same seed, same losses.
 """
 
@@ -29,6 +29,15 @@ def warmup_cosine(total_steps: int, warmup_ratio: float, min_ratio: float) -> Ca
     return factor
 
 
+def make_optimizer(params, cfg: TrainConfig):
+    """AdamW, or Lion (`train.optimizer: lion`, the lion-pytorch package) over `params`."""
+    if cfg.optimizer == "lion":
+        from lion_pytorch import Lion
+
+        return Lion(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def steps_for(n_examples: int, cfg: TrainConfig) -> int:
     """Optimizer steps one task takes."""
     return math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
@@ -47,7 +56,7 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(params, cfg)
     total = steps_for(len(examples), cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, cfg.warmup_ratio, cfg.min_lr_ratio))
     lengths = [len(e.input_ids) for e in examples]

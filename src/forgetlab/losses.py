@@ -107,12 +107,14 @@ def orthogonality_penalty(pairs) -> torch.Tensor:
 
 def answer_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the summed log-probability of its answer tokens and their number ((batch,), (batch,)) — the
-    sequence log-likelihood log π(y|x) that NPO and SimNPO compare."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    keep = labels != IGNORE
-    token = F.log_softmax(logits, -1).gather(-1, labels.clamp_min(0)[..., None])[..., 0]
-    return (token * keep).sum(-1), keep.sum(-1)
+    sequence log-likelihood log π(y|x) that NPO and SimNPO compare, and the per-option MCQ score. Like
+    `answer_logits`, the output projection runs at answer positions only."""
+    logits, targets = answer_logits(model, batch)
+    token = F.log_softmax(logits.float(), -1).gather(-1, targets[:, None])[:, 0]
+    keep = batch["labels"][:, 1:] != IGNORE
+    row = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
+    total = torch.zeros(keep.shape[0], device=token.device, dtype=token.dtype).index_add(0, row, token)
+    return total, keep.sum(-1)
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:

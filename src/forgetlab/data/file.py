@@ -20,7 +20,10 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
     """[(where, record)]: 'line N' for JSONL, 'record N' for a JSON array (1-based)."""
     if not path.is_file():
         raise UserError(f"data file {path} not found; check the path after 'file:'")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)

@@ -1,0 +1,149 @@
+"""`forgetlab unlearn` and `forgetlab rtt`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .config import RTTConfig, UnlearnConfig, build_config, read_yaml
+from .errors import UserError
+
+UNLEARN_EXAMPLES = """examples:
+  forgetlab unlearn                                   # gd, LoRA rank 8, the built-in known facts (animals / food)
+  forgetlab unlearn --method npo --lora-rank 0 --rtt  # full weights, then retrain on part of them (RTT)
+  forgetlab unlearn --method rmu --forget wmdp_forget.jsonl --retain retain.jsonl --save adapter
+  forgetlab unlearn --method gd --learn-first facts:people --rtt   # knowledge learned by fine-tuning
+  forgetlab unlearn --list
+"""
+
+RTT_EXAMPLES = """examples:
+  forgetlab rtt --model runs/20261124-150000-unlearn-gd-r8            # a run directory: its model, facts, base
+  forgetlab rtt --model ./unlearned --forget forget_mcq.jsonl --original bundled --splits 5 --holdout-splits 2
+"""
+
+
+def add_unlearn(sub) -> None:
+    from .cli import Parser, config_epilog
+
+    p = sub.add_parser("unlearn", help="make the model forget facts (LoRA or full weights); measure, save, RTT",
+                       description="Unlearn a set of facts with one of seven methods, LoRA of any rank or full "
+                       "weights. Every epoch measures forget and retain accuracy (per-option log-likelihood, letter "
+                       "logits and their calibrated variant, greedy QA), the built-in general questions and the "
+                       "losses. Saves the model merged into plain transformers weights (or the adapter). With --rtt, "
+                       "retrains on part of the forgotten facts to test whether the rest comes back.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=UNLEARN_EXAMPLES + "\n" + config_epilog(UnlearnConfig))
+    assert isinstance(p, Parser)
+    p.add_argument("--list", action="store_true", help="list the unlearning methods and exit")
+    p.add_argument("--method", metavar="NAME", help="ga, gd, whp (ria), fwf, rmu, npo, simnpo [default: gd]")
+    p.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank on all seven projections, alpha 2R; 0: full "
+                   "weights [default: 8]")
+    p.add_argument("--forget", metavar="FILE", help="facts to forget (MCQ, corpus, QA or file: records) "
+                   "[default: built-in animals]")
+    p.add_argument("--forget-eval", metavar="FILE", help="facts to measure forgetting on [default: --forget]")
+    p.add_argument("--retain", metavar="FILE", help="facts to keep [default: built-in food]")
+    p.add_argument("--retain-eval", metavar="FILE", help="facts to measure retention on [default: --retain]")
+    p.add_argument("--learn-first", metavar="TASK", help="fine-tune on TASK (e.g. facts:people) first, then unlearn "
+                   "part of it")
+    p.add_argument("--rtt", action="store_true", help="after unlearning, run RTT on the forget MCQ facts")
+    p.add_argument("--save", choices=("merged", "adapter", "none"), help="merged: plain transformers directory "
+                   "[default]; adapter: the PEFT adapter; none")
+    p.add_argument("--optimizer", choices=("adamw", "lion"), help="[default: adamw]")
+    p.add_argument("--epochs", type=int, help="unlearning epochs [default: 3; rmu 6]")
+    p.add_argument("--lr", type=float, help="learning rate (LoRA: train.lr 1e-3; full weights: full_lr 3e-5; rmu 2e-3 / 5e-3)")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--model", help="'bundled', a hub id or a local HF directory")
+    p.add_argument("--config", metavar="YAML", help="a config file (its keys are listed below)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeat)")
+    p.add_argument("--name", help="run name")
+    p.add_argument("--out", metavar="DIR", help="where run directories go [default: runs]")
+    p.set_defaults(func=cmd_unlearn)
+
+
+def unlearn_config(args) -> UnlearnConfig:
+    lr_key = "full_lr" if args.lora_rank == 0 else "train.lr"
+    flags = {"method.name": args.method, "lora.rank": args.lora_rank, "forget": args.forget,
+             "forget_eval": args.forget_eval, "retain": args.retain, "retain_eval": args.retain_eval,
+             "learn_first": args.learn_first, "rtt.enabled": True if args.rtt else None, "save": args.save,
+             "train.optimizer": args.optimizer, "train.epochs": args.epochs, lr_key: args.lr, "train.seed": args.seed,
+             "model.name": args.model, "run.name": args.name, "run.root": args.out}
+    base = read_yaml(args.config) if args.config else {}
+    if isinstance(base.get("rtt"), bool):
+        base["rtt"] = {"enabled": base["rtt"]}
+    return build_config(UnlearnConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+                        source=args.config or "config")
+
+
+def list_methods() -> int:
+    from .unlearning import describe
+
+    for name, doc in describe():
+        print(f"{name:<8} {doc}")
+    return 0
+
+
+def check_paths(cfg: UnlearnConfig) -> None:
+    for key in ("forget", "forget_eval", "retain", "retain_eval"):
+        value = getattr(cfg, key)
+        if value and not value.startswith("builtin:") and not Path(value.removeprefix("file:")).expanduser().is_file():
+            raise UserError(f"--{key.replace('_', '-')} {value}: file not found; pass an existing JSON or JSONL file")
+    from .unlearning import canonical
+
+    canonical(cfg.method.name)
+
+
+def cmd_unlearn(args) -> int:
+    if args.list:
+        return list_methods()
+    from .cli import terminal
+    from .recipes.unlearn import run_unlearn
+
+    cfg = unlearn_config(args)
+    check_paths(cfg)
+    console = terminal()
+    run_dir = run_unlearn(cfg, console=console)
+    console.print(f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}")
+    return 0
+
+
+def add_rtt(sub) -> None:
+    from .cli import config_epilog
+
+    p = sub.add_parser("rtt", help="retrain on part of the forgotten facts: did unlearning remove or hide them?",
+                       description="Split the forget MCQ facts into K splits; hold out each of the first N in turn, "
+                       "fine-tune the full weights on the rest over a learning-rate grid, and record accuracy on the "
+                       "held-out facts after every epoch, for the given model and for the original. Prints original, "
+                       "unlearned, unlearned + RTT and original + RTT accuracy, the recovery rate, the recovered share "
+                       "and the recovery epoch; writes rtt.csv, a plot and report.html in a new run directory.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=RTT_EXAMPLES + "\n" + config_epilog(RTTConfig).replace("config keys", "settings"))
+    p.add_argument("--model", required=True, metavar="DIR|RUN_DIR", help="the unlearned model: a transformers "
+                   "directory, or an `unlearn` run directory (its saved model, forget facts and original)")
+    p.add_argument("--forget", metavar="MCQ_FILE", help="forget facts as MCQ records (default with a run directory: "
+                   "the run's)")
+    p.add_argument("--original", metavar="MODEL", help="the model before unlearning [default: the run's, else bundled]")
+    p.add_argument("--splits", type=int, help="number of splits K [default: 5]")
+    p.add_argument("--holdout-splits", type=int, help="the first N splits are held out in turn [default: 2]")
+    p.add_argument("--lrs", metavar="A,B,...", help="learning-rate grid [default: 1e-4,3e-4]")
+    p.add_argument("--epochs", type=int, help="epochs per RTT run [default: 3]")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", metavar="DIR", default="runs", help="where the run directory goes [default: runs]")
+    p.set_defaults(func=cmd_rtt)
+
+
+def cmd_rtt(args) -> int:
+    from .cli import comma_list, terminal
+    from .recipes.rtt_cmd import run_rtt_command
+
+    source = Path(args.model).expanduser()
+    if not source.is_dir():
+        raise UserError(f"--model {args.model}: not a directory; pass a transformers model directory or an unlearn run")
+    rtt = build_config(RTTConfig, {}, {k: v for k, v in {"splits": args.splits, "holdout_splits": args.holdout_splits,
+                                                          "lrs": comma_list(args.lrs, float, "--lrs"),
+                                                          "epochs": args.epochs, "seed": args.seed,
+                                                          "original": args.original}.items() if v is not None},
+                       source="rtt settings")
+    console = terminal()
+    out = run_rtt_command(source, args.forget, rtt, Path(args.out), console)
+    console.print(f"run directory: {out}\nreport: {out / 'report.html'}")
+    return 0

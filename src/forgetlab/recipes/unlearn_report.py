@@ -1,0 +1,107 @@
+"""What an unlearning run shows: the per-epoch table, the RTT table, their plots and report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..report import fmt, save_plot, write_page
+
+EPOCH_COLUMNS = [("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_letter", "forget letter"),
+                 ("forget_letter_cal", "forget letter cal"), ("forget_qa", "forget QA"), ("retain_ll", "retain acc"),
+                 ("retain_letter", "retain letter"), ("retain_letter_cal", "retain letter cal"),
+                 ("retain_qa", "retain QA"), ("general", "general"), ("forget_loss", "forget loss"),
+                 ("retain_loss", "retain loss")]
+
+
+def rtt_table(rtt: dict) -> tuple[str, list[str], list[list]]:
+    return ("RTT: held-out forget facts (V) after retraining on the others (T); best over lr × epoch",
+            ["original", "unlearned", "unlearned + RTT", "original + RTT", "recovery rate", "recovered share",
+             "recovery epoch", "best lr"],
+            [[rtt["original"], rtt["unlearned"], rtt["unlearned_rtt"], rtt["original_rtt"], rtt["recovery_rate"],
+              rtt["recovered_share"], rtt["recovery_epoch"], rtt["best_lr"]]])
+
+
+def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
+    out = [(f"Unlearning {state['method']} (LoRA rank {state['lora_rank']}, lr {fmt(state['lr'])}): accuracy by "
+            "epoch (acc: per-option log-likelihood; letter: letter logits; cal: calibrated letters; QA: greedy, "
+            "contains; general: built-in general questions)",
+            [h for _, h in EPOCH_COLUMNS], [[r.get(k) for k, _ in EPOCH_COLUMNS] for r in state["epochs"]])]
+    if state.get("rtt"):
+        out.append(rtt_table(state["rtt"]))
+    return out
+
+
+def print_unlearn(console, state: dict) -> None:
+    print_tables(console, tables(state))
+
+
+def print_unlearn_rtt(console, state: dict) -> None:
+    print_tables(console, [rtt_table(state["rtt"])])
+
+
+def print_tables(console, tables_: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for title, header, rows in tables_:
+        table = Table(title=title, title_justify="left")
+        for h in header:
+            table.add_column(h, justify="right")
+        for r in rows:
+            table.add_row(*[fmt(v) for v in r])
+        console.print(table)
+
+
+def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    rows = state.get("epochs") or []
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    epochs = [r["epoch"] for r in rows]
+    for key, label, style in (("forget_ll", "forget", "-o"), ("retain_ll", "retain", "-s"), ("general", "general", "-^"),
+                              ("forget_letter_cal", "forget (calibrated letters)", ":o")):
+        values = [r.get(key) for r in rows]
+        if any(v is not None for v in values):
+            ax.plot(epochs, [float("nan") if v is None else v for v in values], style, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{state['method']}, LoRA rank {state['lora_rank']}: forget vs retain")
+    ax.legend(fontsize=8)
+    if rows:
+        made.append(save_plot(fig, run_dir / "unlearn.png", "Forget and retain accuracy by epoch"))
+    else:
+        plt.close(fig)
+    rtt = state.get("rtt")
+    if rtt:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        for cond, style in (("unlearned", "-"), ("original", "--")):
+            for lr, curve in rtt["curves"][cond].items():
+                ax.plot(range(len(curve)), curve, style, marker=".", label=f"{cond}, lr {float(lr):g}")
+        ax.axhline(0.8 * rtt["original"], color="grey", lw=0.8, ls=":", label="0.8 × original")
+        ax.set_xlabel("RTT epoch")
+        ax.set_ylabel("V accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("Retraining on T: accuracy on the held-out forget facts V")
+        ax.legend(fontsize=7)
+        made.append(save_plot(fig, run_dir / "rtt.png", "RTT recovery curves"))
+    return made
+
+
+def write_unlearn_report(run_dir: Path, state: dict) -> Path:
+    sets = state.get("sets", {})
+    intro = (f"status: {state['status']} · forget: {sets.get('forget', {}).get('name')} · retain: "
+             f"{sets.get('retain', {}).get('name')} · trainable parameters: {state.get('trainable_params')} · "
+             f"saved: {state.get('saved', '-')}")
+    return write_page(run_dir, f"forgetlab unlearn: {run_dir.name}", intro, tables(state), plots(run_dir, state))
+
+
+def write_rtt_report(run_dir: Path, state: dict) -> Path:
+    intro = f"model: {state['model']} · forget facts: {state['forget']} · original: {state['original_model']}"
+    return write_page(run_dir, f"forgetlab rtt: {run_dir.name}", intro, [rtt_table(state["rtt"])],
+                      plots(run_dir, state))

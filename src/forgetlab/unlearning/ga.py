@@ -1,0 +1,15 @@
+"""`ga`: gradient ascent on the forget facts — the plainest unlearning, and the one that breaks models fastest."""
+
+from __future__ import annotations
+
+from ..losses import nll
+
+
+class GA:
+    """Gradient ascent: minimise −NLL of the forget answers (no retain term)."""
+
+    def __init__(self, settings):
+        self.cfg = settings
+
+    def loss(self, model, batch, ctx):
+        return -nll(model, batch)
