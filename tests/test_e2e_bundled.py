@@ -107,3 +107,29 @@ def test_chat_learns_facts_and_keeps_them_after_kill_9(tmp_path):
     answers = [line for line in r.stdout.splitlines() if line.startswith("me> ")]
     assert len(answers) == 2 and all("Priya" in a for a in answers), r.stdout
     assert "[1] My manager is Priya Velloso." in r.stdout
+
+
+def test_unlearn_gd_with_rtt_and_a_merged_save_that_scores_like_the_run(tmp_path):
+    """gd on a rank-8 LoRA over the built-in known facts, two epochs, then a one-epoch RTT at one learning rate (the
+    README's table uses the full defaults); the merged save loads in plain transformers and scores like the run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forgetlab.data.unlearn import read_facts
+    from forgetlab.evaluate import mcq_option_logprobs
+    from forgetlab.metrics.unlearning import share_correct
+
+    r = run_cli("unlearn", "--method", "gd", "--epochs", "2", "--rtt", "--out", str(tmp_path), "--set", "retention=false",
+                "--set", "rtt.lrs=[3e-4]", "--set", "rtt.epochs=1", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    state = json.loads((run / "metrics.json").read_text())
+    first, last = state["epochs"][0], state["epochs"][-1]
+    assert first["forget_ll"] == 1.0 and first["retain_ll"] == 1.0  # the curated facts are all known at the start
+    assert last["forget_ll"] <= first["forget_ll"] - 0.3 and last["retain_ll"] >= 0.8 * first["retain_ll"], last
+    rtt = state["rtt"]
+    assert rtt["original"] == 1.0 and rtt["unlearned"] < rtt["original"] and 0 <= rtt["recovery_rate"] <= 2
+    assert (run / "rtt.csv").is_file() and (run / "rtt.png").is_file() and "recovery rate" in r.stdout
+    merged = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    items = read_facts("builtin:animals").mcq()
+    assert share_correct(mcq_option_logprobs(merged, tok, items), [it.answer for it in items]) == last["forget_ll"]

@@ -230,11 +230,14 @@ def test_data_formats_are_read_as_they_are(tmp_path, tokenizer):
     (["--method", "whp", "--forget", "{corpus}", "--forget-eval", "builtin:animals"], "has no wrong answers to train on"),
     (["--set", "rtt.holdout_splits=5"], "must be fewer than rtt.splits"),
     (["--save", "adapter", "--lora-rank", "0"], "save=adapter needs a LoRA run"),
+    (["--rtt", "--forget", "{two_mcq}"], "--rtt needs at least 5 MCQ facts"),
 ])
 def test_bad_unlearn_input_is_one_line_exit_2_and_writes_nothing(args, message, tiny_dir, tmp_path, capsys):
     files = {"mcq_bad": _write(tmp_path / "bad.jsonl", [{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 4}]),
              "empty": _write(tmp_path / "empty.jsonl", []), "missing": tmp_path / "nope.jsonl",
-             "corpus": _write(tmp_path / "c.jsonl", [{"text": "Bees make honey."}])}
+             "corpus": _write(tmp_path / "c.jsonl", [{"text": "Bees make honey."}]),
+             "two_mcq": _write(tmp_path / "two.jsonl", [{"question": f"Q{i}?", "choices": ["a", "b"], "answer": 0}
+                                                        for i in range(2)])}
     files["binary"] = tmp_path / "bin.jsonl"
     files["binary"].write_bytes(b"\xff\xfe\x00bad")
     args = [a.format(**files) for a in args]

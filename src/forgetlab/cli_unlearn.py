@@ -23,7 +23,7 @@ RTT_EXAMPLES = """examples:
 
 
 def add_unlearn(sub) -> None:
-    from .cli import Parser, config_epilog
+    from .cli import config_epilog
 
     p = sub.add_parser("unlearn", help="make the model forget facts (LoRA or full weights); measure, save, RTT",
                        description="Unlearn a set of facts with one of seven methods, LoRA of any rank or full "
@@ -32,8 +32,9 @@ def add_unlearn(sub) -> None:
                        "losses. Saves the model merged into plain transformers weights (or the adapter). With --rtt, "
                        "retrains on part of the forgotten facts to test whether the rest comes back.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=UNLEARN_EXAMPLES + "\n" + config_epilog(UnlearnConfig))
-    assert isinstance(p, Parser)
+                       epilog=UNLEARN_EXAMPLES + "\n" + "\n".join(
+                           line for line in config_epilog(UnlearnConfig).splitlines()
+                           if not line.strip().startswith(("train.method ", "eval.qa "))))  # unused by unlearn
     p.add_argument("--list", action="store_true", help="list the unlearning methods and exit")
     p.add_argument("--method", metavar="NAME", help="ga, gd, whp (ria), fwf, rmu, npo, simnpo [default: gd]")
     p.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank on all seven projections, alpha 2R; 0: full "
@@ -107,8 +108,6 @@ def cmd_unlearn(args) -> int:
 
 
 def add_rtt(sub) -> None:
-    from .cli import config_epilog
-
     p = sub.add_parser("rtt", help="retrain on part of the forgotten facts: did unlearning remove or hide them?",
                        description="Split the forget MCQ facts into K splits; hold out each of the first N in turn, "
                        "fine-tune the full weights on the rest over a learning-rate grid, and record accuracy on the "
@@ -116,7 +115,7 @@ def add_rtt(sub) -> None:
                        "unlearned, unlearned + RTT and original + RTT accuracy, the recovery rate, the recovered share "
                        "and the recovery epoch; writes rtt.csv, a plot and report.html in a new run directory.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=RTT_EXAMPLES + "\n" + config_epilog(RTTConfig).replace("config keys", "settings"))
+                       epilog=RTT_EXAMPLES)
     p.add_argument("--model", required=True, metavar="DIR|RUN_DIR", help="the unlearned model: a transformers "
                    "directory, or an `unlearn` run directory (its saved model, forget facts and original)")
     p.add_argument("--forget", metavar="MCQ_FILE", help="forget facts as MCQ records (default with a run directory: "

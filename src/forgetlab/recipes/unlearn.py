@@ -27,9 +27,6 @@ from ..report import StepProgress
 from ..runs import index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
 
-SCORES = ("forget_ll", "forget_letter", "forget_letter_cal", "forget_qa", "forget_loss",
-          "retain_ll", "retain_letter", "retain_letter_cal", "retain_qa", "retain_loss", "general")
-
 
 def fact_sets(cfg: UnlearnConfig) -> dict[str, FactSet]:
     """forget, forget_eval, retain, retain_eval (the built-in known facts where nothing is given)."""
@@ -49,6 +46,9 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
     method = build_unlearning(cfg)
     cfg = cfg.with_method_defaults(getattr(method, "defaults", {}))
     sets = None if cfg.learn_first else fact_sets(cfg)
+    if sets and cfg.rtt.enabled and len(sets["forget_eval"].mcq()) < cfg.rtt.splits:
+        raise UserError(f"{sets['forget_eval'].name}: --rtt needs at least {cfg.rtt.splits} MCQ facts (one per split), "
+                        f"found {len(sets['forget_eval'].mcq())}; give MCQ records with --forget-eval or fewer rtt.splits")
     if cfg.learn_first:
         load_task(cfg.learn_first, _data_cfg())  # a bad task name fails before the model loads
     model, tok = load_base(cfg.model)
