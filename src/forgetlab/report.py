@@ -95,11 +95,17 @@ def _at(values: list, k: int):
 
 
 def print_summary(console: Console | None, state: dict) -> None:
+    print_tables(console, summary_tables(state))
+
+
+def print_tables(console: Console | None, tables: list[tuple[str, list[str], list[list]]],
+                 first_left: bool = True) -> None:
+    """Print (title, header, rows) tables; the first column left-aligned unless `first_left` is False."""
     console = console or Console()
-    for title, header, rows in summary_tables(state):
+    for title, header, rows in tables:
         table = Table(title=title, title_justify="left")
-        for h in header:
-            table.add_column(h, justify="right" if h != header[0] else "left")
+        for k, h in enumerate(header):
+            table.add_column(h, justify="left" if k == 0 and first_left else "right")
         for r in rows:
             table.add_row(*[fmt(v) for v in r])
         console.print(table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import fmt, save_plot, write_page
+from ..report import fmt, print_tables, save_plot, write_page
 
 EPOCH_COLUMNS = [("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_letter", "forget letter"),
                  ("forget_letter_cal", "forget letter cal"), ("forget_qa", "forget QA"), ("retain_ll", "retain acc"),
@@ -32,25 +32,11 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
 
 
 def print_unlearn(console, state: dict) -> None:
-    print_tables(console, tables(state))
+    print_tables(console, tables(state), first_left=False)
 
 
 def print_unlearn_rtt(console, state: dict) -> None:
-    print_tables(console, [rtt_table(state["rtt"])])
-
-
-def print_tables(console, tables_: list) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    for title, header, rows in tables_:
-        table = Table(title=title, title_justify="left")
-        for h in header:
-            table.add_column(h, justify="right")
-        for r in rows:
-            table.add_row(*[fmt(v) for v in r])
-        console.print(table)
+    print_tables(console, [rtt_table(state["rtt"])], first_left=False)
 
 
 def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
