@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import grid_overhead  # noqa: E402
 import lanczos  # noqa: E402
 import mcq_eval  # noqa: E402
 import online  # noqa: E402
@@ -18,7 +19,7 @@ import train_throughput  # noqa: E402
 if __name__ == "__main__":
     results = {}
     for name, mod in (("mcq_eval", mcq_eval), ("train_throughput", train_throughput), ("lanczos", lanczos),
-                      ("serving", serving), ("online", online)):
+                      ("serving", serving), ("online", online), ("grid_overhead", grid_overhead)):
         t0 = time.perf_counter()
         results[name] = mod.main()
         results[name]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -40,6 +40,13 @@ def test_every_shipped_yaml_loads_and_names_its_command(path):
         cfg = build_config(UnlearnConfig, read_yaml(path), source=str(path))
         assert canonical(cfg.method.name) and (cfg.forget or cfg.learn_first)
         return
+    if command == "sweep":
+        from forgetlab.config import SweepConfig
+        from forgetlab.unlearning import canonical
+
+        cfg = build_config(SweepConfig, read_yaml(path), source=str(path))
+        assert all(canonical(cfg.point_config(p).method.name) for p in cfg.points()) and len(cfg.points()) >= 3
+        return
     cfg = build_config({"sequential": SequentialConfig, "compare": CompareConfig}[command], read_yaml(path),
                        source=str(path))
     assert cfg.tasks

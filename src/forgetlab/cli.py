@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import LORA_PRESETS, CompareConfig, SequentialConfig, build_config, describe_fields, read_yaml
+from .config import LORA_PRESETS, CompareConfig, ExecutorConfig, SequentialConfig, build_config, describe_fields, read_yaml
 from .errors import Interrupted, UserError
 
 
@@ -140,7 +140,21 @@ def add_compare(sub) -> None:
     p.add_argument("--strategies", metavar="A,B,...", help="comma-separated strategies (see `forgetlab methods`)")
     p.add_argument("--seeds", metavar="0,1,...", help="comma-separated training seeds")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted comparison (finished runs are reused)")
+    add_executor_args(p)
     p.set_defaults(func=cmd_compare)
+
+
+def add_executor_args(p) -> None:
+    """Where a grid's points run (`compare`, `sweep`): Ray, locally or on a cluster."""
+    p.add_argument("--address", help="Ray cluster to join: auto, or ray://host:10001 [default: a local instance]")
+    p.add_argument("--cpus-per-run", type=float, metavar="N", help="cores per run [default: every core here, so runs "
+                   "go one at a time]")
+    p.add_argument("--gpus-per-run", type=float, metavar="N", help="GPUs per run [default: 0]")
+
+
+def executor_flags(args) -> dict:
+    return {"executor.address": args.address, "executor.cpus_per_run": args.cpus_per_run,
+            "executor.gpus_per_run": args.gpus_per_run}
 
 
 def comma_list(text: str | None, kind=str, flag: str = "") -> tuple | None:
@@ -158,9 +172,13 @@ def cmd_compare(args) -> int:
     console = terminal()
     if args.resume:
         out, cfg = resume_config(CompareConfig, args.resume)
+        given = {k.split(".", 1)[1]: v for k, v in executor_flags(args).items() if v is not None}
+        if given:  # the same comparison, finished somewhere else (e.g. on a cluster)
+            cfg = cfg.model_copy(update={"executor": build_config(ExecutorConfig, cfg.executor.model_dump(), given,
+                                                                  source="executor")})
     else:
         flags = dict(study_flags(args), strategies=comma_list(args.strategies, str, "--strategies"),
-                     seeds=comma_list(args.seeds, int, "--seeds"))
+                     seeds=comma_list(args.seeds, int, "--seeds"), **executor_flags(args))
         cfg, out = load_config(CompareConfig, args, flags), None
     out = run_compare(cfg, resume=out, console=console)
     console.print(f"comparison: {out}\ntable: {out / 'comparison.md'}\nreport: {out / 'report.html'}")
@@ -224,7 +242,7 @@ def build_parser() -> Parser:
     add_runs(sub)
     from .cli_online import add_chat, add_online_eval
     from .cli_session import add_serve, add_session
-    from .cli_unlearn import add_rtt, add_unlearn
+    from .cli_unlearn import add_rtt, add_sweep, add_unlearn
 
     add_session(sub)
     add_chat(sub)
@@ -232,6 +250,7 @@ def build_parser() -> Parser:
     add_online_eval(sub)
     add_unlearn(sub)
     add_rtt(sub)
+    add_sweep(sub)
     return parser
 
 

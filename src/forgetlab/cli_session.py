@@ -102,6 +102,7 @@ COMPARE_EXAMPLES = """examples:
 
 
 def add_session_compare(ss) -> None:
+    from .cli import add_executor_args
     from .config import SESSION_SETTINGS
 
     built_in = "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'the defaults'}"
@@ -122,6 +123,7 @@ def add_session_compare(ss) -> None:
     c.add_argument("--config", metavar="YAML", help="files, heldout, settings, session, root")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeat)")
     c.add_argument("--resume", metavar="DIR", help="finish an interrupted comparison")
+    add_executor_args(c)
     c.set_defaults(func=cmd_session_compare)
 
 
@@ -142,7 +144,7 @@ def parse_settings(items: list[str]) -> dict:
 def cmd_session_compare(args) -> int:
     from pathlib import Path
 
-    from .cli import terminal
+    from .cli import executor_flags, terminal
     from .config import SessionCompareConfig
     from .recipes.session_compare import run_session_compare
 
@@ -158,7 +160,8 @@ def cmd_session_compare(args) -> int:
     else:
         base = read_yaml(args.config) if args.config else {}
         flags = {"files": args.files or None, "heldout": args.heldout or None, "root": args.out,
-                 "settings": parse_settings(args.setting) or None, "session.model.name": args.model}
+                 "settings": parse_settings(args.setting) or None, "session.model.name": args.model,
+                 **executor_flags(args)}
         if not (args.files or base.get("files")):
             raise UserError("no session files given; pass FILE... (sessions in order) or --config")
         cfg = build_config(SessionCompareConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,

@@ -146,3 +146,87 @@ def cmd_rtt(args) -> int:
     out = run_rtt_command(source, args.forget, rtt, Path(args.out), console)
     console.print(f"run directory: {out}\nreport: {out / 'report.html'}")
     return 0
+
+
+SWEEP_EXAMPLES = """examples:
+  forgetlab sweep --config configs/sweep/small.yaml                    # minutes on a laptop: ranks 1, 8 and full
+  forgetlab sweep --config configs/sweep/lora_rank.yaml                # ranks 1-32 × gd, npo × 2 seeds
+  forgetlab sweep --config configs/sweep/small.yaml --axis method.name=gd,npo --axis seed=0,1
+  forgetlab sweep --config configs/sweep/lora_rank.yaml --address auto --cpus-per-run 4   # on a Ray cluster
+  forgetlab sweep --resume runs/20261124-180000-sweep-rank             # run only the points still missing
+
+The YAML has `unlearn:` (the keys of `forgetlab unlearn --config`) and `axes:` (dotted keys of that config -> lists
+of values; short names: seed, method, rank, rc, lr). Every combination is one point: an unlearn run, then RTT.
+"""
+
+
+def add_sweep(sub) -> None:
+    from .cli import add_executor_args, config_epilog
+    from .config import SweepConfig
+
+    p = sub.add_parser("sweep", help="a grid of unlearn + RTT runs on Ray (local or a cluster): recovery by LoRA rank",
+                       description="Run every combination of the axes' values as an unlearn run followed by RTT, each "
+                       "as a Ray task (a local Ray instance unless --address joins a cluster), and tabulate the RTT "
+                       "recovery by LoRA rank. Points stream back as they finish; a failing point is reported with "
+                       "its error and the others finish; --resume runs only the missing points. Writes sweep.csv, "
+                       "recovery_vs_rank.csv, plots and report.html.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=SWEEP_EXAMPLES + "\n" + config_epilog(SweepConfig))
+    p.add_argument("--config", metavar="YAML", help="the sweep: unlearn: and axes: sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the sweep config, e.g. unlearn.train.epochs=1 (repeat)")
+    p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2", help="add or replace an axis, e.g. "
+                   "lora.rank=1,8,32 (repeat)")
+    add_executor_args(p)
+    p.add_argument("--resume", metavar="DIR", help="finish a sweep: finished points are read back, the rest run")
+    p.add_argument("--name", help="sweep name")
+    p.add_argument("--out", metavar="DIR", help="where the sweep directory goes [default: runs]")
+    p.set_defaults(func=cmd_sweep)
+
+
+def parse_axis(item: str) -> tuple[str, list]:
+    """'lora.rank=1,8,32' -> ("lora.rank", [1, 8, 32]); each value parsed as a YAML scalar."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--axis {item}: expected key=v1,v2,..., e.g. --axis lora.rank=1,8,32")
+    values = []
+    for text in raw.split(","):
+        if text.strip():
+            try:
+                values.append(yaml.safe_load(text.strip()))
+            except yaml.YAMLError:
+                values.append(text.strip())
+    return key.strip(), values
+
+
+def cmd_sweep(args) -> int:
+    from .cli import executor_flags, terminal
+    from .config import SweepConfig
+    from .recipes.sweep import run_sweep
+
+    flags = dict(executor_flags(args), **{"run.name": args.name, "run.root": args.out})
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.resume:
+        if args.config or args.set or args.axis or args.name or args.out:
+            raise UserError("--resume finishes the sweep as it was configured; drop --config/--set/--axis/--name/--out "
+                            "(or start a new sweep)")
+        out = Path(args.resume)
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume {out}: not a sweep directory (no config.yaml); pass a directory made by "
+                            "`forgetlab sweep`")
+        base, source = read_yaml(out / "config.yaml"), str(out / "config.yaml")
+    elif not args.config and not args.axis:
+        raise UserError("nothing to sweep; pass --config FILE (e.g. configs/sweep/small.yaml) or --axis key=v1,v2")
+    else:
+        out, base, source = None, read_yaml(args.config) if args.config else {}, args.config or "sweep"
+    if args.axis:
+        axes = dict(base.get("axes") or {})
+        axes.update(parse_axis(item) for item in args.axis)
+        base = dict(base, axes=axes)
+    cfg = build_config(SweepConfig, base, flags, args.set, source=source)
+    console = terminal()
+    out = run_sweep(cfg, resume=out, console=console)
+    console.print(f"sweep: {out}\ntable: {out / 'recovery_vs_rank.csv'}\nreport: {out / 'report.html'}")
+    return 0

@@ -174,6 +174,16 @@ class RunConfig(Frozen):
     root: str = Field("runs", description="directory that holds run directories and the run index")
 
 
+class ExecutorConfig(Frozen):
+    """Where the points of a grid run (`sweep`, `compare`): Ray tasks on a local instance or a cluster."""
+
+    address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: start a "
+                                "local instance sized for this machine")
+    cpus_per_run: float | None = Field(None, gt=0, description="CPU cores per point (its torch threads); None: every "
+                                       "core of this machine, so points run one at a time locally")
+    gpus_per_run: float = Field(0, ge=0, description="GPUs per point (a point that asks for one runs on a GPU node)")
+
+
 class SequentialConfig(Frozen):
     tasks: tuple[str, ...] = Field(("facts:people", "facts:elements"), min_length=1,
                                    description="tasks in training order: facts:<domain>, mmlu:<subject>, file:<path>")
@@ -203,6 +213,7 @@ class CompareConfig(SequentialConfig):
                                         min_length=1, description="strategies to compare (see `forgetlab methods`)")
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds; every strategy runs each seed")
     landscape: LandscapeConfig = LandscapeConfig(enabled=False)
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("strategies", "seeds")
     @classmethod
@@ -269,6 +280,7 @@ class SessionCompareConfig(Frozen):
                                                 "(keys of `forgetlab session train --help`)")
     session: SessionConfig = Field(SessionConfig(), description="settings shared by every setting (e.g. model.name)")
     root: str = Field("runs", description="directory the comparison directory is made in")
+    executor: ExecutorConfig = ExecutorConfig()
 
     @model_validator(mode="after")
     def _check(self) -> SessionCompareConfig:
@@ -364,7 +376,7 @@ def describe_fields(cls: type[BaseModel], prefix: str = "", defaults: BaseModel 
     out = []
     for name, f in cls.model_fields.items():
         ann = f.annotation
-        default = getattr(defaults, name) if defaults is not None else f.default
+        default = getattr(defaults, name) if defaults is not None else f.get_default(call_default_factory=True)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out += describe_fields(ann, f"{prefix}{name}.", default if isinstance(default, BaseModel) else None)
         else:
@@ -435,6 +447,8 @@ class LearnFirstConfig(Frozen):
     lr: float = Field(2e-3, gt=0, description="its learning rate (LoRA r16 on all projections, merged afterwards)")
     forget_share: float = Field(0.5, gt=0, lt=1, description="share of the task's facts (by entity) to unlearn; the "
                                 "rest is the retain set")
+    kl: float = Field(1.0, ge=0, description="weight of the KL to the base model on the built-in anchor prompts while "
+                      "learning (the `kl` strategy: keeps everyday answers); 0 = plain fine-tuning")
 
 
 class UnlearnTrainConfig(TrainConfig):
@@ -505,3 +519,71 @@ class UnlearnConfig(Frozen):
             if leaf not in node.model_fields_set:
                 set_dotted(data, key, value)
         return type(self).model_validate(data)
+
+
+# --------------------------------------------------------------------------------------------------------------- sweep
+
+SWEEP_ALIASES = {"seed": "train.seed", "method": "method.name", "rank": "lora.rank", "rc": "method.rc"}
+"""Short axis names; `lr` is the LoRA rate (train.lr) or, at rank 0, the full-weight one (full_lr)."""
+
+
+class SweepConfig(Frozen):
+    """`forgetlab sweep`: every combination of the axes' values is one point, an unlearn run followed by RTT."""
+
+    unlearn: dict[str, Any] = Field(default_factory=dict, description="the unlearn config every point starts from "
+                                    "(the keys of `forgetlab unlearn --config`); RTT is on and save is none unless "
+                                    "set here")
+    axes: dict[str, list[Any]] = Field(default_factory=lambda: {"lora.rank": [1, 4, 16]},
+                                       description="dotted unlearn keys -> values (also seed, method, rank, rc, lr)")
+    executor: ExecutorConfig = ExecutorConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        valid = set(field_names(UnlearnConfig)) | set(SWEEP_ALIASES) | {"lr"}
+        for key, values in self.axes.items():
+            if key not in valid:
+                import difflib
+
+                close = difflib.get_close_matches(key, sorted(valid), n=3, cutoff=0.7)
+                hint = f"did you mean {', '.join(close)}?" if close else "see `forgetlab unlearn --help` for the keys"
+                raise ValueError(f"axes: unknown key '{key}'; {hint}")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"axes: {key} has no values; give a list such as {key}: [1, 2]")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"axes: {key} lists a value twice")
+        for point in self.points():  # a value of the wrong type fails here, before anything runs
+            self.point_config(point)
+        return self
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the axes' values, the first axis slowest."""
+        import itertools
+
+        keys = list(self.axes)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.axes.values())]
+
+    def point_config(self, point: dict[str, Any], root: str | None = None, name: str | None = None) -> UnlearnConfig:
+        """The unlearn config of one point: the base, RTT on and nothing saved unless the base says otherwise,
+        then the point's values."""
+        import copy
+
+        data = copy.deepcopy(self.unlearn)
+        if isinstance(data.get("rtt"), bool):
+            data["rtt"] = {"enabled": data["rtt"]}
+        data.setdefault("rtt", {}).setdefault("enabled", True)
+        data.setdefault("save", "none")
+        rank = point.get("lora.rank", point.get("rank", (data.get("lora") or {}).get("rank", 8)))
+        for key, value in point.items():
+            key = "full_lr" if key == "lr" and rank == 0 else "train.lr" if key == "lr" else SWEEP_ALIASES.get(key, key)
+            set_dotted(data, key, value)
+        if root:
+            data["run"] = {"root": root, "name": name}
+        where = ", ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            return UnlearnConfig.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            what = f"{loc}: {err['msg']}" if loc else err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"point {where}: {what}") from None

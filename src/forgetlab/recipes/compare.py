@@ -1,8 +1,9 @@
 """`forgetlab compare`: every strategy on the same tasks, seeds and budget; one table and one report.
 
-Reads top to bottom: validate the strategies and tasks → for each (strategy, seed): run `forgetlab sequential` in
-its own process (a failure, or running out of memory, stays in that run; peak memory is that process's own) →
-aggregate mean ± spread over seeds → comparison.csv / comparison.md / report.html and the printed table.
+Reads top to bottom: validate the strategies and tasks → write each (strategy, seed)'s config → run each as a Ray
+task (grid.py: local by default, a cluster with --address) that starts `forgetlab sequential` in its own process (a
+failure, or running out of memory, stays in that run; peak memory is that process's own) → aggregate mean ± spread
+over seeds → comparison.csv / comparison.md / report.html and the printed table.
 `--resume` reuses finished runs and resumes interrupted ones.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ..config import CompareConfig, SequentialConfig, dump_yaml
 from ..data import load_task
-from ..grid import run_command, run_grid
+from ..grid import check_executor, run_command, run_grid
 from ..methods import build_method
 from ..runs import index_run, new_run_dir, read_json, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
@@ -25,21 +26,28 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
         build_method(name, cfg.strategy)
     for spec in cfg.tasks:
         load_task(spec, cfg.data)
+    check_executor(cfg.executor)
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "compare-" + "-".join(
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
     write_text(out / "config.yaml", dump_yaml(cfg))
 
-    # One child run per strategy and seed, in order; the table is rewritten after each.
+    # One Ray task per strategy and seed, each running `forgetlab sequential` in a child process; the table is
+    # rewritten as runs finish.
     jobs = [(s, seed) for s in cfg.strategies for seed in cfg.seeds]
-    results = run_grid(jobs, lambda job: run_child(cfg, out, *job),
+    for strategy, seed in jobs:  # written here, so a point on another machine runs exactly this
+        child = child_config(cfg, out, strategy, seed)
+        write_text(out / "configs" / f"{child.run.name}.yaml", dump_yaml(child))
+    results = run_grid(jobs, lambda job: run_child(out, *job),
                        lambda done, status: finish(cfg, out, done, status, console if status == "interrupted" else None),
-                       out, lambda job: f"{job[0]}, seed {job[1]}", console)
+                       out, lambda job: f"{job[0]}, seed {job[1]}", console, executor=cfg.executor,
+                       failed=lambda job, error: {"strategy": job[0], "seed": job[1], "run_dir": None, "status": "failed",
+                                                  "error": error, "seconds": None})
     finish(cfg, out, results, "complete", console)
     return out
 
 
 def child_config(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> SequentialConfig:
-    data = cfg.model_dump(mode="json", exclude={"strategies", "seeds"})
+    data = cfg.model_dump(mode="json", exclude={"strategies", "seeds", "executor"})
     data["train"].update(method=strategy, seed=seed)
     data["run"] = {"root": str(out / "runs"), "name": f"{strategy}-s{seed}"}
     return SequentialConfig.model_validate(data)
@@ -50,20 +58,19 @@ def find_child(out: Path, name: str) -> Path | None:
     return found[-1] if found else None
 
 
-def run_child(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> dict:
+def run_child(out: Path, strategy: str, seed: int) -> dict:
     """Run (or resume, or reuse) one strategy/seed as `forgetlab sequential` in a child process."""
-    child = child_config(cfg, out, strategy, seed)
-    path = out / "configs" / f"{child.run.name}.yaml"
-    write_text(path, dump_yaml(child))
-    previous = find_child(out, child.run.name)
+    name = f"{strategy}-s{seed}"
+    path = out / "configs" / f"{name}.yaml"
+    previous = find_child(out, name)
     status = read_json(previous / "metrics.json").get("status") if previous and (previous / "metrics.json").is_file() \
         else None
     result = {"strategy": strategy, "seed": seed, "run_dir": str(previous) if previous else None, "error": None}
     if status == "complete":
         return dict(result, status="complete", seconds=None)
     args = ["--resume", str(previous)] if status in ("interrupted", "incomplete") else ["--config", str(path)]
-    ran = run_command(["sequential", *args])
-    run_dir = find_child(out, child.run.name)
+    ran = run_command(["sequential", *args], log=out / "logs" / f"{name}.log")
+    run_dir = find_child(out, name)
     return dict(result, **ran, run_dir=str(run_dir) if run_dir else None)
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..config import SessionCompareConfig
-from ..grid import run_command, run_grid
+from ..grid import check_executor, run_command, run_grid
 from ..report import fmt
 from ..runs import new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
@@ -27,15 +27,17 @@ def run_session_compare(cfg: SessionCompareConfig, resume: Path | None = None, c
     # Validate up front: a bad file fails before anything trains.
     for path in cfg.files + cfg.heldout:
         load_examples(path)
+    check_executor(cfg.executor)
     out = Path(resume) if resume else new_run_dir(cfg.root, "session-compare-" + "-".join(Path(f).stem for f in cfg.files))
     write_text(out / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
 
-    # One child process per setting and session file, in order; the tables are rewritten after each.
-    jobs = [(name, i) for name in cfg.settings for i in range(len(cfg.files))]
-    results = run_grid(jobs, lambda job: run_session(cfg, out, *job),
+    # One Ray task per setting, training its session files in order (each in a child process); the tables are
+    # rewritten as settings finish.
+    results = run_grid(list(cfg.settings), lambda name: [run_session(cfg, out, name, i) for i in range(len(cfg.files))],
                        lambda done, status: finish(cfg, out, done, status, console if status == "interrupted" else None),
-                       out, lambda job: f"{job[0]}, session {job[1] + 1} ({Path(cfg.files[job[1]]).name})", console,
-                       command="session compare")
+                       out, lambda name: f"setting {name}", console, command="session compare", executor=cfg.executor,
+                       failed=lambda name, error: [{"setting": name, "session": i + 1, "file": f, "status": "failed",
+                                                    "error": error, "seconds": None} for i, f in enumerate(cfg.files)])
     finish(cfg, out, results, "complete", console)
     return out
 
@@ -61,7 +63,7 @@ def run_session(cfg: SessionCompareConfig, out: Path, name: str, i: int) -> dict
         args.append(cfg.files[i])
         if cfg.heldout:
             args += ["--heldout", cfg.heldout[i]]
-    return dict(result, **run_command(args))
+    return dict(result, **run_command(args, log=out / "logs" / f"{name}-session{i + 1}.log"))
 
 
 def setting_summary(store: Store) -> dict:

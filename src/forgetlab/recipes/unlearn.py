@@ -102,8 +102,8 @@ def original_source(cfg: UnlearnConfig, run_dir: Path) -> str:
 def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict[str, FactSet]:
     """Teach the model `cfg.learn_first` (LoRA r16 on all projections, merged into the weights in float32), save it
     as run_dir/original, and split its facts by entity into forget and retain sets."""
-    from ..config import LoraSettings
-    from ..methods.naive import Naive
+    from ..config import KLConfig, LoraSettings, SequentialConfig, StrategyConfig
+    from ..methods import MethodContext, build_method
 
     task = load_task(cfg.learn_first, _data_cfg())
     facts: dict[str, Fact] = {}
@@ -125,8 +125,15 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict
     peft = attach_lora(model, lora)
     tc = TrainConfig(epochs=cfg.learn.epochs, lr=cfg.learn.lr, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                      max_length=cfg.train.max_length)
+    if cfg.learn.kl:  # anchored to the base model on everyday prompts, so learning the task keeps general answers
+        method = build_method("kl", StrategyConfig(kl=KLConfig(lam=cfg.learn.kl, reference="base", on="anchors")))
+    else:
+        method = build_method("naive")
+    ctx = MethodContext(0, [task], tok, SequentialConfig(train=tc))
+    if hasattr(method, "before_task"):
+        method.before_task(peft, task, ctx)
     with progress.task(f"learn {cfg.learn_first}", steps_for(len(rows), tc)) as tick:
-        train(peft, rows, tc, Naive(), None, tok.pad_token_id, seed=cfg.train.seed, on_step=tick)
+        train(peft, rows, tc, method, ctx, tok.pad_token_id, seed=cfg.train.seed, on_step=tick)
     learned = peft.merge_and_unload()
     learned.eval()
     save_pretrained_atomic(learned, tok, run_dir / "original")
