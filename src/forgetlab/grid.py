@@ -38,8 +38,9 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
     executor = executor or ExecutorConfig()
     if not jobs:
         after([], "complete")
+        stop_ray()
         return []
-    ray, started = start_ray(executor)
+    ray = start_ray(executor)
     threads = cpus_per_run(executor)
     task = ray.remote(_point).options(num_cpus=threads, num_gpus=executor.gpus_per_run or 0, max_retries=0)
     results: list = [None] * len(jobs)
@@ -68,8 +69,7 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
         after(_flat(results), "interrupted")
         raise Interrupted(out, command) from None
     finally:
-        if started:
-            ray.shutdown()
+        stop_ray()
     return _flat(results)
 
 
@@ -84,14 +84,18 @@ def _flat(results: list) -> list[dict]:
     return out
 
 
+_started = False  # whether start_ray connected this process (then the grid that used it shuts it down)
+
+
 def start_ray(executor: ExecutorConfig):
     """Join the cluster at `executor.address`, or start a local instance for this machine (no dashboard, a small
-    object store: points pass only small dicts). Reuses an instance this process already runs. Returns (ray, started)."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    object store: points pass only small dicts). Reuses an instance this process already runs. Commands call it
+    before they make their output directory, so an unreachable cluster leaves nothing behind."""
+    global _started
     import ray
 
     if ray.is_initialized():
-        return ray, False
+        return ray
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
              "configure_logging": True}
     if executor.address:
@@ -100,10 +104,21 @@ def start_ray(executor: ExecutorConfig):
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"--address {executor.address}: cannot join the Ray cluster ({_last_line(str(e))}); "
                             "start one with `ray start --head` or leave --address out for a local instance") from None
-        return ray, True
-    check_executor(executor)
-    ray.init(num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(), object_store_memory=128 * 2**20, **quiet)
-    return ray, True
+    else:
+        check_executor(executor)
+        ray.init(num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(), object_store_memory=128 * 2**20, **quiet)
+    _started = True
+    return ray
+
+
+def stop_ray() -> None:
+    """Shut down the instance start_ray started (a cluster keeps running; only this driver leaves)."""
+    global _started
+    if _started:
+        import ray
+
+        ray.shutdown()
+        _started = False
 
 
 def check_executor(executor: ExecutorConfig) -> None:

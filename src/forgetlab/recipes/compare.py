@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import CompareConfig, SequentialConfig, dump_yaml
 from ..data import load_task
-from ..grid import check_executor, run_command, run_grid
+from ..grid import run_command, run_grid, start_ray
 from ..methods import build_method
 from ..runs import index_run, new_run_dir, read_json, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
@@ -26,7 +26,7 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
         build_method(name, cfg.strategy)
     for spec in cfg.tasks:
         load_task(spec, cfg.data)
-    check_executor(cfg.executor)
+    start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "compare-" + "-".join(
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
     write_text(out / "config.yaml", dump_yaml(cfg))

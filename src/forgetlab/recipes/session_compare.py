@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..config import SessionCompareConfig
-from ..grid import check_executor, run_command, run_grid
+from ..grid import run_command, run_grid, start_ray
 from ..report import fmt
 from ..runs import new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
@@ -27,7 +27,7 @@ def run_session_compare(cfg: SessionCompareConfig, resume: Path | None = None, c
     # Validate up front: a bad file fails before anything trains.
     for path in cfg.files + cfg.heldout:
         load_examples(path)
-    check_executor(cfg.executor)
+    start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.root, "session-compare-" + "-".join(Path(f).stem for f in cfg.files))
     write_text(out / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SweepConfig, dump_yaml
-from ..grid import check_executor, run_command, run_grid
+from ..grid import run_command, run_grid, start_ray
 from ..report import fmt, print_tables, save_plot, write_page
 from ..runs import index_run, new_run_dir, read_json, slug, write_csv, write_json, write_text
 
@@ -28,9 +28,9 @@ def run_sweep(cfg: SweepConfig, resume: Path | None = None, console=None) -> Pat
     from ..cli_unlearn import check_paths
 
     points = cfg.points()
-    check_executor(cfg.executor)
     for point in points:
         check_paths(cfg.point_config(point))  # a missing data file fails before anything runs
+    start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     learned = cfg.unlearn.get("learn_first")
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "sweep-" + "-".join(
         slug(k.split(".")[-1]) for k in cfg.axes) + (f"-learned-{slug(str(learned))}" if learned else ""))
