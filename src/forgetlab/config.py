@@ -175,7 +175,7 @@ class RunConfig(Frozen):
 
 
 class ExecutorConfig(Frozen):
-    """Where the points of a grid run (`sweep`, `compare`): Ray tasks on a local instance or a cluster."""
+    """Where the points of a grid run (`sweep`, `compare`, `session compare`): Ray tasks, locally or on a cluster."""
 
     address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None: start a "
                                 "local instance sized for this machine")

@@ -1,4 +1,5 @@
-"""One executor for every grid (`sweep`: unlearning settings; `compare`: strategies × seeds): Ray tasks.
+"""One executor for every grid (`sweep`: unlearning settings; `compare`: strategies × seeds; `session compare`:
+settings): Ray tasks.
 
 A grid point is a plain function call, `run(job) -> result dict`, made inside a Ray task that asks for the point's
 cores (and GPUs). Most points run a `forgetlab` command in a child process (`run_command`), so a failure or running
@@ -65,7 +66,8 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)  # the worker gets KeyboardInterrupt; run_command passes it on to the child and waits
-        ray.wait(list(pending), num_returns=len(pending), timeout=120)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=120)
         after(_flat(results), "interrupted")
         raise Interrupted(out, command) from None
     finally:
