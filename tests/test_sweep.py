@@ -89,6 +89,7 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
     ([], "nothing to sweep"),
     (["--axis", "lora.rank=1", "--cpus-per-run", "64"], "--cpus-per-run 64: this machine has"),
     (["--resume", "."], "not a sweep directory"),
+    (["--axis", "lora.rank=1", "--address", "127.0.0.1:1"], "--address 127.0.0.1:1: nothing answers there"),
 ])
 def test_bad_sweep_input_is_one_line_exit_2_and_writes_nothing(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

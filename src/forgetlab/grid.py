@@ -101,6 +101,7 @@ def start_ray(executor: ExecutorConfig):
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR,
              "configure_logging": True}
     if executor.address:
+        _probe(executor.address)
         try:
             ray.init(address=executor.address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -111,6 +112,20 @@ def start_ray(executor: ExecutorConfig):
         ray.init(num_cpus=os.cpu_count() or 1, num_gpus=_local_gpus(), object_store_memory=128 * 2**20, **quiet)
     _started = True
     return ray
+
+
+def _probe(address: str) -> None:
+    """Fail fast on a host:port nobody listens on: Ray's own client keeps retrying for minutes."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: nothing answers there ({e.strerror or e}); check the head node's "
+                        "address and port, or leave --address out for a local instance") from None
 
 
 def stop_ray() -> None:
