@@ -181,35 +181,31 @@ def plots(out: Path, rows: list[dict], ranks: list[dict]) -> list[tuple[str, str
     methods = list(dict.fromkeys(r["method"] for r in ranks))
     order = sorted({r["lora_rank"] for r in ranks}, key=_rank_order)
     xpos = {rank: i for i, rank in enumerate(order)}
+    def by_rank_plot(series, ylabel, title, name, caption, unit=False):
+        """Mean ± std of each (key, style, label) in `series` against the LoRA rank, one line per method."""
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        for j, method in enumerate(methods):
+            for key, style, label in series:
+                mine = [r for r in ranks if r["method"] == method and r.get(f"{key}_mean") is not None]
+                ax.errorbar([xpos[r["lora_rank"]] + 0.04 * j for r in mine], [r[f"{key}_mean"] for r in mine],
+                            yerr=[r[f"{key}_std"] or 0 for r in mine], fmt=style, capsize=3, label=f"{method}: {label}")
+        ax.set_xticks(range(len(order)), [rank_label(r) for r in order])
+        ax.set_xlabel("LoRA rank")
+        ax.set_ylabel(ylabel)
+        if unit:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+        made.append(save_plot(fig, out / name, caption))
+
     if any(r.get("recovery_rate_mean") is not None for r in ranks):
-        fig, ax = plt.subplots(figsize=(7, 3.8))
-        for j, method in enumerate(methods):
-            for key, style in (("recovery_rate", "-o"), ("recovered_share", "--s")):
-                mine = [r for r in ranks if r["method"] == method and r.get(f"{key}_mean") is not None]
-                ax.errorbar([xpos[r["lora_rank"]] + 0.04 * j for r in mine], [r[f"{key}_mean"] for r in mine],
-                            yerr=[r[f"{key}_std"] or 0 for r in mine], fmt=style, capsize=3,
-                            label=f"{method}: {key.replace('_', ' ')}")
-        ax.set_xticks(range(len(order)), [rank_label(r) for r in order])
-        ax.set_xlabel("LoRA rank")
-        ax.set_ylabel("RTT recovery")
-        ax.set_title("How much retraining brings back, by LoRA rank (mean ± std)")
-        ax.legend(fontsize=7)
-        made.append(save_plot(fig, out / "recovery_vs_rank.png", "RTT recovery by LoRA rank"))
+        by_rank_plot([("recovery_rate", "-o", "recovery rate"), ("recovered_share", "--s", "recovered share")],
+                     "RTT recovery", "How much retraining brings back, by LoRA rank (mean ± std)",
+                     "recovery_vs_rank.png", "RTT recovery by LoRA rank")
     if done:
-        fig, ax = plt.subplots(figsize=(7, 3.8))
-        for j, method in enumerate(methods):
-            for key, style in (("forget_after", "-o"), ("retain_after", "--s")):
-                mine = [r for r in ranks if r["method"] == method and r.get(f"{key}_mean") is not None]
-                ax.errorbar([xpos[r["lora_rank"]] + 0.04 * j for r in mine], [r[f"{key}_mean"] for r in mine],
-                            yerr=[r[f"{key}_std"] or 0 for r in mine], fmt=style, capsize=3,
-                            label=f"{method}: {key.split('_')[0]}")
-        ax.set_xticks(range(len(order)), [rank_label(r) for r in order])
-        ax.set_xlabel("LoRA rank")
-        ax.set_ylabel("accuracy after unlearning")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title("Forget / retain trade-off by LoRA rank")
-        ax.legend(fontsize=7)
-        made.append(save_plot(fig, out / "tradeoff.png", "Forget and retain accuracy by LoRA rank"))
+        by_rank_plot([("forget_after", "-o", "forget"), ("retain_after", "--s", "retain")],
+                     "accuracy after unlearning", "Forget / retain trade-off by LoRA rank", "tradeoff.png",
+                     "Forget and retain accuracy by LoRA rank", unit=True)
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         front = pareto_front(done)
