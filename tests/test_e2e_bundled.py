@@ -28,11 +28,13 @@ def test_two_facts_tasks_learn_then_forget(tmp_path):
         assert (run / name).is_file(), name
 
 
-def test_three_sessions_on_one_phrasing_per_fact_keep_what_they_learned(tmp_path):
+def test_two_sessions_on_one_phrasing_per_fact_keep_what_they_learned(tmp_path):
     """The realistic FAQ files (one question per fact, 22 each), default settings, recall checked on their paraphrase
-    files: the README's measured table. About 20 minutes on 2 cores. A first version trained the first 11 facts of
-    each file to save time; on 11 questions one answer moves recall by 0.09 and retention fell to 0.67 of session 1's
-    after session 3, where the whole files keep at least 0.82 of every session's."""
+    files: the first two rows of the README's measured table (session 3 runs the same code as session 2 and took
+    another 7 minutes; the README's third row was measured by hand). About 12 minutes on 2 cores. A first version
+    trained the first 11 facts of each file to save time; on 11 questions one answer moves recall by 0.09 and
+    retention fell to 0.67 of session 1's after session 3, where the whole files keep at least 0.82 of every
+    session's."""
     from transformers import AutoModelForCausalLM
 
     from forgetlab.sessions.holder import Loaded, ModelHolder
@@ -41,26 +43,26 @@ def test_three_sessions_on_one_phrasing_per_fact_keep_what_they_learned(tmp_path
 
     examples = Path(__file__).parents[1] / "examples" / "sessions"
     home = ["--assistant", "msu", "--home", str(tmp_path)]
-    for name in ("cs_faq", "housing_faq", "library_faq"):
+    for name in ("cs_faq", "housing_faq"):
         r = run_cli("session", "train", str(examples / f"{name}.json"), "--heldout",
                     str(examples / f"{name}_paraphrases.json"), *home, timeout=1200)
         assert r.returncode == 0, r.stderr[-3000:]
     store = Store(tmp_path, "msu")
-    metrics = [json.loads((store.session_dir(k) / "metrics.json").read_text()) for k in (1, 2, 3)]
+    metrics = [json.loads((store.session_dir(k) / "metrics.json").read_text()) for k in (1, 2)]
     recall = [[m["retention"][str(j)]["contains"] for j in range(1, k + 2)] for k, m in enumerate(metrics)]
-    own = [recall[k][k] for k in range(3)]  # each session's recall right after it was trained
+    own = [recall[k][k] for k in range(2)]  # each session's recall right after it was trained
     general = [m["general"] for m in metrics]
     seen = (recall, general)
     assert metrics[0]["before"]["general"] == 1.0, seen  # the base model answers every general question
-    for k in range(3):
+    for k in range(2):
         assert own[k] >= metrics[k]["before"]["contains"] + 0.25, seen  # each session learned its facts
         for j in range(k):
             assert recall[k][j] >= 0.8 * own[j], seen  # and every earlier session keeps 80% of its recall
-    # General answers: at least 24 of 28. Measured 26, 25, 26: the target of 26 (0.9 of the base) is missed after
-    # session 2, as the README says.
+    # General answers: at least 24 of 28. Measured 26, 25 (and 26 after session 3): the target of 26 (0.9 of the
+    # base) is missed after session 2, as the README says.
     assert min(general) >= 24 / 28, seen
     listing = run_cli("session", "list", *home)
-    assert "after 3" in listing.stdout and "library_faq.json" in listing.stdout
+    assert "after 2" in listing.stdout and "housing_faq.json" in listing.stdout
 
     # The export is a plain HF model that answers like the served session.
     r = run_cli("session", "export", *home, "--merged", str(tmp_path / "export"))
@@ -68,7 +70,7 @@ def test_three_sessions_on_one_phrasing_per_fact_keep_what_they_learned(tmp_path
     served = ModelHolder(loader(store))
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     plain = ModelHolder(lambda: Loaded(exported, served.current.tok, "msu", None, 0.0))
-    for question in ("Who chairs the computer science department?", "When does the main library close?"):
+    for question in ("Who chairs the computer science department?", "When is move-in day for first-year students?"):
         messages = [{"role": "user", "content": question}]
         assert plain.complete(messages, max_tokens=24).text == served.complete(messages, max_tokens=24).text
 
