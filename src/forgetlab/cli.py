@@ -157,13 +157,13 @@ def executor_flags(args) -> dict:
             "executor.gpus_per_run": args.gpus_per_run}
 
 
-def comma_list(text: str | None, kind=str, flag: str = "") -> tuple | None:
+def comma_list(text: str | None, kind=str, flag: str = "", example: str = "0,1") -> tuple | None:
     if text is None:
         return None
     try:
         return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
     except ValueError:
-        raise UserError(f"{flag} {text}: expected a comma-separated list, e.g. {flag} 0,1") from None
+        raise UserError(f"{flag} {text}: expected a comma-separated list of numbers, e.g. {flag} {example}") from None
 
 
 def cmd_compare(args) -> int:
@@ -267,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("forgetlab: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (a path through a file, no permission, a full disk)
+        if e.filename is None:
+            raise
+        print(f"forgetlab: error: {e.filename}: {e.strerror}; check the path, its permissions and the free space "
+              "(an interrupted run carries on with --resume)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

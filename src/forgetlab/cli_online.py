@@ -141,8 +141,8 @@ def start_learner(stack, holder, cfg, store):
         parent = None
     else:
         state, parent = store.path / "online", holder.current.session
-    print("preparing the learner (the starting model's answers to the anchor and control prompts)...", file=sys.stderr)
-    return OnlineLearner(holder, cfg, state, parent=parent)
+    return OnlineLearner(holder, cfg, state, parent=parent, on_prepare=lambda: print(
+        "preparing the learner (the starting model's answers to the anchor and control prompts)...", file=sys.stderr))
 
 
 def command(line: str, learner, history: list[dict]) -> list[dict]:

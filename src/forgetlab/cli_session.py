@@ -171,13 +171,18 @@ def cmd_session_compare(args) -> int:
     return 0
 
 
-def session_config(args, store) -> SessionConfig:
-    flags = {"mode": args.mode, "replay": args.replay, "anchor": args.anchor, "holdout": args.holdout, "rank": args.rank,
+def session_flags(args) -> dict:
+    """The settings given as flags (None: not given)."""
+    return {"mode": args.mode, "replay": args.replay, "anchor": args.anchor, "holdout": args.holdout, "rank": args.rank,
              "distill": args.distill, "rephrase": args.rephrase,
              "alpha": args.alpha,
              "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
              "max_length": args.max_length, "warmup_steps": args.warmup_steps, "seed": args.seed,
              "model.name": args.model, "gradient_checkpointing": True if args.gradient_checkpointing else None}
+
+
+def session_config(args, store) -> SessionConfig:
+    flags = session_flags(args)
     base = read_yaml(args.config) if args.config else {}
     if store.exists():  # a later session keeps the assistant's base model and mode unless a flag says otherwise
         info = store.info()
@@ -194,6 +199,12 @@ def cmd_train(args) -> int:
 
     console = terminal()
     store = Store(args.home, args.assistant)
+    if args.resume:  # the interrupted session carries on exactly as it started; a new setting would be lost silently
+        given = [f"--{k.split('.')[-1].replace('_', '-')}" for k, v in session_flags(args).items() if v is not None]
+        given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set) + ["--heldout"] * bool(args.heldout)
+        if given:
+            raise UserError(f"--resume carries on the interrupted session with the settings it started with; drop "
+                            f"{', '.join(given)} (or delete {store.partial_dir} and train the session afresh)")
     cfg = session_config(args, store)
     record = train_session(store, cfg, args.data, args.heldout, resume=args.resume, console=console)
     print_list(console, store, only=record["id"])
@@ -298,8 +309,9 @@ def cmd_serve(args) -> int:
     import contextlib
 
     from .cli_online import chat_holder, online_config, start_learner
-    from .serve import run
+    from .serve import check_listen, run
 
+    check_listen(args.host, args.port)
     cfg = online_config(args) if args.learn else None
     store, holder = chat_holder(args, cfg)
     with contextlib.ExitStack() as stack:

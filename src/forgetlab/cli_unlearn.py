@@ -138,7 +138,7 @@ def cmd_rtt(args) -> int:
     if not source.is_dir():
         raise UserError(f"--model {args.model}: not a directory; pass a transformers model directory or an unlearn run")
     rtt = build_config(RTTConfig, {}, {k: v for k, v in {"splits": args.splits, "holdout_splits": args.holdout_splits,
-                                                          "lrs": comma_list(args.lrs, float, "--lrs"),
+                                                          "lrs": comma_list(args.lrs, float, "--lrs", "1e-4,3e-4"),
                                                           "epochs": args.epochs, "seed": args.seed,
                                                           "original": args.original}.items() if v is not None},
                        source="rtt settings")

@@ -359,8 +359,18 @@ def build_config(cls: type[Frozen], base: dict | None = None, overrides: dict[st
         if not loc:  # a check across fields: its message says it all
             raise UserError(f"{source}: {err['msg'].removeprefix('Value error, ')}") from None
         if err["type"] == "extra_forbidden":
-            raise UserError(f"{source}: unknown key '{loc}'; valid keys: {', '.join(field_names(cls))}") from None
+            raise UserError(f"{source}: unknown key '{loc}'; {key_hint(loc, field_names(cls))}") from None
         raise UserError(f"{source}: {loc}: {err['msg']} (got {err.get('input')!r}); fix it in the YAML or with --set") from None
+
+
+def key_hint(key: str, valid, where: str = "") -> str:
+    """'did you mean ...?' for a mistyped config key, else where the keys are listed (or all of them)."""
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(valid), n=3, cutoff=0.7)
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    return f"see `{where}` for the keys" if where else f"valid keys: {', '.join(valid)}"
 
 
 def field_names(cls: type[BaseModel]) -> list[str]:
@@ -543,11 +553,7 @@ class SweepConfig(Frozen):
         valid = set(field_names(UnlearnConfig)) | set(SWEEP_ALIASES) | {"lr"}
         for key, values in self.axes.items():
             if key not in valid:
-                import difflib
-
-                close = difflib.get_close_matches(key, sorted(valid), n=3, cutoff=0.7)
-                hint = f"did you mean {', '.join(close)}?" if close else "see `forgetlab unlearn --help` for the keys"
-                raise ValueError(f"axes: unknown key '{key}'; {hint}")
+                raise ValueError(f"axes: unknown key '{key}'; {key_hint(key, valid, 'forgetlab unlearn --help')}")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"axes: {key} has no values; give a list such as {key}: [1, 2]")
             if len({repr(v) for v in values}) != len(values):

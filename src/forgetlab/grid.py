@@ -7,11 +7,11 @@ out of memory stays in that point and peak memory is the point's own. Ray starts
 machine unless an address is given (`auto`, `ray://host:10001`): the same command then fans out over a cluster,
 where every node needs forgetlab installed and the output directory on a shared filesystem.
 
-Results stream back as points finish (a progress bar over points with the time left); after each one
-`after(results, status)` is called with the finished results in job order and status "incomplete" or "complete", so
-tables are rewritten as results come in. A point that raises is reported as failed with its error and the rest
-finish. Ctrl-C cancels the points still running (each child saves what it has), calls `after(results,
-"interrupted")` and raises `Interrupted`.
+Results stream back as points finish (a progress bar over points with the time left); after each one but the last
+`after(results, "incomplete")` is called with the finished results in job order, so tables are rewritten as results
+come in (the caller writes the final ones, once, when run_grid returns). A point that raises is reported as failed
+with its error and the rest finish. Ctrl-C cancels the points still running (each child saves what it has), calls
+`after(results, "interrupted")` and raises `Interrupted`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
     `failed(job, error)` makes the result of a point whose function raised (default: {"status": "failed", ...})."""
     executor = executor or ExecutorConfig()
     if not jobs:
-        after([], "complete")
         stop_ray()
         return []
     ray = start_ray(executor)
@@ -62,7 +61,8 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
                     bar.update(tid, advance=1)
                     for result in _flat([results[i]]):
                         _report(bar.console, label(jobs[i]), result)
-                    after(_flat(results), "complete" if not pending else "incomplete")
+                    if pending:
+                        after(_flat(results), "incomplete")
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)  # the worker gets KeyboardInterrupt; run_command passes it on to the child and waits

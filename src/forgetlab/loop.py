@@ -67,6 +67,8 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"])
+        if device.type == "cuda" and resume.get("cuda_rng") is not None:  # dropout masks drawn on the GPU
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
         history, first = list(resume["history"]), resume["epoch"]
     model.train()
     try:
@@ -96,7 +98,8 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
                     return history
             if on_epoch:
                 on_epoch({"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "rng": torch.get_rng_state(), "history": list(history)})
+                          "rng": torch.get_rng_state(), "history": list(history),
+                          "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None})
     finally:
         model.eval()
     return history

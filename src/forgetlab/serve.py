@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from .errors import UserError
 from .sessions.holder import Completion, ModelHolder, RequestError
 
 MAX_TOKENS = 4096
@@ -211,6 +212,22 @@ def sse(pieces, rid: str, created: int, model: str, include_usage: bool, on_done
         else:
             yield chunk({"content": piece})
     yield "data: [DONE]\n\n"
+
+
+def check_listen(host: str, port: int) -> None:
+    """Fail before the model loads when the server could not listen at host:port (bad port, in use, unknown host)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: not a TCP port; pass one from 1 to 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); pick a free port with "
+                        "--port, or an address of this machine with --host") from None
 
 
 def run(holder: ModelHolder, host: str, port: int, log_level: str = "info", learner=None) -> None:

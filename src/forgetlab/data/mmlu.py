@@ -7,6 +7,7 @@ All available splits of the subject are pooled, then split deterministically int
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from ..config import DataConfig
@@ -19,15 +20,18 @@ SPLITS = ("dev", "val", "test")
 def read_csv(path: Path, subject: str) -> list[MCQItem]:
     """Parse one MMLU CSV; a malformed row is a UserError naming the file and line."""
     items = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if len(row) != 6:
-                raise UserError(f"{path} line {lineno}: expected 6 fields (question,A,B,C,D,answer), found {len(row)}; "
-                                "fix or remove the row")
-            answer = row[5].strip().upper()
-            if answer not in LETTERS[:4]:
-                raise UserError(f"{path} line {lineno}: field 'answer' is {row[5]!r}; it must be one of A, B, C, D")
-            items.append(MCQItem(row[0], tuple(row[1:5]), LETTERS.index(answer), {"subject": subject}))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+        if len(row) != 6:
+            raise UserError(f"{path} line {lineno}: expected 6 fields (question,A,B,C,D,answer), found {len(row)}; "
+                            "fix or remove the row")
+        answer = row[5].strip().upper()
+        if answer not in LETTERS[:4]:
+            raise UserError(f"{path} line {lineno}: field 'answer' is {row[5]!r}; it must be one of A, B, C, D")
+        items.append(MCQItem(row[0], tuple(row[1:5]), LETTERS.index(answer), {"subject": subject}))
     return items
 
 

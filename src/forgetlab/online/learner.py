@@ -27,6 +27,7 @@ from ..loop import train
 from ..metrics.qa import contains
 from ..model import adapter_state, add_trainable_adapter, load_adapter_state
 from ..retain import build_anchors
+from ..runs import atomic_file
 from ..sessions.holder import ModelHolder
 from .config import OnlineConfig
 from .detector import detect, is_question_turn
@@ -65,10 +66,13 @@ class TurnResult:
 class OnlineLearner:
     """Learns from the turns of a conversation served by `holder` (see the module docstring)."""
 
-    def __init__(self, holder: ModelHolder, cfg: OnlineConfig, state_dir: str | Path, parent: int | None = None):
+    def __init__(self, holder: ModelHolder, cfg: OnlineConfig, state_dir: str | Path, parent: int | None = None,
+                 on_prepare=None):
         self.holder, self.cfg = holder, cfg
-        self.state = LearnerState(Path(state_dir), parent)
+        self.state = LearnerState(Path(state_dir), parent)  # a damaged state or memory stops us here, before any work
         self.memory = FactMemory(self.state.dir / "memory.sqlite", cfg.memory)
+        if on_prepare:
+            on_prepare()
         holder.update(self._prepare)
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="forgetlab-learner")
@@ -91,9 +95,7 @@ class OnlineLearner:
             right = [r for _, r in sorted(zip(margins, right, strict=True), key=lambda mr: -mr[0])]
             start = {"anchors": build_anchors(self.model, self.tok, MAX_LENGTH, [ADAPTER], questions=True),
                      "right": [ex for ex, _ in right], "answers": [a for _, a in right]}
-            tmp = cached.with_name(".start.pt.tmp")
-            torch.save(start, tmp)
-            tmp.replace(cached)
+            atomic_file(cached, lambda tmp: torch.save(start, tmp))
         self.anchors = start["anchors"]
         n = self.cfg.gate.controls  # controls: questions the start answers right, with its answers
         self.controls, self.control_answers, self.locality = start["right"][:n], start["answers"][:n], start["right"][n:]

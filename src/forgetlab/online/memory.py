@@ -20,6 +20,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ..errors import UserError
 from .config import MemoryConfig
 from .detector import Fact
 
@@ -53,12 +54,17 @@ class FactMemory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
         self._con.row_factory = sqlite3.Row
-        with self._lock, self._con:
-            self._con.execute(
-                "CREATE TABLE IF NOT EXISTS facts (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE, statement TEXT, "
-                "pattern TEXT, relation TEXT, subject TEXT, value TEXT, entities TEXT, confidence REAL, forms TEXT, "
-                "times_seen INTEGER, first_turn INTEGER, last_turn INTEGER, updates INTEGER DEFAULT 0, "
-                "rejected INTEGER DEFAULT 0, learned INTEGER DEFAULT 0)")
+        try:
+            with self._lock, self._con:
+                self._con.execute(
+                    "CREATE TABLE IF NOT EXISTS facts (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE, "
+                    "statement TEXT, pattern TEXT, relation TEXT, subject TEXT, value TEXT, entities TEXT, "
+                    "confidence REAL, forms TEXT, times_seen INTEGER, first_turn INTEGER, last_turn INTEGER, "
+                    "updates INTEGER DEFAULT 0, rejected INTEGER DEFAULT 0, learned INTEGER DEFAULT 0)")
+        except sqlite3.DatabaseError as e:
+            self._con.close()
+            raise UserError(f"{path} is not a readable fact memory ({e}); move it away to start the memory afresh "
+                            "(the learned adapter stays)") from None
 
     def close(self) -> None:
         self._con.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..model import lora_layers
-from ..runs import read_json, write_json
+from ..runs import atomic_file, read_json, write_json
 
 STATE_VERSION = 1
 
@@ -51,7 +50,7 @@ class LearnerState:
                 saved = read_json(path)
                 self.turn, self.learned_turns, self.rejected = saved["turn"], saved["learned_turns"], saved["rejected"]
                 self.last_metrics = saved.get("last_metrics")
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, UserError):
                 raise UserError(f"{path} is corrupt; move it away to start the learner afresh (the fact memory "
                                 "and the adapter stay)") from None
             if saved.get("parent") != parent:
@@ -96,13 +95,7 @@ class LearnerState:
         from safetensors.torch import save_file
 
         state = online_state(model)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".adapter.")
-        os.close(fd)
-        try:
-            save_file(state, tmp)
-            os.replace(tmp, self.dir / "adapter.safetensors")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_file(self.dir / "adapter.safetensors", lambda tmp: save_file(state, str(tmp)))
         write_json(self.dir / "state.json", {"version": STATE_VERSION, "turn": turn, "learned_turns": self.learned_turns,
                                              "rejected": self.rejected, "parent": self.parent,
                                              "last_metrics": self.last_metrics})

@@ -15,7 +15,7 @@ from ..config import CompareConfig, SequentialConfig, dump_yaml
 from ..data import load_task
 from ..grid import run_command, run_grid, start_ray
 from ..methods import build_method
-from ..runs import index_run, new_run_dir, read_json, slug, write_json, write_text
+from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
 
 
@@ -29,6 +29,8 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "compare-" + "-".join(
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
+    if resume:
+        clean_partial(out)  # what a kill mid-write left aside
     write_text(out / "config.yaml", dump_yaml(cfg))
 
     # One Ray task per strategy and seed, each running `forgetlab sequential` in a child process; the table is

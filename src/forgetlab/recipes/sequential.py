@@ -28,10 +28,9 @@ from ..model import (
     load_base,
     load_lora_state,
     save_adapter,
-    save_lora_state,
 )
 from ..report import StepProgress, print_summary, write_report
-from ..runs import index_run, new_run_dir, peak_memory_mb, read_json, slug, write_json, write_text
+from ..runs import clean_partial, index_run, new_run_dir, peak_memory_mb, read_json, slug, write_json, write_text
 from .outputs import save_outputs
 
 
@@ -47,6 +46,8 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
 
     run_dir = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or f"{cfg.train.method}-" + "-".join(
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
+    if resume:
+        clean_partial(run_dir)  # what a kill mid-write left aside
     state = read_json(run_dir / "metrics.json") if resume else new_state(cfg, tasks, method)
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     t0 = time.perf_counter()
@@ -123,8 +124,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
         adapter_dir = run_dir / "adapters" / slug(task.name)
         save_adapter(model, adapter_dir, {"task": task.name, "stage": i + 1, "step": len(state["history"]) + len(history),
                                           "version": __version__, "config": cfg.model_dump(mode="json"),
-                                          "accuracy": accuracy, "method_info": info})
-        save_lora_state(model, adapter_dir / "state.safetensors")
+                                          "accuracy": accuracy, "method_info": info}, lora_state_file=True)
         # Record the stage in one go, so an interrupt never leaves it half-recorded.
         state["history"] += [dict(row, task=task.name, global_step=len(state["history"]) + n + 1)
                              for n, row in enumerate(history)]

@@ -26,7 +26,7 @@ from ..loop import train
 from ..model import adapter_state, load_adapter_state
 from ..report import StepProgress
 from ..retain import Anchors, TopKReference, build_anchors
-from ..runs import peak_memory_mb, read_json, write_csv, write_json, write_text
+from ..runs import atomic_file, clean_partial, peak_memory_mb, read_json, write_csv, write_json, write_text
 from ..sessions.compose import adapter_key, add_session_adapter, load_chain, save_session_adapter
 from ..sessions.data import file_hash, load_examples, rephrased, split_heldout, write_jsonl_text
 from ..sessions.loss import SessionLoss
@@ -52,6 +52,8 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     """Train session k (the next one) of `store`'s assistant; return its session.json record."""
     # The data and the session's place: every problem found before a model is loaded.
     part = store.partial_dir
+    if store.path.is_dir():
+        clean_partial(store.path)  # what a kill mid-write left aside
     if part.exists() and not (part / "session.json").is_file():
         shutil.rmtree(part)  # a session that stopped before its first file was complete: nothing to resume
     if part.exists() and not resume:
@@ -214,9 +216,8 @@ def retention_warnings(store: Store, chain: list[int], retention: dict, threshol
 
 def save_checkpoint(part: Path, model, ckpt: dict) -> None:
     """Write the epoch checkpoint atomically: weights of the new adapter, optimizer, scheduler, RNG, history."""
-    tmp = part / ".checkpoint.pt.tmp"
-    torch.save(dict(ckpt, adapter=adapter_state(model)), tmp)
-    tmp.replace(part / "checkpoint.pt")
+    state = dict(ckpt, adapter=adapter_state(model))
+    atomic_file(part / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(part: Path, model) -> dict | None:

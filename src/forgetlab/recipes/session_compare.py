@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import SessionCompareConfig
 from ..grid import run_command, run_grid, start_ray
 from ..report import fmt
-from ..runs import new_run_dir, write_json, write_text
+from ..runs import clean_partial, new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
 from ..sessions.manage import retention_matrix
 from ..sessions.store import Store
@@ -29,6 +29,8 @@ def run_session_compare(cfg: SessionCompareConfig, resume: Path | None = None, c
         load_examples(path)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.root, "session-compare-" + "-".join(Path(f).stem for f in cfg.files))
+    if resume:
+        clean_partial(out)  # what a kill mid-write left aside
     write_text(out / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=2))
 
     # One Ray task per setting, training its session files in order (each in a child process); the tables are

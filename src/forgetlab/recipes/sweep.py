@@ -15,7 +15,7 @@ import numpy as np
 from ..config import SweepConfig, dump_yaml
 from ..grid import run_command, run_grid, start_ray
 from ..report import fmt, print_tables, save_plot, write_page
-from ..runs import index_run, new_run_dir, read_json, slug, write_csv, write_json, write_text
+from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_csv, write_json, write_text
 
 POINT_COLUMNS = ["status", "forget_before", "forget_after", "retain_before", "retain_after", "general_after",
                  "rtt_original", "rtt_unlearned", "rtt_unlearned_rtt", "rtt_original_rtt", "recovery_rate",
@@ -34,6 +34,8 @@ def run_sweep(cfg: SweepConfig, resume: Path | None = None, console=None) -> Pat
     learned = cfg.unlearn.get("learn_first")
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "sweep-" + "-".join(
         slug(k.split(".")[-1]) for k in cfg.axes) + (f"-learned-{slug(str(learned))}" if learned else ""))
+    if resume:
+        clean_partial(out)  # what a kill mid-write left aside
     write_text(out / "config.yaml", dump_yaml(cfg))
     jobs = list(zip(point_names(points), points, strict=True))
     for name, point in jobs:

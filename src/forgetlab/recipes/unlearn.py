@@ -24,7 +24,7 @@ from ..loop import steps_for, train
 from ..metrics.unlearning import calibrated_choice, share_correct
 from ..model import attach_lora, load_base
 from ..report import StepProgress
-from ..runs import index_run, new_run_dir, peak_memory_mb, write_json, write_text
+from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
 
 
@@ -210,19 +210,8 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
 
 
 def save_pretrained_atomic(model, tok, path: Path) -> None:
-    """A transformers model directory written under a temporary name, then renamed into place."""
-    import os
-    import shutil
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """A transformers model directory (weights and tokenizer), written in one step."""
+    atomic_dir(path, lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)))
 
 
 def save_model(model, tok, cfg: UnlearnConfig, run_dir: Path, state: dict):

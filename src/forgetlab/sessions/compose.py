@@ -8,9 +8,6 @@ device and dtype. stack mode: every session's adapter stays a separate PEFT adap
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,6 +15,7 @@ import torch
 from ..config import LoraSettings, ModelConfig
 from ..errors import UserError
 from ..model import add_trainable_adapter, load_base, resolve_device, resolve_dtype
+from ..runs import atomic_dir
 from .store import Store
 
 
@@ -62,9 +60,9 @@ def save_session_adapter(model, k: int, path: Path) -> None:
 
     name = adapter_key(k)
     state = get_peft_model_state_dict(model, adapter_name=name)
-    _atomic_dir(path, lambda tmp: (save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                                             str(tmp / "adapter_model.safetensors")),
-                                   model.peft_config[name].save_pretrained(str(tmp))))
+    atomic_dir(path, lambda tmp: (save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                                            str(tmp / "adapter_model.safetensors")),
+                                  model.peft_config[name].save_pretrained(str(tmp))))
 
 
 def export_merged(model, tok, out: Path, meta: dict) -> Path:
@@ -83,22 +81,5 @@ def export_merged(model, tok, out: Path, meta: dict) -> Path:
         tok.save_pretrained(str(tmp))
         (tmp / "forgetlab.json").write_text(json.dumps(meta, indent=2))
 
-    _atomic_dir(out, write)
+    atomic_dir(out, write)
     return out
-
-
-def _atomic_dir(path: Path, fill) -> None:
-    """Fill a temporary sibling directory, then rename it to `path` (replacing an empty or older one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
-        fill(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
