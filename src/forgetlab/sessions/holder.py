@@ -18,7 +18,7 @@ import torch
 from ..batching import prompt_ids
 from ..data.records import SYSTEM
 from ..evaluate import eos_ids
-from .answers import tidy
+from .answers import StreamTidier
 
 
 class RequestError(ValueError):
@@ -42,11 +42,12 @@ class Loaded:
 
 @dataclass
 class Completion:
-    text: str
-    finish_reason: str  # "stop" (end of answer or a stop string) or "length"
+    text: str  # the answer, tidied (what was streamed, in full)
+    finish_reason: str  # "stop" (end of answer, a stop string or a made-up next turn) or "length"
     prompt_tokens: int
     completion_tokens: int
     session: int | None
+    raw: str = ""  # what the model generated, up to a stop string or a made-up turn, before tidying
 
 
 def with_system(messages: list[dict]) -> list[dict]:
@@ -66,13 +67,6 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Gen
         keep = sorted_p.cumsum(0) - sorted_p < top_p  # always keeps the most likely token
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
     return int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters might be the start of a stop string (or of a multi-byte character)."""
-    if text.endswith("\ufffd"):
-        return 1
-    return max((n for s in stops for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])), default=0)
 
 
 class ModelHolder:
@@ -106,9 +100,9 @@ class ModelHolder:
     def stream(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                stop: list[str] | None = None, seed: int | None = None,
                loaded: Loaded | None = None) -> Iterator[str | Completion]:
-        """Yield text pieces as they are generated, then the `Completion` (full text untidied, finish reason,
-        token counts). Raises RequestError before anything is generated when the request cannot be served.
-        `loaded` pins the model (default: the current one, taken now)."""
+        """Yield the answer's pieces as they are settled (whole sentences, tidied: `StreamTidier`), then the
+        `Completion` (the whole tidied text, finish reason, token counts). Raises RequestError before anything is
+        generated when the request cannot be served. `loaded` pins the model (default: the current one, taken now)."""
         loaded = loaded or self._current
         stops = [s for s in (stop or []) if s]
         ids = prompt_ids(loaded.tok, with_system(messages))
@@ -127,7 +121,7 @@ class ModelHolder:
         eos = eos_ids(model, tok)
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         out: list[int] = []
-        text, sent, reason = "", 0, "length"
+        tidier, reason = StreamTidier(stops), "length"
         with self._generate_lock, torch.no_grad():
             x, past = torch.tensor([ids], device=device), None
             for _ in range(max_tokens):
@@ -138,28 +132,25 @@ class ModelHolder:
                     reason = "stop"
                     break
                 out.append(nxt)
-                text = tok.decode(out, skip_special_tokens=True)
-                hit = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-                if hit >= 0:
-                    text, reason = text[:hit], "stop"
+                piece = tidier.feed(tok.decode(out, skip_special_tokens=True))
+                if piece:
+                    yield piece
+                if tidier.stopped:
+                    reason = "stop"
                     break
-                safe = len(text) - _held_back(text, stops)
-                if safe > sent:
-                    yield text[sent:safe]
-                    sent = safe
                 x = torch.tensor([[nxt]], device=device)
-        if len(text) > sent:
-            yield text[sent:]
-        yield Completion(text, reason, len(ids), len(out), loaded.session)
+        rest = tidier.finish(truncated=reason == "length")
+        if rest:
+            yield rest
+        yield Completion(tidier.final, reason, len(ids), len(out), loaded.session, tidier.raw)
 
     def complete(self, messages: list[dict], **kw) -> Completion:
         """The whole answer, tidied (a made-up next turn dropped; an unfinished last sentence dropped when the
-        token limit cut it), URLs, e-mail addresses and code spans intact."""
+        token limit cut it), URLs, e-mail addresses and code spans intact: the streamed answer, in one piece."""
         done = None
         for piece in self.stream(messages, **kw):
             if isinstance(piece, Completion):
                 done = piece
-        done.text = tidy(done.text, truncated=done.finish_reason == "length")
         return done
 
 
