@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import RTTConfig, UnlearnConfig, build_config, read_yaml
+from .config import RTTConfig, UnlearnConfig, build_config, read_yaml, yaml_value
 from .errors import UserError
 
 UNLEARN_EXAMPLES = """examples:
@@ -186,7 +186,6 @@ def add_sweep(sub) -> None:
 
 def parse_axis(item: str) -> tuple[str, list]:
     """'lora.rank=1,8,32' -> ("lora.rank", [1, 8, 32]); each value parsed as a YAML scalar."""
-    import yaml
 
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
@@ -194,10 +193,7 @@ def parse_axis(item: str) -> tuple[str, list]:
     values = []
     for text in raw.split(","):
         if text.strip():
-            try:
-                values.append(yaml.safe_load(text.strip()))
-            except yaml.YAMLError:
-                values.append(text.strip())
+            values.append(yaml_value(text.strip()))
     return key.strip(), values
 
 

@@ -322,10 +322,27 @@ def parse_set(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise UserError(f"--set {item}: expected key=value, e.g. --set train.lr=5e-4")
     key, raw = item.split("=", 1)
+    return key.strip(), yaml_value(raw)
+
+
+def yaml_value(text: str) -> Any:
+    """A value typed on the command line, read as YAML (5e-4 as a number too); the text itself if it is not YAML."""
     try:
-        return key.strip(), yaml.safe_load(raw)
+        return _exponents(yaml.safe_load(text))
     except yaml.YAMLError:
-        return key.strip(), raw
+        return text
+
+
+_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _exponents(value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads 5e-4 as a string; a number is meant."""
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_exponents(v) for v in value]
+    return value
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -2,7 +2,11 @@
 
 
 class UserError(Exception):
-    """A problem in the user's input: the message names the problem and the fix."""
+    """A problem in the user's input: the message names the problem and the fix, on one line (a line break that
+    comes with the user's input, e.g. in a mistyped key, is shown as \\n)."""
+
+    def __init__(self, message: str):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class Interrupted(Exception):

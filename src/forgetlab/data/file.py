@@ -16,6 +16,12 @@ from ..errors import UserError
 from .records import LETTERS, Example, MCQItem, Task, mcq_task, qa_task, user
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text. Only \n (and \r\n) end a line: str.splitlines() also splits at U+2028, U+0085
+    and the like, which JSON strings may hold as they are."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def read_records(path: Path) -> list[tuple[str, dict]]:
     """[(where, record)]: 'line N' for JSONL, 'record N' for a JSON array (1-based)."""
     if not path.is_file():
@@ -32,7 +38,7 @@ def read_records(path: Path) -> list[tuple[str, dict]]:
         rows = [(f"record {i}", r) for i, r in enumerate(data, 1)]
     else:
         rows = []
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in enumerate(jsonl_lines(text), 1):
             if not line.strip():
                 continue
             try:

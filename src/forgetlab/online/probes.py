@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.file import jsonl_lines
 from ..errors import UserError
 
 
@@ -115,7 +116,7 @@ def load_facts(path: str | Path) -> list[FactProbes]:
         raise UserError(f"{path} is not UTF-8 text; save it as UTF-8") from None
     try:
         records = json.loads(text) if text.lstrip().startswith("[") else \
-            [json.loads(line) if line.strip() else None for line in text.splitlines()]
+            [json.loads(line) if line.strip() else None for line in jsonl_lines(text)]
     except json.JSONDecodeError as e:
         raise UserError(f"{path} line {e.lineno}: not valid JSON ({e.msg})") from None
     out = []

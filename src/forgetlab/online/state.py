@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..data.file import jsonl_lines
 from ..errors import UserError
 from ..model import lora_layers
 from ..runs import atomic_file, read_json, write_json
@@ -26,7 +27,7 @@ def read_lines(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in jsonl_lines(path.read_text(encoding="utf-8", errors="replace")):
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
