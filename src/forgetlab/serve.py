@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
@@ -182,7 +183,7 @@ def add_learning_routes(app: FastAPI, learner) -> None:
         return {"object": "list", "data": learner.memory.all()}
 
     @app.delete("/v1/memory/{fid}")
-    def forget(fid: int):
+    def forget(fid: Annotated[int, FastPath(ge=0, lt=2**63, description="a fact's id (GET /v1/memory)")]):
         need()
         if not learner.forget(fid):
             raise HTTPException(404, f"no fact {fid}; GET /v1/memory lists them")
