@@ -24,14 +24,15 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/forgetlab sequential --config configs/sequential/demo.yaml
 
-# The tiny-model tests run in two worker processes (they keep about one core busy each); then the end-to-end tests on
-# the bundled model, one at a time (each keeps both cores busy).
+# The tiny-model tests run in two worker processes (they keep about one core busy each), the kill tests (crash) among
+# them; then the end-to-end tests on the bundled model, one at a time (each keeps both cores busy).
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=5
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow --durations=5
 
+# The tiny-model tests without the kill tests.
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow and not crash"
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py

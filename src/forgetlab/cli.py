@@ -110,8 +110,6 @@ def cmd_sequential(args) -> int:
     console = terminal()
     if args.resume:
         run_dir, cfg = resume_config(SequentialConfig, args.resume)
-        if not (run_dir / "metrics.json").is_file():
-            raise UserError(f"--resume {run_dir}: no metrics.json, nothing finished to resume; start the run again")
     else:
         cfg = sequential_config(args)
     run_dir = run_sequential(cfg, resume=run_dir if args.resume else None, console=console)

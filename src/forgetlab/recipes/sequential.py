@@ -48,7 +48,9 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
     if resume:
         clean_partial(run_dir)  # what a kill mid-write left aside
-    state = read_json(run_dir / "metrics.json") if resume else new_state(cfg, tasks, method)
+    # A run stopped before its first stage was recorded (no metrics.json yet) simply starts again in its directory.
+    state = read_json(run_dir / "metrics.json") if resume and (run_dir / "metrics.json").is_file() \
+        else new_state(cfg, tasks, method)
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     t0 = time.perf_counter()
     try:
