@@ -218,3 +218,18 @@ def test_serve_command_starts_and_answers(server, tmp_path, capsys):
         proc.wait(timeout=20)
     r = call_main(capsys, "serve", "--assistant", "nobody", "--home", str(tmp_path))
     assert r.returncode == 2 and "no assistant" in r.stderr
+
+
+def test_a_client_hanging_up_mid_stream_frees_the_model_for_the_others(server):
+    """Streams are generated in a thread of their own: hanging up ends generation at the next token. Before, the
+    suspended generator kept the model's lock until the garbage collector found it, and every later request
+    waited (the load benchmark hung)."""
+    impatient = openai.OpenAI(base_url=f"{server[0]}/v1", api_key="unused", max_retries=0, timeout=60)
+    messages = [{"role": "user", "content": "Tell me everything about the department."}]
+    for _ in range(3):
+        stream = impatient.chat.completions.create(model="msu", messages=messages, max_tokens=400, stream=True)
+        next(iter(stream))
+        stream.close()
+    t0 = time.perf_counter()
+    after = impatient.chat.completions.create(model="msu", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert after.choices[0].finish_reason in ("stop", "length") and time.perf_counter() - t0 < 30

@@ -142,7 +142,8 @@ def create_app(holder: ModelHolder, learner=None) -> FastAPI:
 
         try:
             if req.stream:
-                pieces = holder.stream(messages, **params)
+                pieces = generated(holder, messages, params)
+                await pieces.__anext__()  # raises RequestError here, before the response starts
                 include_usage = bool((req.stream_options or {}).get("include_usage"))
                 return StreamingResponse(sse(pieces, rid, created, req.model, include_usage, learn_from),
                                          media_type="text/event-stream", headers=headers)
@@ -195,7 +196,43 @@ def usage(done: Completion) -> dict:
             "total_tokens": done.prompt_tokens + done.completion_tokens}
 
 
-def sse(pieces, rid: str, created: int, model: str, include_usage: bool, on_done=None):
+async def generated(holder: ModelHolder, messages: list[dict], params: dict):
+    """The holder's pieces, generated in a thread of their own and handed over through a queue: a client that reads
+    slowly never holds the model (its lock) up for everyone, and one that hangs up stops generation at the next
+    token. Yields None first, once the request has been accepted (RequestError is raised before that)."""
+    import asyncio
+    import threading
+
+    loop, queue, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+    pieces = holder.stream(messages, cancel=cancel, **params)
+
+    def hand_over(item) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the server's loop has closed (shutting down)
+            cancel.set()
+
+    def work() -> None:
+        try:
+            for piece in pieces:
+                hand_over(piece)
+        except Exception as e:  # reported to the client's stream below
+            hand_over(e)
+        finally:
+            hand_over(StopAsyncIteration())
+
+    yield None
+    threading.Thread(target=work, daemon=True, name="forgetlab-stream").start()
+    try:
+        while not isinstance(item := await queue.get(), StopAsyncIteration):
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        cancel.set()  # a hung-up client: generation ends at the next token and the model is free
+
+
+async def sse(pieces, rid: str, created: int, model: str, include_usage: bool, on_done=None):
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`; `on_done(completion)` once complete."""
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
@@ -203,7 +240,7 @@ def sse(pieces, rid: str, created: int, model: str, include_usage: bool, on_done
         return f"data: {json.dumps(dict(body, **extra))}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    for piece in pieces:
+    async for piece in pieces:
         if isinstance(piece, Completion):
             if on_done is not None:
                 on_done(piece)

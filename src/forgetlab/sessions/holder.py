@@ -98,11 +98,12 @@ class ModelHolder:
         return int(getattr(loaded.model.config, "max_position_embeddings", 2048))
 
     def stream(self, messages: list[dict], max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-               stop: list[str] | None = None, seed: int | None = None,
-               loaded: Loaded | None = None) -> Iterator[str | Completion]:
+               stop: list[str] | None = None, seed: int | None = None, loaded: Loaded | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str | Completion]:
         """Yield the answer's pieces as they are settled (whole sentences, tidied: `StreamTidier`), then the
         `Completion` (the whole tidied text, finish reason, token counts). Raises RequestError before anything is
-        generated when the request cannot be served. `loaded` pins the model (default: the current one, taken now)."""
+        generated when the request cannot be served. `loaded` pins the model (default: the current one, taken now);
+        `cancel`, once set, ends generation at the next token (finish reason "cancelled")."""
         loaded = loaded or self._current
         stops = [s for s in (stop or []) if s]
         ids = prompt_ids(loaded.tok, with_system(messages))
@@ -112,10 +113,10 @@ class ModelHolder:
                                f"{self.context_length(loaded)}; shorten the messages", "messages")
         if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
             raise RequestError("temperature must be in [0, 2] and top_p in (0, 1]", "temperature")
-        return self._run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed)
+        return self._run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed, cancel)
 
     def _run(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-             stops: list[str], seed: int | None) -> Iterator[str | Completion]:
+             stops: list[str], seed: int | None, cancel: threading.Event | None) -> Iterator[str | Completion]:
         model, tok = loaded.model, loaded.tok
         device = next(model.parameters()).device
         eos = eos_ids(model, tok)
@@ -125,6 +126,9 @@ class ModelHolder:
         with self._generate_lock, torch.no_grad():
             x, past = torch.tensor([ids], device=device), None
             for _ in range(max_tokens):
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled"
+                    break
                 step = model(input_ids=x, past_key_values=past, use_cache=True)
                 past = step.past_key_values
                 nxt = _pick(step.logits[0, -1].cpu(), temperature, top_p, gen)
