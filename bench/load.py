@@ -197,13 +197,17 @@ def under_load(server: Server, expected: dict | None, seconds: float, learn: boo
             "throughput_per_s": round(len(lat) / wall, 2),
             "rss_mb_first_half": round(statistics.mean(warm[:half]), 1) if half else None,
             "rss_mb_second_half": round(statistics.mean(warm[half:]), 1) if half else None,
+            "rss_mb_by_fifth": [round(statistics.mean(memory[k * len(memory) // 5:(k + 1) * len(memory) // 5]), 1)
+                                for k in range(5)] if len(memory) >= 5 else None,
             "rss_mb_max": round(max(memory), 1) if memory else None}
 
 
-def main(seconds: float = 90) -> dict:
+def main(seconds: float = 90, modes: tuple[str, ...] = ("serve", "serve --learn")) -> dict:
     out = {}
     home = tempfile.mkdtemp(prefix="forgetlab-load-")
     for mode, args in (("serve", []), ("serve --learn", ["--learn", "--assistant", "load", "--home", home])):
+        if mode not in modes:
+            continue
         server = Server(args)
         try:
             expected, alone = one_at_a_time(server)
@@ -225,4 +229,6 @@ def main(seconds: float = 90) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(float(sys.argv[1]) if len(sys.argv) > 1 else 90), indent=2))
+    # python bench/load.py [SECONDS [MODE]]: MODE "serve" or "serve --learn" runs only that one
+    print(json.dumps(main(float(sys.argv[1]) if len(sys.argv) > 1 else 90,
+                          tuple(sys.argv[2:3]) or ("serve", "serve --learn")), indent=2))

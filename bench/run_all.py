@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import grid_overhead  # noqa: E402
 import lanczos  # noqa: E402
+import load  # noqa: E402
 import mcq_eval  # noqa: E402
 import online  # noqa: E402
 import serving  # noqa: E402
@@ -19,7 +20,7 @@ import train_throughput  # noqa: E402
 if __name__ == "__main__":
     results = {}
     for name, mod in (("mcq_eval", mcq_eval), ("train_throughput", train_throughput), ("lanczos", lanczos),
-                      ("serving", serving), ("online", online), ("grid_overhead", grid_overhead)):
+                      ("serving", serving), ("online", online), ("grid_overhead", grid_overhead), ("load", load)):
         t0 = time.perf_counter()
         results[name] = mod.main()
         results[name]["seconds"] = round(time.perf_counter() - t0, 1)
