@@ -4,33 +4,22 @@ OpenAI-style JSON body ({"error": {"message", "type", "param", "code"}})."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from forgetlab.serve import create_app
 
 from .test_online import tiny_learner
-from .test_serve import free_port, wait_healthy
+from .test_serve import serving
 
 
 @pytest.fixture(scope="module")
 def served(tokenizer, tmp_path_factory):
     learner = tiny_learner(tokenizer, tmp_path_factory.mktemp("learner"), update={"steps": 1})
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(learner.holder, learner), host="127.0.0.1", port=port,
-                                        log_level="error"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, 100)
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(learner.holder, learner)) as url:
+        yield url
 
 
 def check_operation(op, mode: str, seen: list):

@@ -29,6 +29,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from .test_sweep import sweep_yaml
+
 pytestmark = pytest.mark.crash
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "sessions"
@@ -220,18 +222,10 @@ def test_unlearn_killed_anywhere_leaves_nothing_torn_and_a_rerun_gives_the_same_
 
 
 def test_sweep_killed_with_its_ray_instance_resumes_to_the_same_table(tiny_dir, tmp_path):
-    config = tmp_path / "sweep.yaml"
-    config.write_text(f"""unlearn:
-  model: {{name: {tiny_dir}}}
-  retention: false
-  train: {{epochs: 1, batch_size: 16}}
-  rtt: {{enabled: true, lrs: [0.001], epochs: 1}}
-axes:
-  lora.rank: [1, 2]
-""")
+    config = sweep_yaml(tmp_path, tiny_dir, "  lora.rank: [1, 2]")
 
     def args(out):
-        return ["sweep", "--config", str(config), "--out", str(out), "--cpus-per-run", "1"]
+        return ["sweep", "--config", config, "--out", str(out), "--cpus-per-run", "1"]
 
     def result(out):
         sweep = next(out.glob("2*"))

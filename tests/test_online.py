@@ -372,21 +372,13 @@ def test_bad_learner_config_is_one_line_exit_2(tmp_path, capsys, online, message
 
 def test_serve_learns_from_each_turn_through_the_openai_client(tokenizer, tmp_path):
     import openai
-    import uvicorn
 
     from forgetlab.serve import create_app
 
-    from .test_serve import free_port, http, wait_healthy
+    from .test_serve import http, serving
 
     learner = tiny_learner(tokenizer, tmp_path, update={"steps": 2})
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(learner.holder, learner), host="127.0.0.1", port=port,
-                                        log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, 100)
-    try:
+    with serving(create_app(learner.holder, learner)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         said = [{"role": "user", "content": "My sister's name is Oriel."}]
         raw = client.chat.completions.with_raw_response.create(model="tiny", messages=said, max_tokens=3)
@@ -411,9 +403,6 @@ def test_serve_learns_from_each_turn_through_the_openai_client(tokenizer, tmp_pa
         assert http("GET", f"{url}/v1/learning").json()["facts_stored"] == 1
         refused = http("POST", f"{url}/admin/reload")
         assert refused.status_code == 409 and "restart the server" in refused.json()["error"]["message"]
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
     off = create_app(learner.holder)  # without --learn the learning routes say how to turn it on
     from fastapi.testclient import TestClient
 

@@ -1,5 +1,6 @@
 """The OpenAI-compatible server on localhost, driven by the official `openai` client (tiny model)."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -59,6 +60,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(app):
+    """`app` served by uvicorn in a thread on a free loopback port; yields the base URL."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, 100)
+        yield url
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def server(tiny_dir, tmp_path_factory):
     """Two sessions of a tiny assistant, served by uvicorn in a thread: (base url, store, holder)."""
@@ -69,15 +86,8 @@ def server(tiny_dir, tmp_path_factory):
     train_session(store, cfg, str(EXAMPLES / "cs_dept.json"))
     train_session(store, cfg, str(EXAMPLES / "housing.json"))
     holder = ModelHolder(loader(store))
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(holder), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, 100)
-    yield url, store, holder
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(holder)) as url:
+        yield url, store, holder
 
 
 @pytest.fixture
