@@ -119,7 +119,7 @@ def cmd_sequential(args) -> int:
 
 COMPARE_EXAMPLES = """examples:
   forgetlab compare --task facts:people --task facts:elements --task facts:festivals \\
-      --strategies naive,replay,kl,ewc,olora,merge,gated,joint --seeds 0,1
+      --strategies naive,replay,kl,kl-base,ewc,olora,merge,gated,joint --seeds 0,1
   forgetlab compare --config configs/compare/three_facts.yaml
   forgetlab compare --resume runs/20261123-101500-compare-people-elements-festivals
 """

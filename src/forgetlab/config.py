@@ -141,13 +141,19 @@ class EWCConfig(Frozen):
 
 
 class OLoRAConfig(Frozen):
-    lam: float = Field(0.5, ge=0, description="olora: weight of the orthogonality penalty Σ||A_new A_oldᵀ||²")
+    lam: float = Field(0.5, ge=0, description="olora: weight λ1 of the orthogonality penalty Σ|A_new A_oldᵀ| (the "
+                       "authors' 0.5)")
+    l2: float = Field(0.0, ge=0, description="olora: weight λ2 of the L2 norm of the new adapter (the authors use 0–0.3)")
 
 
 class GatedConfig(Frozen):
-    init: float = Field(0.02, gt=0, lt=1, description="gated: starting value of each new gate g")
-    speed: float = Field(100.0, gt=0, description="gated: g = sigmoid(speed·s); under Adam this makes the gates learn "
-                         "about `speed` times faster than the adapters, so a gate can open within one task")
+    init: float = Field(0.02, gt=0, lt=1, description="gated: value of a new gate for every input (near 0: the old model)")
+    speed: float = Field(100.0, gt=0, description="gated: the gate logit is speed·(b + (u·x̂ + w·d̂)/n); under Adam each "
+                         "part moves it by about speed·lr per step, so a gate can open within one task")
+    mix: float = Field(0.3, ge=0, lt=1, description="gated: mixed curriculum, the share of earlier tasks' examples (from "
+                       "a buffer of strategy.replay.buffer) in each batch, so the gates also learn where to stay shut; "
+                       "0: the new task's examples only")
+    probe: int = Field(16, gt=0, description="gated: examples per task the recorded gate values are averaged over")
 
 
 class StrategyConfig(Frozen):
@@ -209,7 +215,7 @@ class SequentialConfig(Frozen):
 
 
 class CompareConfig(SequentialConfig):
-    strategies: tuple[str, ...] = Field(("naive", "replay", "kl", "ewc", "olora", "merge", "gated", "joint"),
+    strategies: tuple[str, ...] = Field(("naive", "replay", "kl", "kl-base", "ewc", "olora", "merge", "gated", "joint"),
                                         min_length=1, description="strategies to compare (see `forgetlab methods`)")
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="training seeds; every strategy runs each seed")
     landscape: LandscapeConfig = LandscapeConfig(enabled=False)

@@ -94,13 +94,13 @@ def diagonal_fisher(model, batches: list[dict], named_params) -> dict[str, torch
 
 
 def orthogonality_penalty(pairs) -> torch.Tensor:
-    """Σ ||A_new A_oldᵀ||²_F over (A_new, A_old) pairs of LoRA down-projections, each (r, in_features).
-
-    Zero when every new adapter reads from a subspace orthogonal to the old adapters' (O-LoRA).
-    """
+    """Σ Σ_jk |(A_new A_oldᵀ)_jk| over (A_new, A_old) pairs of LoRA down-projections, each (r, in_features): O-LoRA's
+    orthogonality loss as its authors' code computes it (the sum of absolute inner products between the rows of the
+    new and the old A; the paper writes the squares, which at LoRA's initial scale of ~1/√in are ~100 times weaker).
+    Zero when every new adapter reads from a subspace orthogonal to the old adapters'."""
     total = None
     for new, old in pairs:
-        term = (new @ old.detach().to(new.dtype).T).pow(2).sum()
+        term = (new @ old.detach().to(new.dtype).T).abs().sum()
         total = term if total is None else total + term
     return total if total is not None else torch.zeros(())
 

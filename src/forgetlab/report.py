@@ -163,18 +163,19 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_title("Top Hessian eigenvalues at each task's checkpoint")
         ax.legend(fontsize=8)
         made.append(save_plot(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
-    gates = [(stage, info["gates"]) for stage, info in zip(state["stages"][1:], state.get("method_info", []),
-                                                           strict=False) if info.get("gates")]
+    gates = [(stage, info) for stage, info in zip(state["stages"][1:], state.get("method_info", []), strict=False)
+             if info.get("gates_by_task")]
     if gates:
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        for stage, values in gates:
-            ax.plot(range(len(values)), list(values.values()), marker=".", lw=1, label=stage.removeprefix("after "))
-        ax.set_xlabel("adapted layer (model order)")
-        ax.set_ylabel("gate g")
-        ax.set_ylim(0, 1)
-        ax.set_title("Gate of each task's adapter per layer (1: the new adapter, 0: the earlier model)")
-        ax.legend(fontsize=8)
-        made.append(save_plot(fig, run_dir / "gates.png", "Gate activations"))
+        fig, axes = plt.subplots(1, len(gates), figsize=(5 * len(gates), 3.5), squeeze=False, sharey=True)
+        for ax, (stage, info) in zip(axes[0], gates, strict=True):
+            for task, values in info["gates_by_task"].items():
+                ax.plot(range(len(values)), values, marker=".", lw=1, label=f"{task} inputs")
+            ax.set_xlabel("adapted layer (model order)")
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{info['gate_adapter']} gate, {stage}", fontsize=9)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("mean gate g (1: new adapter)")
+        made.append(save_plot(fig, run_dir / "gates.png", "Gate values per task's inputs"))
     return made
 
 

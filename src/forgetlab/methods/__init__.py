@@ -24,14 +24,14 @@ from .base import Base
 from .ewc import EWC
 from .gated import Gated
 from .joint import Joint
-from .kl import KL
+from .kl import KL, KLBase
 from .merge import Merge
 from .naive import Naive
 from .olora import OLoRA
 from .replay import Replay
 
-METHODS: dict[str, type] = {"naive": Naive, "replay": Replay, "kl": KL, "ewc": EWC, "olora": OLoRA, "merge": Merge,
-                            "gated": Gated, "joint": Joint, "base": Base}
+METHODS: dict[str, type] = {"naive": Naive, "replay": Replay, "kl": KL, "kl-base": KLBase, "ewc": EWC, "olora": OLoRA,
+                            "merge": Merge, "gated": Gated, "joint": Joint, "base": Base}
 
 
 @dataclass

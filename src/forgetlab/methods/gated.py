@@ -1,13 +1,22 @@
-"""`gated`: one adapter per task plus a learned gate per adapted layer.
+"""`gated`: one adapter per task, mixed with the earlier model by a small gating network per adapted layer.
 
-In every adapted layer, stage k's output is  g_k · (stage k's adapter applied) + (1 − g_k) · (stage k−1's output),
-i.e. h = W x + Σ_j c_j Δ_j x with c_j = g_j Π_{l>j} (1 − g_l) (the first adapter has g = 1). A new gate starts
-near 0 (`strategy.gated.init`), so a new task starts from the old model and opens its gate only as far as it
-needs; earlier adapters and gates are frozen. Gate values are returned after each task, saved and plotted.
+In every adapted layer, stage k's output is, token by token,
+    h_k(x) = g_k(x) · (W x + Δ_k x) + (1 − g_k(x)) · h_{k−1}(x),     h_1(x) = W x + Δ_1 x,
+i.e. h = W x + Σ_j c_j(x) Δ_j x with c_j(x) = g_j(x) Π_{l>j} (1 − g_l(x)) (the first adapter has g = 1). The gate
+reads both the layer's input and the new adapter's output at that token:
+    g_k(x) = sigmoid(speed · (b + (u·x̂ + w·d̂) / (n_in + n_out))),   x̂ = x / rms(x),  d = Δ_k x,  d̂ = d / rms(d),
+so it can open for the inputs the new task needs and stay shut for the rest: a selective change, not a global one.
+A new gate starts at u = w = 0 and g = `strategy.gated.init` for every input (the old model, nearly), and opens
+only where training asks for it; earlier adapters and gates are frozen.
 
-Each gate is stored as s with g = sigmoid(speed · s). Adam moves every parameter by about the learning rate per
-step, which on a logit scale would keep a gate shut for a whole task at LoRA learning rates; the factor `speed`
-gives the gates a proportionally larger step without reaching into the loop's optimizer.
+A gate only learns to stay shut on an input it has seen wanting the old model. With `strategy.gated.mix` > 0 (the
+mixed curriculum) each batch gets that share of earlier tasks' examples from a replay buffer (the `replay` strategy's
+own), so every gate is trained on both sides of its decision. After each task the mean gate value over each seen
+task's inputs is recorded per layer (saved, printed in the run's report and plotted): which inputs route where.
+
+Under Adam every parameter moves by about the learning rate per step; on the gate's logit scale that would keep a
+gate shut for a whole task at LoRA learning rates, so `speed` scales the logit: its bias and its input-reading part
+(normalised by the number of inputs it reads) each move it by about speed · lr per step.
 """
 
 from __future__ import annotations
@@ -17,69 +26,159 @@ import math
 import torch
 from torch import nn
 
+from ..batching import collate, encode, to_device
+from ..config import StrategyConfig
 from ..losses import nll
 from ..model import adapter_name, add_frozen_stack_adapter, lora_layers
+from .replay import Replay
 
 
-def coefficient(gates: nn.ParameterDict | None, names: list[str], name: str, speed: float = 1.0):
-    """c_j for adapter `name` in a layer: g_j (1 for the first adapter) times (1 − g_l) for every later adapter,
-    with g = sigmoid(speed · s) for a stored gate s."""
-    k = names.index(name)
-    coef = torch.sigmoid(speed * gates[name]) if k > 0 else torch.ones(())
-    for later in names[k + 1:]:
-        coef = coef * (1 - torch.sigmoid(speed * gates[later]))
-    return coef
+def _rms_normalised(t: torch.Tensor) -> torch.Tensor:
+    return t * torch.rsqrt(t.float().pow(2).mean(-1, keepdim=True) + 1e-12).to(t.dtype)
+
+
+class GateNet(nn.Module):
+    """g(x, d) per token, (..., n_in) and (..., n_out) → (..., 1) in (0, 1); g = `init` everywhere when created."""
+
+    def __init__(self, n_in: int, n_out: int, init: float, speed: float):
+        super().__init__()
+        self.speed = speed
+        self.u = nn.Parameter(torch.zeros(n_in))
+        self.w = nn.Parameter(torch.zeros(n_out))
+        self.b = nn.Parameter(torch.tensor(math.log(init / (1 - init)) / speed))
+        self.register_buffer("norm", torch.tensor(1 / (n_in + n_out)), persistent=False)
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        read = _rms_normalised(x) @ self.u.to(x.dtype) + _rms_normalised(d) @ self.w.to(d.dtype)
+        return torch.sigmoid(self.speed * (self.b + self.norm * read.float()))[..., None]
+
+
+def coefficients(gates: list[torch.Tensor]) -> list[torch.Tensor]:
+    """c_j = g_j Π_{l>j} (1 − g_l) for the adapters in order, given the gates g_2, ..., g_n (the first adapter's g is
+    1, so c_1 = Π_l (1 − g_l))."""
+    coefs = []
+    for j in range(len(gates) + 1):
+        c = gates[j - 1] if j > 0 else torch.ones(())
+        for later in gates[j:]:
+            c = c * (1 - later)
+        coefs.append(c)
+    return coefs
+
+
+class GatedLayer:
+    """The hooks that turn one PEFT LoRA layer's plain sum of adapters into the gated mixture.
+
+    PEFT adds scaling · B(A(x)) for every active adapter; a hook on each B keeps its output aside and gives PEFT a zero
+    instead, and a hook on the layer then adds Σ c_j(x) · scaling_j · B_j(A_j(x)) once every adapter has run. When
+    adapters are off (PEFT's `disable_adapter`), no B runs and nothing is added: the base model, exactly.
+    """
+
+    def __init__(self, layer, names: list[str]):
+        self.layer, self.names = layer, names  # `names` is the strategy's list: later adapters appear in it
+        self.x: torch.Tensor | None = None
+        self.outs: dict[str, torch.Tensor] = {}
+        self.record: list | None = None  # when a list, each forward appends the newest gate (batch, seq)
+        self.hooked: set[str] = set()
+        layer.register_forward_pre_hook(self._input)
+        layer.register_forward_hook(self._mix)
+
+    def hook(self, name: str) -> None:
+        if name in self.hooked:
+            return
+        self.hooked.add(name)
+
+        def aside(module, inputs, out, name=name):
+            self.outs[name] = out
+            return torch.zeros_like(out)
+
+        self.layer.lora_B[name].register_forward_hook(aside)
+
+    def _input(self, module, args):
+        self.x = args[0]
+        self.outs = {}
+
+    def _mix(self, module, args, result):
+        outs, self.outs = self.outs, {}
+        if not outs:
+            return result
+        names = [n for n in self.names if n in outs]
+        scaled = {n: outs[n] * self.layer.scaling[n] for n in names}
+        nets = self.layer.forgetlab_gates
+        gates = [nets[n](self.x, scaled[n]) for n in names[1:]]
+        if self.record is not None and gates:
+            self.record.append(gates[-1][..., 0].detach())
+        for n, c in zip(names, coefficients(gates), strict=True):
+            result = result + (c.to(result.dtype) * scaled[n]).to(result.dtype)
+        return result
 
 
 class Gated:
-    """One adapter per task, mixed with the earlier ones by a learned gate per layer (g starts near 0)."""
+    """One adapter per task, mixed with the earlier model by a gating network per layer that reads each input."""
 
     stages = "sequential"
     same_parameters = False
 
-    def __init__(self, settings):
+    def __init__(self, settings: StrategyConfig):
         self.cfg = settings.gated
         self.names: list[str] = []
-        self.hooked: set[int] = set()
+        self.layers: dict[int, GatedLayer] = {}
+        mixed = settings.replay.model_copy(update={"ratio": self.cfg.mix, "schedule": ()})
+        self.curriculum = Replay(settings.model_copy(update={"replay": mixed}))
 
     def before_task(self, model, task, ctx):
+        self.curriculum.before_task(model, task, ctx)
         if ctx.task_index == 0:
-            self.names = [model.active_adapter]
+            self.names[:] = [model.active_adapter]
             return
         name = adapter_name(task.name)
         add_frozen_stack_adapter(model, name)
         self.names.append(name)
-        start = math.log(self.cfg.init / (1 - self.cfg.init)) / self.cfg.speed
         for layer in lora_layers(model):
+            if name not in layer.lora_A:
+                continue
             if not hasattr(layer, "forgetlab_gates"):
-                layer.forgetlab_gates = nn.ParameterDict()
-            for gate in layer.forgetlab_gates.values():
-                gate.requires_grad_(False)
+                layer.forgetlab_gates = nn.ModuleDict()
+            layer.forgetlab_gates.requires_grad_(False)
             device = layer.lora_A[name].weight.device
-            layer.forgetlab_gates[name] = nn.Parameter(torch.tensor(start, device=device))
+            layer.forgetlab_gates[name] = GateNet(layer.in_features, layer.out_features, self.cfg.init,
+                                                  self.cfg.speed).to(device)
+            gl = self.layers.setdefault(id(layer), GatedLayer(layer, self.names))
             for adapter in self.names:
-                self._hook(layer, adapter)
-
-    def _hook(self, layer, adapter: str) -> None:
-        """Scale adapter's B output in `layer` by its coefficient (registered once per module)."""
-        module = layer.lora_B[adapter]
-        if id(module) in self.hooked:
-            return
-        self.hooked.add(id(module))
-        names, speed = self.names, self.cfg.speed
-
-        def scale(mod, inputs, out):
-            return out * coefficient(layer.forgetlab_gates, names, adapter, speed).to(out.device, out.dtype)
-
-        module.register_forward_hook(scale)
+                gl.hook(adapter)
 
     def loss(self, model, batch, ctx):
-        return nll(model, batch)
+        return nll(model, self.curriculum.mixed(batch, ctx) if self.cfg.mix > 0 else batch)
+
+    @torch.no_grad()
+    def gate_means(self, model, examples, pad_id: int, batch_size: int = 8) -> list[float]:
+        """The newest gate's mean over the real tokens of `examples` (Encoded), per adapted layer in model order."""
+        device = next(model.parameters()).device
+        layers = [self.layers[id(m)] for m in lora_layers(model) if id(m) in self.layers]
+        sums, count = [0.0] * len(layers), 0
+        was_training = model.training
+        model.eval()
+        try:
+            for start in range(0, len(examples), batch_size):
+                batch = to_device(collate(examples[start:start + batch_size], pad_id), device)
+                for gl in layers:
+                    gl.record = []
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                mask = batch["attention_mask"].float()
+                for k, gl in enumerate(layers):
+                    sums[k] += float((gl.record[0].float() * mask).sum())
+                count += float(mask.sum())
+        finally:
+            for gl in layers:
+                gl.record = None
+            model.train(was_training)
+        return [s / count for s in sums]
 
     def after_task(self, model, task, ctx):
+        self.curriculum.after_task(model, task, ctx)
         if len(self.names) < 2:
             return None
-        new = self.names[-1]
-        gates = {name: m.forgetlab_gates[new].detach() for name, m in model.named_modules()
-                 if hasattr(m, "forgetlab_gates") and new in m.forgetlab_gates}
-        return {"gates": {name: float(torch.sigmoid(self.cfg.speed * s)) for name, s in gates.items()}}
+        tok, n = ctx.tokenizer, self.cfg.probe
+        per_task = {t.name: self.gate_means(model, [encode(tok, ex, ctx.config.train.max_length) for ex in t.train[:n]],
+                                            tok.pad_token_id) for t in ctx.tasks}
+        return {"gate_adapter": self.names[-1], "gates_by_task": per_task,
+                "gates": {name: sum(v) / len(v) for name, v in per_task.items()}}

@@ -4,6 +4,10 @@ The reference is the base model (`reference: base`, the adapter disabled: no sec
 as it was at the end of the previous task (`reference: previous`: its adapter weights are kept and swapped in for
 the reference forward pass). The KL is taken at the answer tokens of the current batch, at built-in anchor prompts
 (everyday questions answered once by the base model, see `retain.Anchors`), or both.
+
+`kl-base` is the variant anchored to the base model on the anchor prompts only (`reference: base, on: anchors`, the
+other `strategy.kl` keys apply): it does not hold the earlier tasks' answers, but it keeps the base model's general
+answers, which every other strategy here loses at the learning rates that teach new facts.
 """
 
 from __future__ import annotations
@@ -74,3 +78,11 @@ class KL:
                                                          ctx.tokenizer.pad_token_id)
             self.number += 1
         return loss
+
+
+class KLBase(KL):
+    """`kl` anchored to the base model on the built-in everyday prompts only: keeps general answers, task after task."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.cfg = settings.kl.model_copy(update={"reference": "base", "on": "anchors"})
