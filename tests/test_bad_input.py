@@ -73,6 +73,8 @@ CASES = [
     (["sequential", "--set", "train.lrr=1"], "unknown key 'train.lrr'; did you mean train.lr?"),
     (["sequential", "--strategy", "nosuch"], "unknown method 'nosuch'; valid methods"),
     (["compare", "--strategies", "naive,nosuch"], "unknown method 'nosuch'"),
+    (["compare", "--strategies", "naive,ewc:lamm=1"], "strategy 'ewc:lamm=1': unknown key 'strategy.ewc.lamm'; did you mean strategy.ewc.lam"),
+    (["compare", "--strategies", "ewc:lam=-1"], "strategy 'ewc:lam=-1': strategy.ewc.lam: Input should be greater than or equal to 0"),
     (["compare", "--seeds", "a,b"], "--seeds a,b: expected a comma-separated list of numbers"),
     (["compare", "--cpus-per-run", "64", "--model", T], "this machine has"),
     (["runs", "--out", "{w}/brokenruns"], "index.sqlite is not a readable run index"),

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 from rich.console import Console
 
@@ -36,6 +37,25 @@ def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
     assert len(list((out / "runs").glob("*-s1"))) == 2
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["joint-s0.log", "joint-s1.log", "naive-s0.log",
                                                                   "naive-s1.log"]  # each run's output, kept
+
+
+def test_strategies_with_settings_of_their_own_run_side_by_side(tiny_dir, tmp_path):
+    """'ewc:lam=0' must train exactly like naive (a zero penalty), 'ewc:lam=1e6' differently from the second task on."""
+    r = run_cli("compare", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST, "--set", "diagnostics.retention=false",
+                "--strategies", "naive,ewc:lam=0,ewc:lam=1e6", "--seeds", "0", "--cpus-per-run", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = next(p for p in tmp_path.iterdir() if p.is_dir())
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [row["strategy"] for row in rows] == ["naive", "ewc:lam=0", "ewc:lam=1e6"]
+    result = {r["strategy"]: r for r in json.loads((out / "compare.json").read_text())["runs"]}
+    metrics = {s: json.loads((Path(result[s]["run_dir"]) / "metrics.json").read_text()) for s in result}
+    losses = {s: [h["loss"] for h in m["history"]] for s, m in metrics.items()}
+    assert losses["ewc:lam=0"] == losses["naive"] and metrics["ewc:lam=0"]["accuracy"] == metrics["naive"]["accuracy"]
+    first = sum(h["task"] == "facts:people" for h in metrics["naive"]["history"])
+    assert losses["ewc:lam=1e6"][:first] == losses["naive"][:first]
+    assert losses["ewc:lam=1e6"][first:] != losses["naive"][first:], "the penalty acts on the second task"
+    assert "lam: 1000000.0" in (out / "configs" / "ewc-lam-1e6-s0.yaml").read_text()
+    assert (out / "logs" / "ewc-lam-0-s0.log").is_file()
 
 
 def test_a_failing_strategy_is_reported_and_the_others_finish(tiny_dir, tmp_path, monkeypatch):

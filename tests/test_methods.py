@@ -325,11 +325,11 @@ def test_the_gate_network_reads_each_token_of_the_input_and_the_adapter_output()
         net.u.copy_(torch.tensor([1.0, 2.0, 0.0]))
         net.w.copy_(torch.tensor([0.0, 5.0]))
 
-    def by_hand(xt, dt):  # rms-normalise each, read, then sigmoid(speed · (b + read / (3 + 2)))
+    def by_hand(xt, dt):  # rms-normalise each, read, then sigmoid(speed · (b + read / √(3 + 2)))
         xn = [v / (sum(e * e for e in xt) / 3) ** 0.5 for v in xt]
         dn = [v / ((sum(e * e for e in dt) / 2) ** 0.5 + 1e-12) for v in dt] if any(dt) else [0.0, 0.0]
         read = xn[0] * 1 + xn[1] * 2 + dn[1] * 5
-        return 1 / (1 + math.exp(-10 * (math.log(0.1 / 0.9) / 10 + read / 5)))
+        return 1 / (1 + math.exp(-10 * (math.log(0.1 / 0.9) / 10 + read / math.sqrt(5))))
 
     got = net(x, d)[0, :, 0]
     assert float(got[0]) == pytest.approx(by_hand([3.0, 0.0, 4.0], [1.0, 1.0]), rel=1e-5)

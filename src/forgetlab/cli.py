@@ -121,6 +121,7 @@ COMPARE_EXAMPLES = """examples:
   forgetlab compare --task facts:people --task facts:elements --task facts:festivals \\
       --strategies naive,replay,kl,kl-base,ewc,olora,merge,gated,joint --seeds 0,1
   forgetlab compare --config configs/compare/three_facts.yaml
+  forgetlab compare --config configs/compare/three_facts.yaml --strategies naive,ewc:lam=1e5,ewc:lam=1e6 --seeds 0
   forgetlab compare --resume runs/20261123-101500-compare-people-elements-festivals
 """
 
@@ -135,7 +136,8 @@ def add_compare(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=COMPARE_EXAMPLES + "\n" + config_epilog(CompareConfig))
     add_study_args(p)
-    p.add_argument("--strategies", metavar="A,B,...", help="comma-separated strategies (see `forgetlab methods`)")
+    p.add_argument("--strategies", metavar="A,B,...", help="comma-separated strategies (see `forgetlab methods`); "
+                   "one with settings of its own is name:key=value[:key=value], e.g. ewc:lam=1e6 (strategy.ewc.lam)")
     p.add_argument("--seeds", metavar="0,1,...", help="comma-separated training seeds")
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted comparison (finished runs are reused)")
     add_executor_args(p)

@@ -148,8 +148,8 @@ class OLoRAConfig(Frozen):
 
 class GatedConfig(Frozen):
     init: float = Field(0.02, gt=0, lt=1, description="gated: value of a new gate for every input (near 0: the old model)")
-    speed: float = Field(100.0, gt=0, description="gated: the gate logit is speed·(b + (u·x̂ + w·d̂)/n); under Adam each "
-                         "part moves it by about speed·lr per step, so a gate can open within one task")
+    speed: float = Field(100.0, gt=0, description="gated: the gate logit is speed·(b + (u·x̂ + w·d̂)/√n); under Adam its "
+                         "bias moves it by about speed·lr per step, so a gate can open within one task")
     mix: float = Field(0.3, ge=0, lt=1, description="gated: mixed curriculum, the share of earlier tasks' examples (from "
                        "a buffer of strategy.replay.buffer) in each batch, so the gates also learn where to stay shut; "
                        "0: the new task's examples only")

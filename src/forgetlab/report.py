@@ -81,6 +81,13 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                          _at(diag["general_accuracy"], k), _at(diag["base_retention"], k)])
         out.append(("Diagnostics: loss spike at each boundary, stagnation, base retention (general questions)",
                     ["stage", "spike factor", "spike", "stagnant from step", "general acc", "base retention"], rows))
+    gated = [(stage, info) for stage, info in zip(state["stages"][1:], state.get("method_info", []), strict=False)
+             if info.get("gates_by_task")]
+    if gated:
+        tasks = state["tasks"]
+        out.append(("Gates: the new adapter's mean gate over each task's inputs (1: the new adapter, 0: the earlier model)",
+                    ["stage", "gate of"] + [f"{t} inputs" for t in tasks],
+                    [[stage, info["gate_adapter"]] + [info["gates"].get(t) for t in tasks] for stage, info in gated]))
     if state.get("estimates"):
         out.append(("Forgetting: second-order estimate against the measured loss increase",
                     ["task", "after", "||Δθ||", "||ΔW||", "λ_max", "½ΔθᵀHΔθ", "½λ_max||Δθ||²", "measured ΔL",

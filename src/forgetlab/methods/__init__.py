@@ -34,6 +34,16 @@ METHODS: dict[str, type] = {"naive": Naive, "replay": Replay, "kl": KL, "kl-base
                             "merge": Merge, "gated": Gated, "joint": Joint, "base": Base}
 
 
+SECTIONS = {"kl-base": "kl"}  # methods that read another method's `strategy.<section>` settings
+
+
+def split_variant(entry: str) -> tuple[str, list[str]]:
+    """A strategy with settings of its own, as `compare --strategies` takes it: 'ewc:lam=1e6:samples=64' ->
+    ('ewc', ['strategy.ewc.lam=1e6', 'strategy.ewc.samples=64']); a plain name has no settings."""
+    name, *keys = entry.split(":")
+    return name, [f"strategy.{SECTIONS.get(name, name)}.{k}" for k in keys]
+
+
 @dataclass
 class MethodContext:
     """What a hook may read: the stage's index, the tasks seen so far, the tokenizer and the resolved config."""

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import CompareConfig, SequentialConfig, dump_yaml
+from ..config import CompareConfig, SequentialConfig, build_config, dump_yaml
 from ..data import load_task
 from ..grid import run_command, run_grid, start_ray
-from ..methods import build_method
+from ..methods import build_method, split_variant
 from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
 
 
 def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) -> Path:
     """Run every strategy × seed of `cfg` (or finish the comparison in `resume`); return the comparison directory."""
-    # Validate up front: an unknown strategy or a bad task fails before anything runs.
-    for name in cfg.strategies:
-        build_method(name, cfg.strategy)
+    # Validate up front: an unknown strategy or setting or a bad task fails before anything runs.
+    for entry in cfg.strategies:
+        child = child_config(cfg, Path("."), entry, cfg.seeds[0])
+        build_method(child.train.method, child.strategy)
     for spec in cfg.tasks:
         load_task(spec, cfg.data)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
@@ -49,10 +50,17 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
 
 
 def child_config(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> SequentialConfig:
+    """The `forgetlab sequential` config of one entry of `strategies` (a name, or a name with settings such as
+    'ewc:lam=1e6') and one seed."""
+    name, sets = split_variant(strategy)
     data = cfg.model_dump(mode="json", exclude={"strategies", "seeds", "executor"})
-    data["train"].update(method=strategy, seed=seed)
-    data["run"] = {"root": str(out / "runs"), "name": f"{strategy}-s{seed}"}
-    return SequentialConfig.model_validate(data)
+    data["train"].update(method=name, seed=seed)
+    data["run"] = {"root": str(out / "runs"), "name": child_name(strategy, seed)}
+    return build_config(SequentialConfig, data, sets=sets, source=f"strategy '{strategy}'")
+
+
+def child_name(strategy: str, seed: int) -> str:
+    return f"{slug(strategy)}-s{seed}"
 
 
 def find_child(out: Path, name: str) -> Path | None:
@@ -62,7 +70,7 @@ def find_child(out: Path, name: str) -> Path | None:
 
 def run_child(out: Path, strategy: str, seed: int) -> dict:
     """Run (or resume, or reuse) one strategy/seed as `forgetlab sequential` in a child process."""
-    name = f"{strategy}-s{seed}"
+    name = child_name(strategy, seed)
     path = out / "configs" / f"{name}.yaml"
     previous = find_child(out, name)
     status = read_json(previous / "metrics.json").get("status") if previous and (previous / "metrics.json").is_file() \
