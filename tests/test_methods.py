@@ -258,7 +258,7 @@ def test_kl_base_anchors_to_the_base_model_whatever_was_learned_before(tokenizer
 
 
 def gated_pair(tokenizer, two_tasks, **settings):
-    """A tiny model with a random first adapter, then `gated` set up for the second task (its adapter random too)."""
+    """A tiny model with a random first adapter and `gated` set up for the first task (the second is added by the test)."""
     model = attach_lora(tiny_llama(len(tokenizer)), TINY_LORA)
     randomize_b(model)
     gated = build_method("gated", StrategyConfig(gated={"init": 0.02, "speed": 100, **settings}))
