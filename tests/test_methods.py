@@ -55,6 +55,7 @@ def test_every_strategy_runs_the_recipe(tiny_dir, tmp_path, name):
     if name == "gated":
         info = m["method_info"][1]
         assert (run / "gates.png").is_file() and set(info["gates_by_task"]) == {"facts:people", "facts:elements"}
+        assert "Gates: the new adapter" in (run / "report.html").read_text(), "the gate table is in the report"
         assert all(len(v) == 4 for v in info["gates_by_task"].values()), "one mean per adapted layer (2 layers × q, v)"
         assert abs(info["gates"]["facts:elements"] - 0.02) > 1e-3, "the gate network trains away from its start (0.02)"
 

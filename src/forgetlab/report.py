@@ -45,6 +45,12 @@ def fmt(x, digits: int = 3) -> str:
     return str(x)
 
 
+def gated_stages(state: dict) -> list[tuple[str, dict]]:
+    """The stages after which a gated strategy saved its gate values: (stage, that stage's method_info)."""
+    return [(stage, info) for stage, info in zip(state["stages"][1:], state.get("method_info", []), strict=False)
+            if info.get("gates_by_task")]
+
+
 def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, header, rows) for each table the run ends with; shared by the terminal and report.html."""
     tasks, splits = state["tasks"], state["splits"]
@@ -81,8 +87,7 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                          _at(diag["general_accuracy"], k), _at(diag["base_retention"], k)])
         out.append(("Diagnostics: loss spike at each boundary, stagnation, base retention (general questions)",
                     ["stage", "spike factor", "spike", "stagnant from step", "general acc", "base retention"], rows))
-    gated = [(stage, info) for stage, info in zip(state["stages"][1:], state.get("method_info", []), strict=False)
-             if info.get("gates_by_task")]
+    gated = gated_stages(state)
     if gated:
         tasks = state["tasks"]
         out.append(("Gates: the new adapter's mean gate over each task's inputs (1: the new adapter, 0: the earlier model)",
@@ -170,8 +175,7 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_title("Top Hessian eigenvalues at each task's checkpoint")
         ax.legend(fontsize=8)
         made.append(save_plot(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
-    gates = [(stage, info) for stage, info in zip(state["stages"][1:], state.get("method_info", []), strict=False)
-             if info.get("gates_by_task")]
+    gates = gated_stages(state)
     if gates:
         fig, axes = plt.subplots(1, len(gates), figsize=(5 * len(gates), 3.5), squeeze=False, sharey=True)
         for ax, (stage, info) in zip(axes[0], gates, strict=True):
