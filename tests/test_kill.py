@@ -250,7 +250,14 @@ def test_sweep_killed_with_its_ray_instance_resumes_to_the_same_table(tiny_dir, 
 
     out = tmp_path / "killed"
     assert kill_after(args(out), 12.0)  # Ray up, the point configs written, the first points started
-    assert kill_and_carry_on("sweep", (out, carry_on(out)[0]), carry_on, result, alone(out), 40.0, 1) == 1
+    # How long carrying on takes from here, timed on a copy, so that the second kill lands inside the resumed run
+    # (a fixed window let the resume finish first on a fast machine).
+    shutil.copytree(out, tmp_path / "timed")
+    resume_seconds = run(carry_on(tmp_path / "timed")[0])
+    reference = alone(out)
+    assert result(tmp_path / "timed") == reference
+    assert kill_and_carry_on("sweep", (out, carry_on(out)[0]), carry_on, result, reference,
+                             0.8 * resume_seconds, 1) == 1
 
 
 def test_the_online_learner_killed_mid_chat_restarts_with_everything_it_had_saved(tiny_dir, tmp_path):
