@@ -19,7 +19,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # start), or the workers' thread pools fight over the cores and everything runs slower than one worker.
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-TINY_LORA = LoraSettings(r=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
+TINY_LORA = LoraSettings(rank=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
 FEW_FACTS = DataConfig(facts={"entities": 2})
 
 

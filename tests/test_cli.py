@@ -13,7 +13,7 @@ import pytest
 from .conftest import call_main, run_cli
 
 FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "2", "--lr", "1e-2",
-        "--set", "data.facts.entities=2", "--set", "lora.r=4", "--set", "lora.dropout=0",
+        "--set", "data.facts.entities=2", "--set", "lora.rank=4", "--set", "lora.dropout=0",
         "--set", "landscape.iterations=4", "--set", "landscape.top_k=2", "--set", "landscape.batch_size=4"]
 
 
@@ -33,7 +33,7 @@ def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path, capsys):
     for task in ("facts-people", "facts-elements"):
         assert (run / "adapters" / task / "adapter_model.safetensors").is_file()
         meta = json.loads((run / "adapters" / task / "meta.json").read_text())
-        assert meta["task"] == task.replace("-", ":") and meta["config"]["lora"]["r"] == 4
+        assert meta["task"] == task.replace("-", ":") and meta["config"]["lora"]["rank"] == 4
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "complete" and metrics["stages"][0] == "before"
     rows = (run / "accuracy_matrix.csv").read_text().splitlines()
@@ -107,14 +107,14 @@ def test_resume_from_a_finished_task_gives_the_same_result(tiny_dir, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["sequential", "--task", "wiki:cats"], "unknown source 'wiki'"),
     (["sequential", "--task", "facts:planets"], "valid domains: people, elements, festivals"),
-    (["sequential", "--set", "lora.r=0"], "lora.r: Input should be greater than 0"),
+    (["sequential", "--set", "lora.rank=0"], "lora.rank: Input should be greater than 0"),
     (["sequential", "--set", "train.bogus=1"], "unknown key 'train.bogus'"),
     (["sequential", "--config", "no-such.yaml"], "no-such.yaml not found"),
     (["sequential", "--task", "mmlu:astronomy"], "mmlu:astronomy"),
     (["sequential", "--task", "mmlu:astronomy", "--mmlu-dir", "/no/such/dir"], "MMLU directory /no/such/dir not found"),
     (["sequential", "--task", "file:/no/such.jsonl"], "data file /no/such.jsonl not found"),
-    (["sequential", "--strategy", "magic"], "valid methods: naive"),
-    (["compare", "--strategies", "naive,magic"], "unknown method 'magic'; valid methods: naive, replay"),
+    (["sequential", "--strategy", "magic"], "valid strategies: naive"),
+    (["compare", "--strategies", "naive,magic"], "unknown strategy 'magic'; valid strategies: naive, replay"),
     (["compare", "--seeds", "0,x"], "--seeds 0,x: expected a comma-separated list"),
     (["compare", "--strategies", "naive,naive"], "strategies: Value error, an entry is listed twice"),
     (["compare", "--resume", "/no/such/dir"], "not a run directory"),

@@ -13,8 +13,8 @@ from forgetlab.recipes import compare
 from .conftest import run_cli
 
 FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "1", "--lr", "1e-2",
-        "--set", "data.facts.entities=2", "--set", "lora.r=4", "--set", "lora.dropout=0",
-        "--set", "diagnostics.max_new_tokens=3"]
+        "--set", "data.facts.entities=2", "--set", "lora.rank=4", "--set", "lora.dropout=0",
+        "--set", "general.max_new_tokens=3"]
 
 
 def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
@@ -41,7 +41,7 @@ def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
 
 def test_strategies_with_settings_of_their_own_run_side_by_side(tiny_dir, tmp_path):
     """'ewc:lam=0' must train exactly like naive (a zero penalty), 'ewc:lam=1e6' differently from the second task on."""
-    r = run_cli("compare", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST, "--set", "diagnostics.retention=false",
+    r = run_cli("compare", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST, "--set", "general.enabled=false",
                 "--strategies", "naive,ewc:lam=0,ewc:lam=1e6", "--seeds", "0", "--cpus-per-run", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     out = next(p for p in tmp_path.iterdir() if p.is_dir())
@@ -70,8 +70,8 @@ def test_a_failing_strategy_is_reported_and_the_others_finish(tiny_dir, tmp_path
     monkeypatch.setattr(compare, "child_config", broken_for_kl)
     cfg = build_config(CompareConfig, {"tasks": ["facts:people", "facts:elements"], "strategies": ["kl", "naive"],
                                        "model": {"name": str(tiny_dir)}, "train": {"epochs": 1},
-                                       "data": {"facts": {"entities": 2}}, "lora": {"r": 4},
-                                       "diagnostics": {"retention": False}, "run": {"root": str(tmp_path / "runs")},
+                                       "data": {"facts": {"entities": 2}}, "lora": {"rank": 4},
+                                       "general": {"enabled": False}, "run": {"root": str(tmp_path / "runs")},
                                        "executor": {"cpus_per_run": 1}})
     out = compare.run_compare(cfg, console=Console(file=io.StringIO(), width=200))
     result = json.loads((out / "compare.json").read_text())

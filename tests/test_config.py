@@ -15,7 +15,7 @@ from forgetlab.config import (
     read_yaml,
 )
 from forgetlab.errors import UserError
-from forgetlab.methods import METHODS
+from forgetlab.methods import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -50,7 +50,7 @@ def test_every_shipped_yaml_loads_and_names_its_command(path):
     cfg = build_config({"sequential": SequentialConfig, "compare": CompareConfig}[command], read_yaml(path),
                        source=str(path))
     assert cfg.tasks
-    assert cfg.train.method in METHODS and all(s in METHODS for s in getattr(cfg, "strategies", ()))
+    assert cfg.strategy.name in STRATEGIES and all(s.split(':')[0] in STRATEGIES for s in getattr(cfg, "strategies", ()))
 
 
 def test_defaults_and_roundtrip():
@@ -60,8 +60,8 @@ def test_defaults_and_roundtrip():
 
 
 def test_preset_fills_and_explicit_keys_win():
-    cfg = build_config(SequentialConfig, {"lora": {"preset": "seft"}}, sets=["lora.r=8"])
-    assert cfg.lora.r == 8 and cfg.lora.alpha == 128 and "down_proj" in cfg.lora.targets
+    cfg = build_config(SequentialConfig, {"lora": {"preset": "seft"}}, sets=["lora.rank=8"])
+    assert cfg.lora.rank == 8 and cfg.lora.alpha == 128 and "down_proj" in cfg.lora.targets
 
 
 def test_set_overrides_yaml_and_flags():
@@ -71,7 +71,7 @@ def test_set_overrides_yaml_and_flags():
 
 @pytest.mark.parametrize("sets,message", [
     (["train.lrr=1"], "unknown key 'train.lrr'"),
-    (["lora.r=0"], "lora.r: Input should be greater than 0"),
+    (["lora.rank=0"], "lora.rank: Input should be greater than 0"),
     (["train.epochs=many"], "train.epochs"),
     (["lora.preset=huge"], "lora.preset"),
     (["train.lr"], "expected key=value"),

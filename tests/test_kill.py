@@ -147,7 +147,7 @@ def test_sequential_killed_anywhere_resumes_to_the_same_numbers(tiny_dir, tmp_pa
     def args(out):
         return ["sequential", "--model", str(tiny_dir), "--out", str(out), "--task", "facts:people", "--task",
                 "facts:elements", "--epochs", "2", "--lr", "1e-2", "--no-landscape", "--set", "data.facts.entities=2",
-                "--set", "lora.r=4", "--set", "lora.dropout=0"]
+                "--set", "lora.rank=4", "--set", "lora.dropout=0"]
 
     def result(out):
         runs = list(out.glob("2*"))

@@ -27,7 +27,7 @@ def trained_tiny(tokenizer, dtype, lora: LoraSettings):
 
 
 def test_lanczos_matches_dense_eigendecomposition(tokenizer):
-    lora = LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj",))
+    lora = LoraSettings(rank=2, alpha=4, dropout=0.0, targets=("q_proj",))
     model, batches = trained_tiny(tokenizer, torch.float64, lora)
     hvp, n = make_hvp(model, batches)
     assert n == 2 * (16 + 16)  # A: (2, 16), B: (16, 2) in one layer
@@ -55,7 +55,7 @@ def test_power_iteration_and_lanczos_on_a_known_spectrum():
 
 
 def test_quadratic_form_matches_dense(tokenizer):
-    lora = LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj",))
+    lora = LoraSettings(rank=2, alpha=4, dropout=0.0, targets=("q_proj",))
     model, batches = trained_tiny(tokenizer, torch.float64, lora)
     hvp, n = make_hvp(model, batches)
     d = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -65,13 +65,13 @@ def test_quadratic_form_matches_dense(tokenizer):
 
 
 def test_delta_w_norm_equals_merged_update(tokenizer):
-    lora = LoraSettings(r=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
+    lora = LoraSettings(rank=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
     model, _ = trained_tiny(tokenizer, torch.float32, lora)
     after = adapter_state(model)
     before = {k: torch.zeros_like(v) if ".lora_B." in k else v for k, v in after.items()}
     # Explicit: PEFT's own delta weight of each LoRA layer, after minus before (B=0 gives zero).
     explicit = sum(float((m.get_delta_weight("default").detach() ** 2).sum())
                    for m in model.modules() if hasattr(m, "get_delta_weight") and hasattr(m, "lora_A"))
-    assert abs(delta_w_norm(before, after, lora.alpha / lora.r) - explicit ** 0.5) < 1e-4 * explicit ** 0.5
+    assert abs(delta_w_norm(before, after, lora.alpha / lora.rank) - explicit ** 0.5) < 1e-4 * explicit ** 0.5
     assert delta_w_norm(after, after, 2.0) == 0.0
     assert len(flat(after)) == sum(p.numel() for _, p in trainable_named(model))

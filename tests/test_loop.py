@@ -7,7 +7,7 @@ from forgetlab.config import TrainConfig
 from forgetlab.data import load_task
 from forgetlab.errors import UserError
 from forgetlab.loop import steps_for, train, warmup_cosine
-from forgetlab.methods import METHODS, MethodContext, build_method
+from forgetlab.methods import STRATEGIES, MethodContext, build_method
 from forgetlab.model import attach_lora
 
 from .conftest import FEW_FACTS, TINY_LORA, tiny_llama
@@ -54,6 +54,6 @@ def test_warmup_then_cosine():
 
 
 def test_method_registry_lookup():
-    assert "naive" in METHODS
-    with pytest.raises(UserError, match="valid methods: naive"):
+    assert "naive" in STRATEGIES
+    with pytest.raises(UserError, match="valid strategies: naive"):
         build_method("nope")

@@ -12,7 +12,7 @@ from forgetlab.batching import collate, encode
 from forgetlab.config import SequentialConfig, StrategyConfig, build_config
 from forgetlab.data import load_task
 from forgetlab.losses import nll, orthogonality_penalty
-from forgetlab.methods import METHODS, MethodContext, build_method
+from forgetlab.methods import STRATEGIES, MethodContext, build_method
 from forgetlab.methods.gated import coefficients
 from forgetlab.model import adapter_state, attach_lora, lora_layers, lora_state
 from forgetlab.recipes.sequential import run_sequential
@@ -25,10 +25,10 @@ STAGES = {"sequential": 3, "joint": 2, "none": 1}  # rows of the accuracy matrix
 def tiny_config(tiny_dir, root, method: str, **sets) -> SequentialConfig:
     """Two facts tasks on the tiny model; `sets` are dotted overrides."""
     base = {"tasks": ["facts:people", "facts:elements"], "model": {"name": str(tiny_dir)},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
-            "train": {"method": method, "epochs": 2, "lr": 1e-2, "batch_size": 4},
+            "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+            "strategy": {"name": method}, "train": {"epochs": 2, "lr": 1e-2, "batch_size": 4},
             "data": {"facts": {"entities": 2}}, "landscape": {"enabled": False},
-            "diagnostics": {"max_new_tokens": 3}, "run": {"root": str(root)}}
+            "general": {"max_new_tokens": 3}, "run": {"root": str(root)}}
     return build_config(SequentialConfig, base, sets)
 
 
@@ -36,11 +36,11 @@ def quiet():
     return Console(file=io.StringIO(), width=200)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_runs_the_recipe(tiny_dir, tmp_path, name):
     run = run_sequential(tiny_config(tiny_dir, tmp_path, name), console=quiet())
     m = json.loads((run / "metrics.json").read_text())
-    method = METHODS[name]
+    method = STRATEGIES[name]
     assert m["status"] == "complete" and len(m["accuracy"]) == STAGES[method.stages]
     assert len(m["diagnostics"]["general_accuracy"]) == STAGES[method.stages]
     assert all(math.isfinite(h["loss"]) for h in m["history"])
@@ -65,7 +65,7 @@ def test_resume_rebuilds_the_strategy_exactly(tiny_dir, tmp_path, name):
     """Cut a finished run back to 'task 1 done' and resume: the same losses and accuracies as uninterrupted."""
     import shutil
 
-    sets = {"diagnostics.retention": False, "train.epochs": 1}
+    sets = {"general.enabled": False, "train.epochs": 1}
     full = run_sequential(tiny_config(tiny_dir, tmp_path / "a", name, **sets), console=quiet())
     cut = tmp_path / "b" / full.name
     shutil.copytree(full, cut)
@@ -86,7 +86,7 @@ def test_resume_rebuilds_the_strategy_exactly(tiny_dir, tmp_path, name):
 
 def ctx_for(tokenizer, i, tasks, **sets):
     cfg = build_config(SequentialConfig, {"strategy": sets} if sets else {})
-    return MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tokenizer, config=cfg)
+    return MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tokenizer, train=cfg.train)
 
 
 @pytest.fixture
@@ -350,5 +350,5 @@ def test_gate_coefficients():
 def test_unknown_strategy_lists_the_valid_ones():
     from forgetlab.errors import UserError
 
-    with pytest.raises(UserError, match="valid methods: naive, replay, kl, kl-base, ewc, olora, merge, gated, joint, base"):
+    with pytest.raises(UserError, match="valid strategies: naive, replay, kl, kl-base, ewc, olora, merge, gated, joint, base"):
         build_method("magic")

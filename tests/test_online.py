@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from forgetlab.online.config import DetectConfig, MemoryConfig, OnlineConfig, UpdateConfig
+from forgetlab.config import DetectConfig, MemoryConfig, OnlineConfig, UpdateConfig
 from forgetlab.online.detector import detect, flip_person, is_question_turn
 
 from .conftest import call_main
@@ -334,7 +334,7 @@ def test_seed_preset_runs_with_the_seed_settings(tiny_dir, tmp_path, capsys):
     assert r.returncode == 0, r.stderr
     [run] = (tmp_path / "runs").glob("*online-eval*")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["lora"]["r"] == 4 and cfg["lora"]["targets"] == ["q_proj", "v_proj"] and cfg["update"]["forms"] == 0
+    assert cfg["lora"]["rank"] == 4 and cfg["lora"]["targets"] == ["q_proj", "v_proj"] and cfg["update"]["forms"] == 0
     m = json.loads((run / "metrics.json").read_text())
     updates = [json.loads(line) for line in (run / "state" / "turns.jsonl").read_text().splitlines()]
     assert m["summary"]["facts"] == 16 and all(u["steps"] == 1 for t in updates for u in t["updates"] if u["kind"] == "fact")
@@ -417,7 +417,7 @@ def test_top_layers_adapts_only_the_top_share_and_back_propagates_no_further(tok
     from .conftest import tiny_llama
 
     model = add_trainable_adapter(tiny_llama(len(tokenizer), layers=4), "online",
-                                  LoraSettings(r=2, alpha=4, dropout=0.0, targets=("q_proj", "v_proj"), top_layers=0.5))
+                                  LoraSettings(rank=2, alpha=4, dropout=0.0, targets=("q_proj", "v_proj"), top_layers=0.5))
     names = [n for n, _ in trainable_named(model)]
     layers = sorted({int(n.split(".layers.")[1].split(".")[0]) for n in names})
     assert layers == [2, 3] and len(names) == 2 * 2 * 2  # two layers × q, v × A, B

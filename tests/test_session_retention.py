@@ -73,7 +73,7 @@ def test_settings_overrides_and_short_records():
     assert (s.rank, s.alpha, s.epochs, s.batch_size, s.grad_accum) == (4, 8.0, 2, 2, 4)
     assert s.max_length == 50 and s.over_length == 0  # never longer than the longest record needs
     assert s.source["rank"] == "set" and s.source["alpha"] == "auto"
-    assert s.lora.r == 4 and s.train.epochs == 2 and s.train.grad_accum == 4
+    assert s.lora.rank == 4 and s.train.epochs == 2 and s.train.grad_accum == 4
 
 
 @pytest.mark.parametrize("old_rows, new_rows, replay, share, per_batch", [

@@ -62,7 +62,7 @@ def test_losses_of_the_registry_by_hand(tiny, tokenizer):
 
     facts = read_facts("builtin:animals")
     cfg = UnlearnConfig(method={"name": "ga"})
-    ctx = UnlearnContext(tokenizer, cfg, retain=read_facts("builtin:food").rows(tokenizer, 64))
+    ctx = UnlearnContext(tokenizer, cfg.train, retain=read_facts("builtin:food").rows(tokenizer, 64))
     batch = collate(facts.rows(tokenizer, 64)[:4], tokenizer.pad_token_id)
     with torch.no_grad():
         assert float(build_unlearning(cfg).loss(tiny, batch, ctx)) == pytest.approx(-float(nll(tiny, batch)))

@@ -165,7 +165,7 @@ def delta_w_norm(state_a: dict, state_b: dict, scaling: float) -> float:
 def checkpoint_landscape(model, cfg, batches, states, task_name: str, train_seconds: float) -> dict:
     """Loss, top Hessian eigenvalues and displacement of the checkpoint just reached (`cfg`: a SequentialConfig;
     `states`: adapter states of every stage so far, the last one current)."""
-    scaling = cfg.lora.alpha / cfg.lora.r
+    scaling = cfg.lora.alpha / cfg.lora.rank
     row = {"task": task_name, "loss": mean_loss(model, batches), "train_seconds": train_seconds,
            "dtheta_prev": float(flat_diff(states[-1], states[-2]).norm()),
            "dW_prev": delta_w_norm(states[-2], states[-1], scaling), "eigenvalues": []}
@@ -193,6 +193,6 @@ def forgetting_estimates(model, cfg, names: list[str], land, states, checkpoints
         increase = mean_loss(model, land[i]) - ck["loss"]
         bound = 0.5 * lam * float(dtheta.norm()) ** 2
         rows.append({"task": names[i], "after": names[j - 1], "dtheta": float(dtheta.norm()),
-                     "dW": delta_w_norm(states[i + 1], now, cfg.lora.alpha / cfg.lora.r), "lambda_max": lam,
+                     "dW": delta_w_norm(states[i + 1], now, cfg.lora.alpha / cfg.lora.rank), "lambda_max": lam,
                      "quadratic": quad, "bound": bound, "loss_increase": increase, "bound_held": increase <= bound})
     return rows

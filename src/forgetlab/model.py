@@ -149,7 +149,7 @@ def lora_config(model, lora: LoraSettings):
     if lora.top_layers < 1:
         n = unwrap(model).config.num_hidden_layers
         layers = list(range(min(n - 1, math.floor(n * (1 - lora.top_layers))), n))
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.targets),
                       layers_to_transform=layers, task_type="CAUSAL_LM")
 
 

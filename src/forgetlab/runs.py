@@ -221,3 +221,20 @@ def peak_memory_mb(model=None) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+RUN_FILES = (("compare.json", "compare"), ("sweep.json", "sweep"), ("session_compare.json", "session compare"))
+
+
+def run_kind(run_dir: Path) -> str | None:
+    """Which command made `run_dir` ('sequential', 'compare', 'unlearn', 'sweep', ...), None when it cannot tell."""
+    run_dir = Path(run_dir)
+    for name, kind in RUN_FILES:
+        if (run_dir / name).is_file():
+            return kind
+    if (run_dir / "metrics.json").is_file():
+        try:
+            return json.loads((run_dir / "metrics.json").read_text()).get("kind")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None

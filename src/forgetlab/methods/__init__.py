@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import SequentialConfig, StrategyConfig
+from ..config import StrategyConfig, TrainConfig
 from ..errors import UserError
 from .base import Base
 from .ewc import EWC
@@ -30,7 +30,7 @@ from .naive import Naive
 from .olora import OLoRA
 from .replay import Replay
 
-METHODS: dict[str, type] = {"naive": Naive, "replay": Replay, "kl": KL, "kl-base": KLBase, "ewc": EWC, "olora": OLoRA,
+STRATEGIES: dict[str, type] = {"naive": Naive, "replay": Replay, "kl": KL, "kl-base": KLBase, "ewc": EWC, "olora": OLoRA,
                             "merge": Merge, "gated": Gated, "joint": Joint, "base": Base}
 
 
@@ -46,19 +46,19 @@ def split_variant(entry: str) -> tuple[str, list[str]]:
 
 @dataclass
 class MethodContext:
-    """What a hook may read: the stage's index, the tasks seen so far, the tokenizer and the resolved config."""
+    """What a hook may read: the stage's index, the tasks seen so far, the tokenizer and the training settings."""
 
     task_index: int
     tasks: list = field(default_factory=list)
     tokenizer: Any = None
-    config: SequentialConfig = field(default_factory=SequentialConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def build_method(name: str, settings: StrategyConfig | None = None):
     """Instantiate a method by registry name with its settings; an unknown name lists the valid ones."""
-    if name not in METHODS:
-        raise UserError(f"unknown method '{name}'; valid methods: {', '.join(METHODS)}")
-    return METHODS[name](settings or StrategyConfig())
+    if name not in STRATEGIES:
+        raise UserError(f"unknown strategy '{name}'; valid strategies: {', '.join(STRATEGIES)}")
+    return STRATEGIES[name](settings or StrategyConfig())
 
 
 def call_hook(method, hook: str, model, task, ctx: MethodContext):
@@ -68,4 +68,4 @@ def call_hook(method, hook: str, model, task, ctx: MethodContext):
 
 def describe() -> list[tuple[str, str]]:
     """(name, first docstring line) per registered method, for `forgetlab methods`."""
-    return [(name, (cls.__doc__ or "").strip().splitlines()[0]) for name, cls in METHODS.items()]
+    return [(name, (cls.__doc__ or "").strip().splitlines()[0]) for name, cls in STRATEGIES.items()]

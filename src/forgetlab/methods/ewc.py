@@ -34,7 +34,7 @@ class EWC:
         return loss
 
     def after_task(self, model, task, ctx):
-        examples = [encode(ctx.tokenizer, ex, ctx.config.train.max_length) for ex in task.train[: self.cfg.samples]]
+        examples = [encode(ctx.tokenizer, ex, ctx.train.max_length) for ex in task.train[: self.cfg.samples]]
         batches = fixed_batches(examples, 1, ctx.tokenizer.pad_token_id)
         params = dict(trainable_named(model))
         fisher = diagonal_fisher(model, batches, params.items())

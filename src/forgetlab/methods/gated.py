@@ -181,7 +181,7 @@ class Gated:
         if len(self.names) < 2:
             return None
         tok, n = ctx.tokenizer, self.cfg.probe
-        per_task = {t.name: self.gate_means(model, [encode(tok, ex, ctx.config.train.max_length) for ex in t.train[:n]],
+        per_task = {t.name: self.gate_means(model, [encode(tok, ex, ctx.train.max_length) for ex in t.train[:n]],
                                             tok.pad_token_id) for t in ctx.tasks}
         return {"gate_adapter": self.names[-1], "gates_by_task": per_task,
                 "gates": {name: sum(v) / len(v) for name, v in per_task.items()}}

@@ -40,7 +40,7 @@ class KL:
         if self.cfg.on != "batch":
             if self.anchors is None or self.cfg.reference == "previous":
                 examples = self.anchors.examples if self.anchors else anchor_examples(
-                    model, ctx.tokenizer, ctx.config.train.max_length)
+                    model, ctx.tokenizer, ctx.train.max_length)
                 device = next(model.parameters()).device
                 refs = [self.reference_logits(model, to_device(collate([a], ctx.tokenizer.pad_token_id), device))
                         for a in examples]

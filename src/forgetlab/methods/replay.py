@@ -41,7 +41,7 @@ class Replay:
 
     def before_task(self, model, task, ctx):
         self.share = self.share_for(ctx.task_index)
-        self.rng = random.Random(ctx.config.train.seed * 1000 + ctx.task_index)
+        self.rng = random.Random(ctx.train.seed * 1000 + ctx.task_index)
         self.old = self.buffer()
 
     def mixed(self, batch, ctx):
@@ -54,6 +54,6 @@ class Replay:
         return nll(model, self.mixed(batch, ctx))
 
     def after_task(self, model, task, ctx):
-        pool = [encode(ctx.tokenizer, ex, ctx.config.train.max_length) for ex in task.train]
-        random.Random(f"replay-{task.name}-{ctx.config.train.seed}").shuffle(pool)
+        pool = [encode(ctx.tokenizer, ex, ctx.train.max_length) for ex in task.train]
+        random.Random(f"replay-{task.name}-{ctx.train.seed}").shuffle(pool)
         self.pools.append(pool)

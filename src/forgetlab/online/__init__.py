@@ -1,7 +1,3 @@
-"""Online learning from every chat turn: fact detection, a fact memory, per-turn LoRA updates kept near the base."""
-
-from .config import PRESETS, OnlineConfig
-from .detector import Fact, detect
-from .learner import OnlineLearner
-
-__all__ = ["PRESETS", "Fact", "OnlineConfig", "OnlineLearner", "detect"]
+"""Online learning from every chat turn: fact detection (detector.py), a fact memory (memory.py), per-turn LoRA
+updates kept near the base (update.py, learner.py). Import the modules themselves: this package imports nothing, so
+reading the online settings never loads torch."""

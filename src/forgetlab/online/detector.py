@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..config.online import DetectConfig, PatternConfig
 from ..errors import UserError
-from .config import DetectConfig, PatternConfig
 from .patterns import BUILTIN
 
 FLIP = {"i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're", "am": "are",

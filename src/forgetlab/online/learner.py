@@ -20,6 +20,7 @@ import torch
 
 from ..batching import encode
 from ..config import TrainConfig
+from ..config.online import OnlineConfig
 from ..data.general import retention_examples
 from ..data.records import Example, user
 from ..evaluate import generate_answers
@@ -29,13 +30,11 @@ from ..model import adapter_state, add_trainable_adapter, load_adapter_state
 from ..retain import build_anchors
 from ..runs import atomic_file
 from ..sessions.holder import ModelHolder
-from .config import OnlineConfig
 from .detector import detect, is_question_turn
 from .memory import FactMemory, importance
-from .state import LearnerState
+from .state import ADAPTER, LearnerState
 from .update import OnlineLoss, adaptive_lr, entity_token_ids, fact_examples, key_margins, key_predicted
 
-ADAPTER = "online"
 MAX_LENGTH = 256
 
 

@@ -20,8 +20,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from ..config.online import MemoryConfig
 from ..errors import UserError
-from .config import MemoryConfig
 from .detector import Fact
 
 COLUMNS = ("id", "key", "statement", "pattern", "relation", "subject", "value", "entities", "confidence", "forms",

@@ -8,7 +8,7 @@ them ("What is my {subject}?" with subject "car"), the answer template person fl
 
 from __future__ import annotations
 
-from .config import PatternConfig
+from ..config.online import PatternConfig
 
 RELATIVES = ("best friend|sister|brother|mother|mom|mum|father|dad|wife|husband|partner|girlfriend|boyfriend|son|"
              "daughter|friend|cousin|uncle|aunt|grandmother|grandma|grandfather|grandpa|niece|nephew|teacher|doctor|"

@@ -21,6 +21,9 @@ from ..runs import atomic_file, read_json, write_json
 
 STATE_VERSION = 1
 
+ADAPTER = "online"
+"""The name of the online learner's LoRA adapter."""
+
 
 def read_lines(path: Path) -> list[dict]:
     """The JSON lines of `path` (none when missing); a torn or corrupt line is skipped."""
@@ -122,7 +125,6 @@ class LearnerState:
 
     def clear(self, model) -> None:
         """Forget everything learned: the online adapter re-initialised (B = 0), counters and logs emptied."""
-        from .learner import ADAPTER
 
         for layer in lora_layers(model):
             if ADAPTER in layer.lora_A:
@@ -136,6 +138,5 @@ class LearnerState:
 
 def online_state(model) -> dict:
     """The online adapter's tensors (CPU, contiguous), by parameter name."""
-    from .learner import ADAPTER
 
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if f".{ADAPTER}." in n}

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import IGNORE, answer_positions, collate, encode, to_device
+from ..config.online import UpdateConfig
 from ..data.records import Example, user
 from ..losses import answer_logits, kl_to_reference
 from ..retain import Anchors, with_rows
-from .config import UpdateConfig
 
 ACK = "I understand. "
 

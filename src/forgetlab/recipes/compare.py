@@ -24,7 +24,7 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
     # Validate up front: an unknown strategy or setting or a bad task fails before anything runs.
     for entry in cfg.strategies:
         child = child_config(cfg, Path("."), entry, cfg.seeds[0])
-        build_method(child.train.method, child.strategy)
+        build_method(child.strategy.name, child.strategy)
     for spec in cfg.tasks:
         load_task(spec, cfg.data)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
@@ -54,7 +54,8 @@ def child_config(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> Seq
     'ewc:lam=1e6') and one seed."""
     name, sets = split_variant(strategy)
     data = cfg.model_dump(mode="json", exclude={"strategies", "seeds", "executor"})
-    data["train"].update(method=name, seed=seed)
+    data["strategy"]["name"] = name
+    data["train"]["seed"] = seed
     data["run"] = {"root": str(out / "runs"), "name": child_name(strategy, seed)}
     return build_config(SequentialConfig, data, sets=sets, source=f"strategy '{strategy}'")
 

@@ -12,12 +12,11 @@ import statistics
 import time
 from pathlib import Path
 
-from ..config import dump_yaml
+from ..config import OnlineConfig, dump_yaml
 from ..data.records import Example, user
 from ..evaluate import generate_answers
 from ..metrics.qa import contains, normalize
 from ..model import load_base
-from ..online.config import OnlineConfig
 from ..online.learner import OnlineLearner
 from ..online.probes import CHITCHAT, FactProbes
 from ..report import fmt, save_plot, write_page

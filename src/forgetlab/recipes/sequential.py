@@ -38,13 +38,13 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
     """Run the study described by `cfg` (or carry on the interrupted run in `resume`); return the run directory."""
     # Tasks first: bad input fails before a model is loaded.
     tasks = [load_task(spec, cfg.data) for spec in cfg.tasks]
-    method = build_method(cfg.train.method, cfg.strategy)
+    method = build_method(cfg.strategy.name, cfg.strategy)
     # Base model with one LoRA adapter (seeded init): a bad target fails here, before a run directory exists.
     model, tok = load_base(cfg.model)
     torch.manual_seed(cfg.train.seed)
     model = attach_lora(model, cfg.lora)
 
-    run_dir = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or f"{cfg.train.method}-" + "-".join(
+    run_dir = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or f"{cfg.strategy.name}-" + "-".join(
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
     if resume:
         clean_partial(run_dir)  # what a kill mid-write left aside
@@ -145,7 +145,7 @@ def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, 
     The global RNG is seeded per stage first, so an adapter a hook creates is initialised the same way whether the
     run is fresh or resumed.
     """
-    ctx = MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tok, config=cfg)
+    ctx = MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tok, train=cfg.train)
     torch.manual_seed(cfg.train.seed * 1000 + i)
     call_hook(method, "before_task", model, task, ctx)
     result = body(ctx)
@@ -154,7 +154,7 @@ def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, 
 
 
 def new_state(cfg: SequentialConfig, tasks, method) -> dict:
-    return {"version": __version__, "kind": "sequential", "method": cfg.train.method, "seed": cfg.train.seed,
+    return {"version": __version__, "kind": "sequential", "method": cfg.strategy.name, "seed": cfg.train.seed,
             "plan": method.stages, "tasks": [t.name for t in tasks],
             "splits": sorted({s for t in tasks for s in t.splits}, key=["seen", "held_out"].index),
             "stages": [], "accuracy": [], "retention": [], "history": [], "checkpoints": [], "estimates": [],
@@ -167,9 +167,9 @@ def evaluate_stage(model, tok, tasks, cfg: SequentialConfig) -> dict:
 
 def general_accuracy(model, tok, cfg: SequentialConfig) -> float | None:
     """Share of the built-in general questions answered correctly (greedy, `contains`); None when switched off."""
-    if not cfg.diagnostics.retention:
+    if not cfg.general.enabled:
         return None
-    return qa_scores(model, tok, retention_examples(), cfg.diagnostics.max_new_tokens, cfg.eval.batch_size)["contains"]
+    return qa_scores(model, tok, retention_examples(), cfg.general.max_new_tokens, cfg.eval.batch_size)["contains"]
 
 
 def save_state(run_dir: Path, cfg: SequentialConfig, state: dict, status: str) -> None:

@@ -25,11 +25,11 @@ RANK_METRICS = ["recovery_rate", "recovered_share", "forget_after", "retain_afte
 
 def run_sweep(cfg: SweepConfig, resume: Path | None = None, console=None) -> Path:
     """Run every point of `cfg` (or the missing ones of the sweep in `resume`); return the sweep directory."""
-    from ..cli_unlearn import check_paths
+    from ..unlearning import check_inputs
 
     points = cfg.points()
     for point in points:
-        check_paths(cfg.point_config(point))  # a missing data file fails before anything runs
+        check_inputs(cfg.point_config(point))  # a missing data file fails before anything runs
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     learned = cfg.unlearn.get("learn_first")
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "sweep-" + "-".join(

@@ -44,7 +44,6 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
     """Unlearn as `cfg` says; return the run directory."""
     name = canonical(cfg.method.name)
     method = build_unlearning(cfg)
-    cfg = cfg.with_method_defaults(getattr(method, "defaults", {}))
     sets = None if cfg.learn_first else fact_sets(cfg)
     if sets and cfg.rtt.enabled and len(sets["forget_eval"].mcq()) < cfg.rtt.splits:
         raise UserError(f"{sets['forget_eval'].name}: --rtt needs at least {cfg.rtt.splits} MCQ facts (one per split), "
@@ -53,7 +52,7 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         load_task(cfg.learn_first, _data_cfg())  # a bad task name fails before the model loads
     model, tok = load_base(cfg.model)
     if sets and hasattr(method, "rows"):  # e.g. wrong answers missing: fail before a run directory exists
-        method.rows(sets["forget"], UnlearnContext(tok, cfg))
+        method.rows(sets["forget"], UnlearnContext(tok, cfg.train))
     run_dir = new_run_dir(cfg.run.root, cfg.run.name or f"unlearn-{name}-r{cfg.lora.rank}"
                           + (f"-{cfg.learn_first.replace(':', '-')}" if cfg.learn_first else ""))
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -102,7 +101,7 @@ def original_source(cfg: UnlearnConfig, run_dir: Path) -> str:
 def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict[str, FactSet]:
     """Teach the model `cfg.learn_first` (LoRA r16 on all projections, merged into the weights in float32), save it
     as run_dir/original, and split its facts by entity into forget and retain sets."""
-    from ..config import KLConfig, LoraSettings, SequentialConfig, StrategyConfig
+    from ..config import KLConfig, LoraSettings, StrategyConfig
     from ..methods import MethodContext, build_method
 
     task = load_task(cfg.learn_first, _data_cfg())
@@ -121,7 +120,7 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict
     everything = FactSet(cfg.learn_first, list(facts.values()))
     rows = everything.rows(tok, cfg.train.max_length)
     torch.manual_seed(cfg.train.seed)
-    lora = LoraSettings(r=16, alpha=32, dropout=0.0, targets=cfg.lora.targets)
+    lora = LoraSettings(rank=16, alpha=32, dropout=0.0, targets=cfg.lora.targets)
     peft = attach_lora(model, lora)
     tc = TrainConfig(epochs=cfg.learn.epochs, lr=cfg.learn.lr, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                      max_length=cfg.train.max_length)
@@ -129,7 +128,7 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict
         method = build_method("kl", StrategyConfig(kl=KLConfig(lam=cfg.learn.kl, reference="base", on="anchors")))
     else:
         method = build_method("naive")
-    ctx = MethodContext(0, [task], tok, SequentialConfig(train=tc))
+    ctx = MethodContext(0, [task], tok, tc)
     if hasattr(method, "before_task"):
         method.before_task(peft, task, ctx)
     with progress.task(f"learn {cfg.learn_first}", steps_for(len(rows), tc)) as tick:
@@ -151,7 +150,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         for p in chosen:
             p.requires_grad_(True)
     state["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ctx = UnlearnContext(tok, cfg, retain=sets["retain"].rows(tok, cfg.train.max_length))
+    ctx = UnlearnContext(tok, cfg.train, retain=sets["retain"].rows(tok, cfg.train.max_length))
     rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
@@ -190,7 +189,7 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
     losses, and the general retention questions."""
     out = {}
     qa = {k: sets[f"{k}_eval"].qa() for k in ("forget", "retain")}
-    if cfg.retention:
+    if cfg.general.enabled:
         qa["general"] = retention_examples()
     answers = qa_scores_of_sets(model, tok, qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
     for k in ("forget", "retain"):
@@ -205,7 +204,7 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
             out[f"{k}_letter_cal"] = sum(c == a for c, a in zip(cal, answers_, strict=True)) / len(items)
         out[f"{k}_qa"] = answers[k]["contains"] if answers[k]["n"] else None
         out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
-    out["general"] = answers["general"]["contains"] if cfg.retention else None
+    out["general"] = answers["general"]["contains"] if cfg.general.enabled else None
     return out
 
 

@@ -61,6 +61,28 @@ def export(store: Store, out: str, session: int | None = None, device: str = "cp
     return export_merged(model, tok, Path(out), meta)
 
 
+def open_assistant(home: str | None, name: str | None, model: ModelConfig, session: int | None = None,
+                   learning: bool = False):
+    """(store or None, holder) for chat and serve: assistant `name`'s active session (or session `session`), or with
+    no name the `model` alone (served as 'bundled'). With learning on, a new name starts an assistant with no session
+    yet: it learns on `model`. `model.device` and `model.dtype` place whichever model loads."""
+    from ..model import load_base
+    from .holder import ModelHolder
+
+    if name is None:
+        if session is not None:
+            raise UserError("--session needs --assistant")
+        return None, ModelHolder(lambda: Loaded(*load_base(model), "bundled", None, time.time()))
+    store = Store(home, name)
+    if learning and not store.exists():
+        holder = ModelHolder(lambda: Loaded(*load_base(model), store.name, None, time.time()))
+        store.create(model.name, "merge")  # only once the model has loaded
+        return store, holder
+    if store.info()["active"] is None and session is None and not learning:
+        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
+    return store, ModelHolder(loader(store, device=model.device, dtype=model.dtype, session=session))
+
+
 def loader(store: Store, device: str = "auto", dtype: str = "auto", session: int | None = None):
     """A function that loads the assistant's active session (or a fixed one) now: what ModelHolder reloads with."""
     def load() -> Loaded:

@@ -65,7 +65,7 @@ class Plan:
 
     @property
     def lora(self) -> LoraSettings:
-        return LoraSettings(r=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
+        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout, targets=self.targets)
 
     @property
     def train(self) -> TrainConfig:
@@ -100,7 +100,7 @@ def resolve(cfg: SessionConfig, records: int, lengths: list[int], old_rows: int)
     row, source = size_row(records, cfg.rephrase > 0), {}
 
     def pick(key, auto):
-        value = getattr(cfg, key)
+        value = getattr(cfg.lora if key in ("rank", "alpha") else cfg, key)
         source[key] = "auto" if value is None else "set"
         return auto if value is None else value
 
@@ -117,7 +117,7 @@ def resolve(cfg: SessionConfig, records: int, lengths: list[int], old_rows: int)
     source.setdefault("replay", "-")
     for key in ("lr", "rephrase", "distill", "anchor"):
         source[key] = "set" if key in cfg.model_fields_set else "default"
-    return Plan(records, len(lengths), old_rows, rank, float(alpha), cfg.dropout, cfg.targets, epochs, batch_size,
+    return Plan(records, len(lengths), old_rows, rank, float(alpha), cfg.lora.dropout, cfg.lora.targets, epochs, batch_size,
                 grad_accum, max_length, min(warmup, total), total, cfg.lr, cfg.seed, cfg.rephrase, replay,
                 old_count(batch_size, replay), cfg.distill, cfg.anchor, sum(n > max_length for n in lengths),
                 cfg.gradient_checkpointing, source)

@@ -4,8 +4,6 @@
     prepare(model, ctx)                  optional: cache what the frozen reference says, before any step
     loss(model, batch, ctx) -> Tensor    the loss for one batch of those rows (required)
     trainable(model)                     optional, full-weight mode: which parameters train (default: all)
-    defaults                             optional class attribute: the method's own train.* / full_lr defaults,
-                                         used where the user set nothing
 
 The frozen reference (NPO's log-likelihoods, RMU's retain hidden states) is cached from the model before the first
 step — never a second copy of the model. Retain terms draw their batches from `ctx.retain_batch()`.
@@ -20,7 +18,7 @@ from typing import Any
 import torch
 
 from ..batching import Encoded, collate, to_device
-from ..config import UnlearnConfig
+from ..config import ALIASES, TrainConfig, UnlearnConfig
 from ..errors import UserError
 from .fwf import FWF
 from .ga import GA
@@ -31,15 +29,15 @@ from .simnpo import SimNPO
 from .whp import WHP
 
 UNLEARNING: dict[str, type] = {"ga": GA, "gd": GD, "whp": WHP, "fwf": FWF, "rmu": RMU, "npo": NPO, "simnpo": SimNPO}
-ALIASES = {"ria": "whp"}
 
 
 @dataclass
 class UnlearnContext:
-    """What a method may read: the tokenizer, the config, the retain rows (cycled by `retain_batch`) and caches."""
+    """What a method may read: the tokenizer, the training settings, the retain rows (cycled by `retain_batch`) and
+    caches."""
 
     tokenizer: Any
-    config: UnlearnConfig
+    train: TrainConfig
     retain: list[Encoded] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
     _order: list[int] = field(default_factory=list)
@@ -50,7 +48,7 @@ class UnlearnContext:
         """The next batch of retain rows (a reshuffled pass each time they run out); None when there are none."""
         if not self.retain:
             return None
-        size = self.config.train.batch_size
+        size = self.train.batch_size
         rows = []
         while len(rows) < min(size, len(self.retain)):
             if self._pos >= len(self._order):
@@ -77,3 +75,14 @@ def describe() -> list[tuple[str, str]]:
     """(name, first docstring line) per method, for `forgetlab unlearn --list`."""
     rows = [(name, (cls.__doc__ or "").strip().splitlines()[0]) for name, cls in UNLEARNING.items()]
     return rows + [(alias, f"alias of {target}") for alias, target in ALIASES.items()]
+
+
+def check_inputs(cfg: UnlearnConfig) -> None:
+    """The data files exist and the method is known: checked before a model loads or a grid starts."""
+    from pathlib import Path
+
+    for key in ("forget", "forget_eval", "retain", "retain_eval"):
+        value = getattr(cfg, key)
+        if value and not value.startswith("builtin:") and not Path(value.removeprefix("file:")).expanduser().is_file():
+            raise UserError(f"--{key.replace('_', '-')} {value}: file not found; pass an existing JSON or JSONL file")
+    canonical(cfg.method.name)

@@ -37,7 +37,6 @@ class RMU:
     # The push towards c·u is slow: with the others' 9 steps nothing was forgotten. Measured on the bundled model
     # (built-in facts): LoRA r8 forget 0.33 / retain 0.88 after 6 epochs of batch 4 at 2e-3; full weights 0.24 / 0.96
     # at 5e-3. Keys the user sets win.
-    defaults = {"train.epochs": 6, "train.batch_size": 4, "train.lr": 2e-3, "full_lr": 5e-3}
 
     def __init__(self, settings):
         self.cfg = settings
@@ -63,7 +62,7 @@ class RMU:
             keep[:, :ctx.cache["rmu_skip"]] = False  # (the first token's state is an outlier many times larger)
             norms.append(h.norm(dim=-1)[keep])
         scale = float(torch.cat(norms).mean())
-        g = torch.Generator().manual_seed(ctx.config.train.seed)
+        g = torch.Generator().manual_seed(ctx.train.seed)
         u = torch.rand(h.shape[-1], generator=g)
         ctx.cache["rmu"] = {"layer": ell, "control": (self.cfg.steering * scale * u / u.norm()).to(device),
                             "retain": cache_hidden(model, ctx.retain, ctx, ell)}

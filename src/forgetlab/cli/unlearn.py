@@ -1,12 +1,23 @@
-"""`forgetlab unlearn` and `forgetlab rtt`."""
+"""`forgetlab unlearn`, `forgetlab rtt` and `forgetlab sweep`: thin over recipes/."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .config import RTTConfig, UnlearnConfig, build_config, read_yaml, yaml_value
-from .errors import UserError
+from ..config import (
+    LEARNING_RATES,
+    METHOD_DEFAULTS,
+    RTTConfig,
+    RunConfig,
+    SweepConfig,
+    UnlearnConfig,
+    build_config,
+    read_yaml,
+    yaml_value,
+)
+from ..errors import UserError
+from .common import add_executor_args, comma_list, config_epilog, default_of, executor_flags, given, terminal
 
 UNLEARN_EXAMPLES = """examples:
   forgetlab unlearn                                   # gd, LoRA rank 8, the built-in known facts (animals / food)
@@ -23,8 +34,6 @@ RTT_EXAMPLES = """examples:
 
 
 def add_unlearn(sub) -> None:
-    from .cli import config_epilog
-
     p = sub.add_parser("unlearn", help="make the model forget facts (LoRA or full weights); measure, save, RTT",
                        description="Unlearn a set of facts with one of seven methods, LoRA of any rank or full "
                        "weights. Every epoch measures forget and retain accuracy (per-option log-likelihood, letter "
@@ -32,13 +41,12 @@ def add_unlearn(sub) -> None:
                        "losses. Saves the model merged into plain transformers weights (or the adapter). With --rtt, "
                        "retrains on part of the forgotten facts to test whether the rest comes back.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog=UNLEARN_EXAMPLES + "\n" + "\n".join(
-                           line for line in config_epilog(UnlearnConfig).splitlines()
-                           if not line.strip().startswith(("train.method ", "eval.qa "))))  # unused by unlearn
+                       epilog=UNLEARN_EXAMPLES + "\n" + config_epilog(UnlearnConfig, skip=("eval.qa",)))  # QA: always
     p.add_argument("--list", action="store_true", help="list the unlearning methods and exit")
-    p.add_argument("--method", metavar="NAME", help="ga, gd, whp (ria), fwf, rmu, npo, simnpo [default: gd]")
+    p.add_argument("--method", metavar="NAME", help="ga, gd, whp (ria), fwf, rmu, npo, simnpo "
+                   f"[default: {default_of(UnlearnConfig, 'method.name')}]")
     p.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank on all seven projections, alpha 2R; 0: full "
-                   "weights [default: 8]")
+                   f"weights [default: {default_of(UnlearnConfig, 'lora.rank')}]")
     p.add_argument("--forget", metavar="FILE", help="facts to forget (MCQ, corpus, QA or file: records) "
                    "[default: built-in animals]")
     p.add_argument("--forget-eval", metavar="FILE", help="facts to measure forgetting on [default: --forget]")
@@ -49,58 +57,58 @@ def add_unlearn(sub) -> None:
     p.add_argument("--rtt", action="store_true", help="after unlearning, run RTT on the forget MCQ facts")
     p.add_argument("--save", choices=("merged", "adapter", "none"), help="merged: plain transformers directory "
                    "[default]; adapter: the PEFT adapter; none")
-    p.add_argument("--optimizer", choices=("adamw", "lion"), help="[default: adamw]")
-    p.add_argument("--epochs", type=int, help="unlearning epochs [default: 3; rmu 6]")
-    p.add_argument("--lr", type=float, help="learning rate (LoRA: train.lr 1e-3; full weights: full_lr 3e-5; rmu 2e-3 / 5e-3)")
+    p.add_argument("--optimizer", choices=("adamw", "lion"), help=f"[default: {default_of(UnlearnConfig, 'train.optimizer')}]")
+    p.add_argument("--epochs", type=int, help=f"unlearning epochs (writes train.epochs) [default: "
+                   f"{default_of(UnlearnConfig, 'train.epochs')}; {method_defaults('train.epochs')}]")
+    p.add_argument("--lr", type=float, help="learning rate at any rank (writes train.lr) [default: by rank, LoRA / "
+                   f"full weights: {lr_defaults()}]")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--model", help="'bundled', a hub id or a local HF directory")
     p.add_argument("--config", metavar="YAML", help="a config file (its keys are listed below)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeat)")
     p.add_argument("--name", help="run name")
-    p.add_argument("--out", metavar="DIR", help="where run directories go [default: runs]")
+    p.add_argument("--out", metavar="DIR", help=f"where run directories go [default: {default_of(UnlearnConfig, 'run.root')}]")
     p.set_defaults(func=cmd_unlearn)
 
 
+def method_defaults(key: str) -> str:
+    """'rmu 6' for train.epochs: the methods whose own default differs."""
+    return "; ".join(f"{m} {d[key]}" for m, d in METHOD_DEFAULTS.items() if key in d)
+
+
+def lr_defaults() -> str:
+    """'1e-3 / 3e-5; rmu 2e-3 / 5e-3' from the config's learning rates."""
+    pair = lambda d: f"{d['lora']:g} / {d['full']:g}"
+    return "; ".join([pair(LEARNING_RATES)] + [f"{m} {pair(d['lr'])}" for m, d in METHOD_DEFAULTS.items() if "lr" in d])
+
+
 def unlearn_config(args) -> UnlearnConfig:
-    lr_key = "full_lr" if args.lora_rank == 0 else "train.lr"
     flags = {"method.name": args.method, "lora.rank": args.lora_rank, "forget": args.forget,
              "forget_eval": args.forget_eval, "retain": args.retain, "retain_eval": args.retain_eval,
              "learn_first": args.learn_first, "rtt.enabled": True if args.rtt else None, "save": args.save,
-             "train.optimizer": args.optimizer, "train.epochs": args.epochs, lr_key: args.lr, "train.seed": args.seed,
+             "train.optimizer": args.optimizer, "train.epochs": args.epochs, "lr": args.lr, "train.seed": args.seed,
              "model.name": args.model, "run.name": args.name, "run.root": args.out}
     base = read_yaml(args.config) if args.config else {}
-    if isinstance(base.get("rtt"), bool):
-        base["rtt"] = {"enabled": base["rtt"]}
-    return build_config(UnlearnConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+    return build_config(UnlearnConfig, base, given(flags), args.set,
                         source=args.config or "config")
 
 
 def list_methods() -> int:
-    from .unlearning import describe
+    from ..unlearning import describe
 
     for name, doc in describe():
         print(f"{name:<8} {doc}")
     return 0
 
 
-def check_paths(cfg: UnlearnConfig) -> None:
-    for key in ("forget", "forget_eval", "retain", "retain_eval"):
-        value = getattr(cfg, key)
-        if value and not value.startswith("builtin:") and not Path(value.removeprefix("file:")).expanduser().is_file():
-            raise UserError(f"--{key.replace('_', '-')} {value}: file not found; pass an existing JSON or JSONL file")
-    from .unlearning import canonical
-
-    canonical(cfg.method.name)
-
-
 def cmd_unlearn(args) -> int:
     if args.list:
         return list_methods()
-    from .cli import terminal
-    from .recipes.unlearn import run_unlearn
+    from ..recipes.unlearn import run_unlearn
+    from ..unlearning import check_inputs
 
     cfg = unlearn_config(args)
-    check_paths(cfg)
+    check_inputs(cfg)
     console = terminal()
     run_dir = run_unlearn(cfg, console=console)
     console.print(f"run directory: {run_dir}\nreport: {run_dir / 'report.html'}")
@@ -121,18 +129,19 @@ def add_rtt(sub) -> None:
     p.add_argument("--forget", metavar="MCQ_FILE", help="forget facts as MCQ records (default with a run directory: "
                    "the run's)")
     p.add_argument("--original", metavar="MODEL", help="the model before unlearning [default: the run's, else bundled]")
-    p.add_argument("--splits", type=int, help="number of splits K [default: 5]")
-    p.add_argument("--holdout-splits", type=int, help="the first N splits are held out in turn [default: 2]")
-    p.add_argument("--lrs", metavar="A,B,...", help="learning-rate grid [default: 1e-4,3e-4]")
-    p.add_argument("--epochs", type=int, help="epochs per RTT run [default: 3]")
+    p.add_argument("--splits", type=int, help=f"number of splits K [default: {default_of(RTTConfig, 'splits')}]")
+    p.add_argument("--holdout-splits", type=int, help="the first N splits are held out in turn "
+                   f"[default: {default_of(RTTConfig, 'holdout_splits')}]")
+    p.add_argument("--lrs", metavar="A,B,...", help=f"learning-rate grid [default: {default_of(RTTConfig, 'lrs')}]")
+    p.add_argument("--epochs", type=int, help=f"epochs per RTT run [default: {default_of(RTTConfig, 'epochs')}]")
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", metavar="DIR", default="runs", help="where the run directory goes [default: runs]")
+    root = RunConfig().root
+    p.add_argument("--out", metavar="DIR", default=root, help=f"where the run directory goes [default: {root}]")
     p.set_defaults(func=cmd_rtt)
 
 
 def cmd_rtt(args) -> int:
-    from .cli import comma_list, terminal
-    from .recipes.rtt_cmd import run_rtt_command
+    from ..recipes.rtt_cmd import run_rtt_command
 
     source = Path(args.model).expanduser()
     if not source.is_dir():
@@ -161,9 +170,6 @@ of values; short names: seed, method, rank, rc, lr). Every combination is one po
 
 
 def add_sweep(sub) -> None:
-    from .cli import add_executor_args, config_epilog
-    from .config import SweepConfig
-
     p = sub.add_parser("sweep", help="a grid of unlearn + RTT runs on Ray (local or a cluster): recovery by LoRA rank",
                        description="Run every combination of the axes' values as an unlearn run followed by RTT, each "
                        "as a Ray task (a local Ray instance unless --address joins a cluster), and tabulate the RTT "
@@ -180,7 +186,8 @@ def add_sweep(sub) -> None:
     add_executor_args(p)
     p.add_argument("--resume", metavar="DIR", help="finish a sweep: finished points are read back, the rest run")
     p.add_argument("--name", help="sweep name")
-    p.add_argument("--out", metavar="DIR", help="where the sweep directory goes [default: runs]")
+    p.add_argument("--out", metavar="DIR", help="where the sweep directory goes "
+                   f"[default: {default_of(SweepConfig, 'run.root')}]")
     p.set_defaults(func=cmd_sweep)
 
 
@@ -198,12 +205,10 @@ def parse_axis(item: str) -> tuple[str, list]:
 
 
 def cmd_sweep(args) -> int:
-    from .cli import executor_flags, terminal
-    from .config import SweepConfig
-    from .recipes.sweep import run_sweep
+    from ..recipes.sweep import run_sweep
 
     flags = dict(executor_flags(args), **{"run.name": args.name, "run.root": args.out})
-    flags = {k: v for k, v in flags.items() if v is not None}
+    flags = given(flags)
     if args.resume:
         if args.config or args.set or args.axis or args.name or args.out:
             raise UserError("--resume finishes the sweep as it was configured; drop --config/--set/--axis/--name/--out "

@@ -1,4 +1,4 @@
-"""`forgetlab chat [--learn]` and `forgetlab online-eval`: thin over sessions/holder.py, online/ and recipes/."""
+"""`forgetlab chat [--learn]`, `forgetlab serve` and `forgetlab online-eval`: thin over sessions/, online/ and recipes/."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import contextlib
 import sys
 import tempfile
-import time
 
-from .config import build_config, read_yaml
-from .errors import UserError
+from ..config import OnlineConfig
+from ..errors import UserError
+from .common import add_assistant_args, add_online_args, default_of, online_config, terminal
 
 CHAT_EXAMPLES = """examples:
   forgetlab chat --assistant msu                     # chat with the active session
@@ -23,30 +23,7 @@ waits until the previous one has been learned (a script sees what a person typin
 """
 
 
-def add_online_args(p) -> None:
-    from .online.config import PRESETS
-
-    p.add_argument("--config", metavar="YAML", help="online learner settings (the keys of `online:` in the YAML)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a learner setting, e.g. update.lr=1e-3 (repeat)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="seed: the seed design's settings (r4 on q/v, lr 5e-6, "
-                   "one step per turn, the statement only), for comparison")
-
-
-def online_config(args, model: str | None = None):
-    from .online.config import PRESETS, OnlineConfig
-
-    base = read_yaml(args.config) if args.config else {}
-    base = base.get("online", base)
-    if args.preset:
-        base = {**PRESETS[args.preset], **base}
-    overrides = {"model.name": model} if model else {}
-    return build_config(OnlineConfig, base, overrides, args.set, source=args.config or "online settings")
-
-
 def add_chat(sub) -> None:
-    from .cli_session import add_assistant_args
-
     p = sub.add_parser("chat", help="chat with an assistant in the terminal; with --learn it learns from what you say",
                        description="A terminal chat with the assistant's active session (or the bundled model). The "
                        "conversation is kept as history. With --learn, every turn is learned from after it is "
@@ -62,38 +39,15 @@ def add_chat(sub) -> None:
     p.set_defaults(func=cmd_chat)
 
 
-def chat_holder(args, learn_cfg=None):
-    """(store or None, holder) for chat and serve: the assistant's session, or the bundled (--model) model. With
-    learning on, a new assistant name starts an assistant with no session yet: it learns on the base model."""
-    from .model import load_base
-    from .sessions.holder import Loaded, ModelHolder
-    from .sessions.manage import loader
-    from .sessions.store import Store
-
-    device = getattr(args, "device", "auto")
-    if args.assistant is None:
-        if getattr(args, "session", None) is not None:
-            raise UserError("--session needs --assistant")
-        model_cfg = online_config(args).model.model_copy(update={"device": device})
-        return None, ModelHolder(lambda: Loaded(*load_base(model_cfg), "bundled", None, time.time()))
-    store = Store(args.home, args.assistant)
-    if learn_cfg is not None and not store.exists():
-        holder = ModelHolder(lambda: Loaded(*load_base(learn_cfg.model.model_copy(update={"device": device})),
-                                            store.name, None, time.time()))
-        store.create(learn_cfg.model.name, "merge")  # only once the model has loaded
-        return store, holder
-    if store.info()["active"] is None and getattr(args, "session", None) is None and learn_cfg is None:
-        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
-    return store, ModelHolder(loader(store, device=device, session=getattr(args, "session", None)))
-
-
 def cmd_chat(args) -> int:
-    from .sessions.holder import RequestError
+    from ..sessions.holder import RequestError
 
     if not 0 <= args.temperature <= 2:
         raise UserError(f"--temperature {args.temperature}: must be in [0, 2]")
-    cfg = online_config(args) if args.learn else None
-    store, holder = chat_holder(args, cfg)
+    if args.max_tokens < 1:
+        raise UserError(f"--max-tokens {args.max_tokens}: must be at least 1")
+    cfg = online_config(args)
+    store, holder = open_for(args, cfg)
     name = store.name if store else "bundled"
     with contextlib.ExitStack() as stack:
         learner = start_learner(stack, holder, cfg, store) if args.learn else None
@@ -133,8 +87,16 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def open_for(args, cfg):
+    """(store or None, holder) for chat and serve, from their flags: the model placed as `cfg.model` says."""
+    from ..sessions.manage import open_assistant
+
+    return open_assistant(args.home, args.assistant, cfg.model, session=getattr(args, "session", None),
+                          learning=args.learn)
+
+
 def start_learner(stack, holder, cfg, store):
-    from .online.learner import OnlineLearner
+    from ..online.learner import OnlineLearner
 
     if store is None:
         state = stack.enter_context(tempfile.TemporaryDirectory(prefix="forgetlab-online-"))
@@ -204,13 +166,12 @@ def add_online_eval(sub) -> None:
 def cmd_online_eval(args) -> int:
     from pathlib import Path
 
-    from .cli import terminal
-    from .online.probes import BUILTIN_FACTS, load_facts
-    from .recipes.online_eval import online_eval
+    from ..online.probes import BUILTIN_FACTS, load_facts
+    from ..recipes.online_eval import online_eval
 
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats}: must be at least 1")
-    cfg = online_config(args, args.model)
+    cfg = online_config(args, {"model.name": args.model})
     facts = load_facts(args.facts) if args.facts else list(BUILTIN_FACTS)
     locality = None
     if args.locality:
@@ -227,4 +188,41 @@ def cmd_online_eval(args) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a directory")
     online_eval(cfg, facts, args.repeats, locality, out, args.name, console=terminal())
+    return 0
+
+
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve an assistant over an OpenAI-compatible HTTP API",
+                       description="FastAPI + uvicorn: GET /v1/models, POST /v1/chat/completions (streaming or not), "
+                       "GET /health, POST /admin/reload (switch to the active session after `session train` or "
+                       "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's. "
+                       "With --learn every turn is learned from after it is answered (\"learn\": false in a request "
+                       "skips it): GET /v1/learning, POST /v1/learning/wait, GET /v1/memory, DELETE /v1/memory/ID.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models\n"
+                       "  forgetlab serve --learn            # the bundled model, learning from every turn")
+    add_assistant_args(p, without="the bundled model, served as 'bundled'")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on [default: 127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where the model runs (writes "
+                   f"model.device) [default: {default_of(OnlineConfig, 'model.device')}]")
+    p.add_argument("--learn", action="store_true", help="learn from every turn (state in the assistant's directory; "
+                   "without --assistant a fresh state that ends with the server)")
+    add_online_args(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    import contextlib
+
+    from ..serve import check_listen, run
+
+    check_listen(args.host, args.port)
+    cfg = online_config(args, {"model.device": args.device})
+    store, holder = open_for(args, cfg)
+    with contextlib.ExitStack() as stack:
+        learner = start_learner(stack, holder, cfg, store) if args.learn else None
+        print(f"serving '{holder.current.assistant}' session {holder.current.session} on "
+              f"http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else ""), file=sys.stderr)
+        run(holder, args.host, args.port, learner=learner)
     return 0

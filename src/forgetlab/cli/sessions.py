@@ -1,12 +1,12 @@
-"""`forgetlab session train/list/rollback/export`, `forgetlab chat` and `forgetlab serve`: thin over sessions/."""
+"""`forgetlab session train/list/rollback/compare/export`: thin over sessions/ and recipes/."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from .config import SessionConfig, build_config, read_yaml
-from .errors import UserError
+from ..config import SESSION_SETTINGS, SessionCompareConfig, SessionConfig, build_config, parse_set, read_yaml
+from ..errors import UserError
+from .common import add_assistant_args, add_executor_args, config_epilog, executor_flags, given, terminal
 
 SESSION_EXAMPLES = """examples:
   forgetlab session train cs_dept.json --assistant msu          # session 1
@@ -17,17 +17,7 @@ SESSION_EXAMPLES = """examples:
 """
 
 
-def add_assistant_args(p, without: str | None = None) -> None:
-    """--assistant and --home; `without`, when given, makes --assistant optional and says what runs without it."""
-    p.add_argument("--assistant", required=without is None, metavar="NAME",
-                   help="the assistant's name (its directory under --home)" + (f" [default: none: {without}]" if without else ""))
-    p.add_argument("--home", metavar="DIR", help="where assistants live [default: $FORGETLAB_HOME, else the user data "
-                   "directory, e.g. ~/.local/share/forgetlab/assistants]")
-
-
 def add_session(sub) -> None:
-    from .cli import config_epilog
-
     p = sub.add_parser("session", help="keep a domain assistant learning from new Q&A files, session after session",
                        description="Each session trains a new LoRA adapter on a Q&A file on top of the earlier sessions, "
                        "checks that their held-out questions are still answered, and can be rolled back or exported.",
@@ -102,8 +92,6 @@ COMPARE_EXAMPLES = """examples:
 
 
 def add_session_compare(ss) -> None:
-    from .cli import add_executor_args
-    from .config import SESSION_SETTINGS
 
     built_in = "; ".join(f"{k}: {', '.join(f'{a}={b}' for a, b in v.items()) or 'the defaults'}"
                          for k, v in SESSION_SETTINGS.items())
@@ -129,12 +117,13 @@ def add_session_compare(ss) -> None:
 
 def parse_settings(items: list[str]) -> dict:
     """['defaults', 'plain:rephrase=0,anchor=0'] -> {'defaults': {}, 'plain': {'rephrase': 0, 'anchor': 0}}."""
-    from .config import SESSION_SETTINGS, parse_set
-
     out = {}
     for item in items:
         name, _, rest = item.partition(":")
-        if not rest and name in SESSION_SETTINGS:
+        if not rest:
+            if name not in SESSION_SETTINGS:
+                raise UserError(f"--setting {name}: not a built-in setting ({', '.join(SESSION_SETTINGS)}); a new one "
+                                f"names what it changes, e.g. --setting {name}:rephrase=0,anchor=0")
             out[name] = dict(SESSION_SETTINGS[name])
             continue
         out[name] = dict(parse_set(kv) for kv in rest.split(",") if kv.strip())
@@ -144,13 +133,11 @@ def parse_settings(items: list[str]) -> dict:
 def cmd_session_compare(args) -> int:
     from pathlib import Path
 
-    from .cli import executor_flags, terminal
-    from .config import SessionCompareConfig
-    from .recipes.session_compare import run_session_compare
+    from ..recipes.session_compare import run_session_compare
 
     console = terminal()
     if args.resume:
-        from .runs import read_json
+        from ..runs import read_json
 
         path = Path(args.resume) / "config.json"
         if not path.is_file():
@@ -159,12 +146,12 @@ def cmd_session_compare(args) -> int:
         cfg = SessionCompareConfig.model_validate(read_json(path))
     else:
         base = read_yaml(args.config) if args.config else {}
+        if not (args.files or base.get("files")):
+            raise UserError("no session files given; pass FILE... (sessions in order) or --config")
         flags = {"files": args.files or None, "heldout": args.heldout or None, "root": args.out,
                  "settings": parse_settings(args.setting) or None, "session.model.name": args.model,
                  **executor_flags(args)}
-        if not (args.files or base.get("files")):
-            raise UserError("no session files given; pass FILE... (sessions in order) or --config")
-        cfg = build_config(SessionCompareConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+        cfg = build_config(SessionCompareConfig, base, given(flags), args.set,
                            source=args.config or "session compare")
     out = run_session_compare(cfg, Path(args.resume) if args.resume else None, console)
     console.print(f"comparison: {out}\ntables: {out / 'session_compare.md'}")
@@ -173,9 +160,9 @@ def cmd_session_compare(args) -> int:
 
 def session_flags(args) -> dict:
     """The settings given as flags (None: not given)."""
-    return {"mode": args.mode, "replay": args.replay, "anchor": args.anchor, "holdout": args.holdout, "rank": args.rank,
+    return {"mode": args.mode, "replay": args.replay, "anchor": args.anchor, "holdout": args.holdout, "lora.rank": args.rank,
              "distill": args.distill, "rephrase": args.rephrase,
-             "alpha": args.alpha,
+             "lora.alpha": args.alpha,
              "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
              "max_length": args.max_length, "warmup_steps": args.warmup_steps, "seed": args.seed,
              "model.name": args.model, "gradient_checkpointing": True if args.gradient_checkpointing else None}
@@ -188,14 +175,13 @@ def session_config(args, store) -> SessionConfig:
         info = store.info()
         base.setdefault("model", {}).setdefault("name", info["model"])
         base.setdefault("mode", info["mode"])
-    return build_config(SessionConfig, base, {k: v for k, v in flags.items() if v is not None}, args.set,
+    return build_config(SessionConfig, base, given(flags), args.set,
                         source=args.config or "session settings")
 
 
 def cmd_train(args) -> int:
-    from .cli import terminal
-    from .recipes.session import train_session
-    from .sessions.store import Store
+    from ..recipes.session import train_session
+    from ..sessions.store import Store
 
     console = terminal()
     store = Store(args.home, args.assistant)
@@ -218,8 +204,8 @@ def cmd_train(args) -> int:
 def print_list(console, store, only: int | None = None) -> None:
     from rich.table import Table
 
-    from .report import fmt
-    from .sessions.manage import retention_matrix, session_rows
+    from ..report import fmt
+    from ..sessions.manage import retention_matrix, session_rows
 
     if only is None:
         info = store.info()
@@ -251,8 +237,7 @@ def print_list(console, store, only: int | None = None) -> None:
 
 
 def cmd_list(args) -> int:
-    from .cli import terminal
-    from .sessions.store import Store
+    from ..sessions.store import Store
 
     store = Store(args.home, args.assistant)
     if store.info()["active"] is None:
@@ -263,8 +248,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from .sessions.manage import rollback
-    from .sessions.store import Store
+    from ..sessions.manage import rollback
+    from ..sessions.store import Store
 
     store = Store(args.home, args.assistant)
     before = store.info()["active"]
@@ -275,48 +260,9 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .sessions.manage import export
-    from .sessions.store import Store
+    from ..sessions.manage import export
+    from ..sessions.store import Store
 
     out = export(Store(args.home, args.assistant), args.merged, args.session)
     print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained('{out}')")
-    return 0
-
-
-def add_serve(sub) -> None:
-    from .cli_online import add_online_args
-
-    p = sub.add_parser("serve", help="serve an assistant over an OpenAI-compatible HTTP API",
-                       description="FastAPI + uvicorn: GET /v1/models, POST /v1/chat/completions (streaming or not), "
-                       "GET /health, POST /admin/reload (switch to the active session after `session train` or "
-                       "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's. "
-                       "With --learn every turn is learned from after it is answered (\"learn\": false in a request "
-                       "skips it): GET /v1/learning, POST /v1/learning/wait, GET /v1/memory, DELETE /v1/memory/ID.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models\n"
-                       "  forgetlab serve --learn            # the bundled model, learning from every turn")
-    add_assistant_args(p, without="the bundled model, served as 'bundled'")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on [default: 127.0.0.1]")
-    p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="[default: auto]")
-    p.add_argument("--learn", action="store_true", help="learn from every turn (state in the assistant's directory; "
-                   "without --assistant a fresh state that ends with the server)")
-    add_online_args(p)
-    p.set_defaults(func=cmd_serve)
-
-
-def cmd_serve(args) -> int:
-    import contextlib
-
-    from .cli_online import chat_holder, online_config, start_learner
-    from .serve import check_listen, run
-
-    check_listen(args.host, args.port)
-    cfg = online_config(args) if args.learn else None
-    store, holder = chat_holder(args, cfg)
-    with contextlib.ExitStack() as stack:
-        learner = start_learner(stack, holder, cfg, store) if args.learn else None
-        print(f"serving '{holder.current.assistant}' session {holder.current.session} on "
-              f"http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else ""), file=sys.stderr)
-        run(holder, args.host, args.port, learner=learner)
     return 0

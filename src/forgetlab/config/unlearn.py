@@ -1,0 +1,267 @@
+"""Unlearning's configs: `forgetlab unlearn`, its RTT section, and `forgetlab sweep` (grids of unlearn + RTT).
+
+Every setting is resolved once, when the config is built: `rtt: true` becomes a section, `lr` lands in train.lr, and
+a method's own defaults (METHOD_DEFAULTS, the learning rate by rank) fill the keys the user left out, so the YAML a
+run writes is the config that ran and reading it back gives the same settings."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .core import (
+    ALL_PROJECTIONS,
+    EvalConfig,
+    ExecutorConfig,
+    Frozen,
+    GeneralConfig,
+    LoraSettings,
+    ModelConfig,
+    Names,
+    RunConfig,
+    TrainConfig,
+    copy_tree,
+    move_key,
+)
+from .parse import field_names, key_hint, set_dotted
+
+ALIASES = {"ria": "whp"}
+"""Other names of unlearning methods."""
+
+LEARNING_RATES = {"lora": 1e-3, "full": 3e-5}
+"""train.lr when neither the user nor the method gives one: LoRA (lora.rank > 0) or full weights (rank 0)."""
+
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    # RMU steers hidden states: more and smaller steps than the loss-based methods (a sweep on the bundled model)
+    "rmu": {"train.epochs": 6, "train.batch_size": 4, "lr": {"lora": 2e-3, "full": 5e-3}},
+}
+"""A method's own defaults (dotted keys), used for every key the user left unset; `lr` is by LoRA / full weights."""
+
+class UnlearnMethodConfig(Frozen):
+    name: str = Field("gd", description="unlearning method (see `forgetlab unlearn --list`)")
+    rc: float = Field(1.0, ge=0, description="retain coefficient: weight of the retain loss (gd, whp, fwf, npo, simnpo)")
+    beta: float = Field(0.1, gt=0, description="npo / simnpo: inverse temperature β (NPO's paper: 0.1)")
+    gamma: float = Field(0.0, ge=0, description="simnpo: reward margin γ")
+    layer: int | None = Field(None, ge=0, description="rmu: the layer whose hidden states are steered; None: layer 7 "
+                              "of a 32-layer model, scaled to this model's depth")
+    steering: float = Field(4.0, gt=0, description="rmu: steering coefficient c: forget states are pushed to c·u, c "
+                            "in units of the layer's mean hidden-state norm (the source's 6.5 is in Zephyr-7B's "
+                            "absolute units; 4 was chosen by a sweep on the bundled model)")
+    alpha: float = Field(100.0, ge=0, description="rmu: weight α of the retain term (the source's 1200 held the "
+                         "bundled model's states still: nothing was forgotten; 100 by the same sweep)")
+
+
+class UnlearnLora(Frozen):
+    rank: int = Field(8, ge=0, description="LoRA rank on all seven projections; 0: full-weight unlearning (rmu: the "
+                      "MLP down-projections of layers ℓ−2..ℓ)")
+    alpha: float | None = Field(None, gt=0, description="LoRA alpha; None: twice the rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
+    targets: Names = Field(ALL_PROJECTIONS, min_length=1, description="linear layers to adapt")
+
+    def settings(self) -> LoraSettings:
+        return LoraSettings(rank=self.rank, alpha=self.alpha or 2.0 * self.rank, dropout=self.dropout, targets=self.targets)
+
+
+class RTTConfig(Frozen):
+    enabled: bool = Field(False, description="after unlearning, retrain on part of the forget facts and measure how "
+                          "much of the rest comes back (also: `rtt: true`)")
+    splits: int = Field(5, ge=2, description="the forget MCQ facts are split into this many parts")
+    holdout_splits: int = Field(2, ge=1, description="the first N splits are held out in turn (V); the others train (T)")
+    lrs: tuple[float, ...] = Field((1e-4, 3e-4), min_length=1, description="learning-rate grid (full weights; on the "
+                                   "bundled model 1e-5 and 3e-5 moved nothing in 4 epochs)")
+    epochs: int = Field(3, gt=0, description="epochs per RTT run; V accuracy is recorded after each")
+    batch_size: int = Field(4, gt=0, description="examples per RTT step")
+    seed: int = Field(0, description="seeds the split order and the training")
+    original: str | None = Field(None, description="the model before unlearning (condition C); None: the run's base")
+
+    @field_validator("lrs")
+    @classmethod
+    def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(x <= 0 for x in v):
+            raise ValueError("every learning rate must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _holdout(self) -> RTTConfig:
+        if self.holdout_splits >= self.splits:
+            raise ValueError(f"rtt.holdout_splits ({self.holdout_splits}) must be fewer than rtt.splits ({self.splits}): "
+                             "some splits must remain to train on")
+        return self
+
+
+class LearnFirstConfig(Frozen):
+    epochs: int = Field(8, gt=0, description="epochs of the fine-tuning that teaches the task before unlearning")
+    lr: float = Field(2e-3, gt=0, description="its learning rate (LoRA r16 on all projections, merged afterwards)")
+    forget_share: float = Field(0.5, gt=0, lt=1, description="share of the task's facts (by entity) to unlearn; the "
+                                "rest is the retain set")
+    kl: float = Field(1.0, ge=0, description="weight of the KL to the base model on the built-in anchor prompts while "
+                      "learning (the `kl` strategy: keeps everyday answers); 0 = plain fine-tuning")
+
+
+class UnlearnTrainConfig(TrainConfig):
+    """`train.` for unlearning: a constant learning rate, short records, fewer epochs (defaults measured on the
+    bundled model; see the README's unlearning table)."""
+
+    epochs: int = Field(3, gt=0, description="passes over the forget facts")
+    lr: float | None = Field(None, gt=0, description="learning rate; None: the method's own by rank (LoRA 1e-3, full "
+                             "weights 3e-5; rmu 2e-3 / 5e-3), filled in when the config is built")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="share of the steps spent warming up linearly")
+    min_lr_ratio: float = Field(1.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio (1: constant lr)")
+    max_length: int = Field(256, gt=8, description="records longer than this many tokens are truncated")
+
+
+class UnlearnEvalConfig(EvalConfig):
+    max_new_tokens: int = Field(16, gt=0, description="answer length of the greedy QA scoring")
+
+
+class UnlearnConfig(Frozen):
+    method: UnlearnMethodConfig = UnlearnMethodConfig()
+    lora: UnlearnLora = UnlearnLora()
+    forget: str | None = Field(None, description="facts to forget: an MCQ, corpus, question/answer or file: JSON(L) "
+                               "file; None: the built-in known facts (animals)")
+    forget_eval: str | None = Field(None, description="MCQ / QA file to measure forgetting on; None: --forget when "
+                                    "it can be scored")
+    retain: str | None = Field(None, description="facts to keep (trained on by the retain terms); None: built-in (food)")
+    retain_eval: str | None = Field(None, description="facts to measure retention on; None: --retain")
+    learn_first: str | None = Field(None, description="fine-tune on this task first (e.g. facts:people), then unlearn "
+                                    "part of what was learned (the fine-tuned-knowledge case)")
+    learn: LearnFirstConfig = LearnFirstConfig()
+    rtt: RTTConfig = RTTConfig()
+    save: Literal["merged", "adapter", "none"] = Field("merged", description="merged: a plain transformers model "
+                                                       "directory (adapter merged in float32); adapter: the PEFT "
+                                                       "adapter alone; none: nothing")
+    model: ModelConfig = ModelConfig()
+    train: UnlearnTrainConfig = UnlearnTrainConfig()
+    eval: UnlearnEvalConfig = UnlearnEvalConfig()
+    general: GeneralConfig = GeneralConfig()
+    run: RunConfig = RunConfig()
+
+    renamed: ClassVar[dict[str, str]] = {"retention": "general.enabled"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        return resolve_unlearn(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _inputs(self) -> UnlearnConfig:
+        if self.learn_first and (self.forget or self.retain):
+            raise ValueError("--learn-first makes its own forget and retain sets from the task; drop --forget/--retain")
+        if self.learn_first and ":" not in self.learn_first:
+            raise ValueError(f"learn_first '{self.learn_first}' needs the form source:name, e.g. facts:people")
+        if self.save == "adapter" and self.lora.rank == 0:
+            raise ValueError("save=adapter needs a LoRA run (lora.rank > 0); full-weight runs save the merged model")
+        return self
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the run uses (train.lr, resolved when the config was built)."""
+        return self.train.lr
+
+
+def rtt_section(value: Any) -> Any:
+    """`rtt: true` -> {"enabled": True}: the one place the short form becomes a section."""
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
+def has_key(data: dict, key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def resolve_unlearn(data: dict) -> dict:
+    """An unlearn config's raw keys with everything decided: the short forms expanded, `lr` (and the old `full_lr`)
+    moved to train.lr, and the method's own defaults, then the learning rate by rank, for every key left unset."""
+    data = copy_tree(data)
+    if "rtt" in data:
+        data["rtt"] = rtt_section(data["rtt"])
+    lora = data.get("lora") if isinstance(data.get("lora"), dict) else {}
+    full = lora.get("rank", UnlearnLora.model_fields["rank"].default) == 0
+    if "lr" in data:  # --lr and the sweep's `lr` axis: the rate the run uses, whatever the rank
+        if has_key(data, "train.lr"):
+            raise ValueError("both 'lr' and 'train.lr' are set; keep one")
+        set_dotted(data, "train.lr", data.pop("lr"))
+    if "full_lr" in data:  # before train.lr was the one rate
+        if full:
+            move_key(data, "full_lr", "train.lr", "")
+        else:
+            data.pop("full_lr")
+            print("forgetlab: note: 'full_lr' is now 'train.lr' (the rate at any rank); ignored here (lora.rank > 0)",
+                  file=sys.stderr)
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    name = ALIASES.get(method.get("name"), method.get("name", UnlearnMethodConfig.model_fields["name"].default))
+    defaults = METHOD_DEFAULTS.get(name, {}) if isinstance(name, str) else {}
+    for key, value in defaults.items():
+        if key != "lr" and not has_key(data, key):
+            set_dotted(data, key, value)
+    if not has_key(data, "train.lr"):
+        set_dotted(data, "train.lr", defaults.get("lr", LEARNING_RATES)["full" if full else "lora"])
+    return data
+
+
+# --------------------------------------------------------------------------------------------------------------- sweep
+
+SWEEP_ALIASES = {"seed": "train.seed", "method": "method.name", "rank": "lora.rank", "rc": "method.rc", "lr": "train.lr"}
+"""Short axis names."""
+
+
+class SweepConfig(Frozen):
+    """`forgetlab sweep`: every combination of the axes' values is one point, an unlearn run followed by RTT."""
+
+    unlearn: dict[str, Any] = Field(default_factory=dict, description="the unlearn config every point starts from "
+                                    "(the keys of `forgetlab unlearn --config`); RTT is on and save is none unless "
+                                    "set here")
+    axes: dict[str, list[Any]] = Field(description="dotted unlearn keys -> values (also seed, method, rank, rc, lr), "
+                                       "e.g. lora.rank: [1, 8, 0]")
+    executor: ExecutorConfig = ExecutorConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        valid = set(field_names(UnlearnConfig)) | set(SWEEP_ALIASES)
+        if not self.axes:
+            raise ValueError("axes: nothing to sweep; give axes such as lora.rank: [1, 8, 0] (or --axis lora.rank=1,8,0)")
+        for key, values in self.axes.items():
+            if key not in valid:
+                raise ValueError(f"axes: unknown key '{key}'; {key_hint(key, valid, 'forgetlab unlearn --help')}")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"axes: {key} has no values; give a list such as {key}: [1, 2]")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"axes: {key} lists a value twice")
+        for point in self.points():  # a value of the wrong type fails here, before anything runs
+            self.point_config(point)
+        return self
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the axes' values, the first axis slowest."""
+        import itertools
+
+        keys = list(self.axes)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.axes.values())]
+
+    def point_config(self, point: dict[str, Any], root: str | None = None, name: str | None = None) -> UnlearnConfig:
+        """The unlearn config of one point: the base, RTT on and nothing saved unless the base says otherwise,
+        then the point's values."""
+        data = copy_tree(self.unlearn)
+        data["rtt"] = rtt_section(data.get("rtt", {}))
+        if isinstance(data["rtt"], dict):
+            data["rtt"].setdefault("enabled", True)
+        data.setdefault("save", "none")
+        for key, value in point.items():
+            set_dotted(data, SWEEP_ALIASES.get(key, key), value)
+        if root:
+            data["run"] = {"root": root, "name": name}
+        where = ", ".join(f"{k}={v}" for k, v in point.items())
+        try:
+            return UnlearnConfig.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            what = f"{loc}: {err['msg']}" if loc else err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"point {where}: {what}") from None
