@@ -34,7 +34,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = tiny_model(tmp / "tiny")
-        cfg = SweepConfig(unlearn={"model": {"name": str(model)}, "retention": False, "train": {"epochs": 1},
+        cfg = SweepConfig(unlearn={"model": {"name": str(model)}, "general": {"enabled": False}, "train": {"epochs": 1},
                                    "rtt": {"enabled": False}}, axes={"seed": list(range(POINTS))})
         configs = []
         for i, point in enumerate(cfg.points()):

@@ -17,8 +17,8 @@ import tempfile
 import time
 
 from common import timed  # noqa: F401  (sets HF_HUB_OFFLINE)
-from forgetlab.model import load_base
 from forgetlab.config import OnlineConfig
+from forgetlab.model import load_base
 from forgetlab.online.learner import OnlineLearner
 from forgetlab.online.probes import BUILTIN_FACTS
 from forgetlab.recipes.online_eval import online_eval

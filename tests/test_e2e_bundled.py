@@ -120,7 +120,7 @@ def test_unlearn_gd_with_rtt_and_a_merged_save_that_scores_like_the_run(tmp_path
     from forgetlab.evaluate import mcq_option_logprobs
     from forgetlab.metrics.unlearning import share_correct
 
-    r = run_cli("unlearn", "--method", "gd", "--epochs", "2", "--rtt", "--out", str(tmp_path), "--set", "retention=false",
+    r = run_cli("unlearn", "--method", "gd", "--epochs", "2", "--rtt", "--out", str(tmp_path), "--set", "general.enabled=false",
                 "--set", "rtt.lrs=[3e-4]", "--set", "rtt.epochs=1", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(p for p in tmp_path.iterdir() if p.is_dir())

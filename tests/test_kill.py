@@ -208,7 +208,7 @@ def test_unlearn_killed_anywhere_leaves_nothing_torn_and_a_rerun_gives_the_same_
     run's directory stays readable and the new run gives the uninterrupted numbers."""
     def args(out):
         return ["unlearn", "--model", str(tiny_dir), "--out", str(out), "--epochs", "2", "--save", "merged",
-                "--set", "retention=false", "--set", "train.batch_size=16"]
+                "--set", "general.enabled=false", "--set", "train.batch_size=16"]
 
     def result(out):
         runs = [r for r in out.glob("2*") if (r / "unlearn.csv").is_file() and (r / "model").is_dir()]

@@ -17,7 +17,7 @@ def sweep_yaml(tmp_path, tiny_dir, axes: str) -> str:
     path = tmp_path / "sweep.yaml"
     path.write_text(f"""unlearn:
   model: {{name: {tiny_dir}}}
-  retention: false
+  general: {{enabled: false}}
   train: {{epochs: 1, batch_size: 16}}
   rtt: {{enabled: true, lrs: [0.001], epochs: 1}}
 axes:
@@ -36,8 +36,10 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
     config = sweep_yaml(tmp_path, tiny_dir, f"  lora.rank: [1, 2]\n  model.name: [{tiny_dir}, {tmp_path}/no-such-model]")
     r = call_main(capsys, "sweep", "--config", config, "--out", str(tmp_path / "runs"), "--name", "grid",
                   "--cpus-per-run", "1")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # some points failed: the others finished, and the exit code says so
+    assert "some point failed (status partial)" in r.stderr
     out = next((tmp_path / "runs").glob("*-grid"))
+    assert json.loads((out / "sweep.json").read_text())["status"] == "partial"
     rows = read_rows(out)
     assert len(rows) == 4
     good = {k: v for k, v in rows.items() if "no-such-model" not in v["model.name"]}
@@ -67,7 +69,7 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
     kept_dir = good[kept]["run_dir"]
     shutil.rmtree(good[removed]["run_dir"])
     r = call_main(capsys, "sweep", "--resume", str(out), "--cpus-per-run", "1")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr
     state = json.loads((out / "sweep.json").read_text())
     by_point = {p["point"]: p for p in state["points"]}
     assert by_point[kept]["seconds"] is None and by_point[kept]["run_dir"] == kept_dir  # not rerun
@@ -76,6 +78,9 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
     assert by_point[removed]["recovery_rate"] == pytest.approx(float(good[removed]["recovery_rate"]), abs=1e-5)
     assert all(by_point[k]["status"] == "failed" for k in bad)
     assert len([p for p in (out / "runs").iterdir() if p.is_dir()]) == 2  # a model that fails to load makes no run
+    from forgetlab.runs import list_runs
+
+    assert [r["status"] for r in list_runs(tmp_path / "runs") if r["kind"] == "sweep"] == ["partial"]
 
 
 @pytest.mark.parametrize("args, message", [

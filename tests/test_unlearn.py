@@ -17,7 +17,7 @@ METHODS = ["ga", "gd", "whp", "fwf", "rmu", "npo", "simnpo"]
 
 def unlearn_args(tiny_dir, out, *extra):
     return ("unlearn", "--model", str(tiny_dir), "--out", str(out), "--epochs", "1", "--save", "none",
-            "--set", "retention=false", "--set", "train.batch_size=16", *extra)
+            "--set", "general.enabled=false", "--set", "train.batch_size=16", *extra)
 
 
 @pytest.mark.parametrize("method", METHODS)

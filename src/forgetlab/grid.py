@@ -75,6 +75,12 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
     return _flat(results)
 
 
+def grid_status(results: list[dict]) -> str:
+    """'complete' when every point finished, 'partial' when some failed, 'failed' when none finished."""
+    done = sum(r.get("status") == "complete" for r in results)
+    return "complete" if done == len(results) else "partial" if done else "failed"
+
+
 def _flat(results: list) -> list[dict]:
     """The finished results in job order, a job's list of results spread out."""
     out: list[dict] = []

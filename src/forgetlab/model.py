@@ -96,15 +96,41 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model directory holds what transformers needs: config.json, weights and tokenizer files."""
+    missing = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    if not any(any(path.glob(p)) for p in WEIGHT_PATTERNS):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
+    if missing:
+        raise UserError(f"model directory {path} has no {', '.join(missing)}; save the model and its tokenizer there "
+                        "with save_pretrained, or pass --model bundled")
+
+
+def check_model(name: str) -> None:
+    """A model name that points at a local directory (a path) names one that exists and holds a model: checked
+    before anything loads or a grid starts. Hub ids are left to transformers."""
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise UserError(f"model directory {name} not found; pass --model bundled, a hub id or an existing HF directory")
+    if looks_local:
+        check_model_dir(Path(name).expanduser())
+
+
 def load_base(cfg: ModelConfig):
     """Return (model, tokenizer) for `cfg.name` on the resolved device and dtype, in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
     source = str(ensure_bundled_cache()) if cfg.name == "bundled" else cfg.name
-    looks_local = source.startswith((".", "/", "~")) or os.sep in source and Path(source).exists()
-    if looks_local and not Path(source).expanduser().is_dir():
-        raise UserError(f"model directory {source} not found; pass --model bundled, a hub id or an existing HF directory")
+    check_model(source)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     try:

@@ -64,6 +64,20 @@ def resume_config(cls, path: str, command: str):
     return run_dir, build_config(cls, read_yaml(run_dir / "config.yaml"), source=str(run_dir / "config.yaml"))
 
 
+def grid_exit(out: Path, results_file: str) -> int:
+    """A grid's exit code: 0 when every point finished, 1 when some or all failed (said on stderr)."""
+    import sys
+
+    from ..runs import read_json
+
+    status = read_json(out / results_file)["status"]
+    if status == "complete":
+        return 0
+    print(f"forgetlab: {'every' if status == 'failed' else 'some'} point failed (status {status}); the errors are "
+          f"above and the logs in {out / 'logs'}", file=sys.stderr)
+    return 1
+
+
 def terminal():
     """A rich console; when output is not a terminal (logs, CI), wide enough that tables are not cut."""
     from rich.console import Console

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import SESSION_SETTINGS, SessionCompareConfig, SessionConfig, build_config, parse_set, read_yaml
 from ..errors import UserError
-from .common import add_assistant_args, add_executor_args, config_epilog, executor_flags, given, terminal
+from .common import add_assistant_args, add_executor_args, config_epilog, executor_flags, given, grid_exit, terminal
 
 SESSION_EXAMPLES = """examples:
   forgetlab session train cs_dept.json --assistant msu          # session 1
@@ -155,7 +155,7 @@ def cmd_session_compare(args) -> int:
                            source=args.config or "session compare")
     out = run_session_compare(cfg, Path(args.resume) if args.resume else None, console)
     console.print(f"comparison: {out}\ntables: {out / 'session_compare.md'}")
-    return 0
+    return grid_exit(out, "session_compare.json")
 
 
 def session_flags(args) -> dict:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 
 from ..config import LORA_PRESETS, CompareConfig, ExecutorConfig, RunConfig, SequentialConfig, build_config
-from .common import add_executor_args, comma_list, config_epilog, default_of, executor_flags, load_config, resume_config, terminal
+from .common import (
+    add_executor_args,
+    comma_list,
+    config_epilog,
+    default_of,
+    executor_flags,
+    grid_exit,
+    load_config,
+    resume_config,
+    terminal,
+)
 
 SEQUENTIAL_EXAMPLES = """examples:
   forgetlab sequential --task facts:people --task facts:elements --preset seft --epochs 5
@@ -120,7 +130,7 @@ def cmd_compare(args) -> int:
         cfg, out = load_config(CompareConfig, args, flags), None
     out = run_compare(cfg, resume=out, console=console)
     console.print(f"comparison: {out}\ntable: {out / 'comparison.md'}\nreport: {out / 'report.html'}")
-    return 0
+    return grid_exit(out, "compare.json")
 
 
 def add_methods(sub) -> None:

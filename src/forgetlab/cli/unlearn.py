@@ -17,7 +17,7 @@ from ..config import (
     yaml_value,
 )
 from ..errors import UserError
-from .common import add_executor_args, comma_list, config_epilog, default_of, executor_flags, given, terminal
+from .common import add_executor_args, comma_list, config_epilog, default_of, executor_flags, given, grid_exit, terminal
 
 UNLEARN_EXAMPLES = """examples:
   forgetlab unlearn                                   # gd, LoRA rank 8, the built-in known facts (animals / food)
@@ -230,4 +230,4 @@ def cmd_sweep(args) -> int:
     console = terminal()
     out = run_sweep(cfg, resume=out, console=console)
     console.print(f"sweep: {out}\ntable: {out / 'recovery_vs_rank.csv'}\nreport: {out / 'report.html'}")
-    return 0
+    return grid_exit(out, "sweep.json")

@@ -155,11 +155,6 @@ class UnlearnConfig(Frozen):
             raise ValueError("save=adapter needs a LoRA run (lora.rank > 0); full-weight runs save the merged model")
         return self
 
-    @property
-    def lr(self) -> float:
-        """The learning rate the run uses (train.lr, resolved when the config was built)."""
-        return self.train.lr
-
 
 def rtt_section(value: Any) -> Any:
     """`rtt: true` -> {"enabled": True}: the one place the short form becomes a section."""
@@ -217,8 +212,8 @@ class SweepConfig(Frozen):
     unlearn: dict[str, Any] = Field(default_factory=dict, description="the unlearn config every point starts from "
                                     "(the keys of `forgetlab unlearn --config`); RTT is on and save is none unless "
                                     "set here")
-    axes: dict[str, list[Any]] = Field(description="dotted unlearn keys -> values (also seed, method, rank, rc, lr), "
-                                       "e.g. lora.rank: [1, 8, 0]")
+    axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted unlearn keys -> values (also seed, "
+                                       "method, rank, rc, lr), e.g. lora.rank: [1, 8, 0]")
     executor: ExecutorConfig = ExecutorConfig()
     run: RunConfig = RunConfig()
 

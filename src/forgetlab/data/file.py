@@ -22,10 +22,10 @@ def jsonl_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def read_records(path: Path) -> list[tuple[str, dict]]:
-    """[(where, record)]: 'line N' for JSONL, 'record N' for a JSON array (1-based)."""
+def read_records(path: Path, fix: str = "check the path") -> list[tuple[str, dict]]:
+    """[(where, record)]: 'line N' for JSONL, 'record N' for a JSON array (1-based). `fix` ends a missing file's error."""
     if not path.is_file():
-        raise UserError(f"data file {path} not found; check the path after 'file:'")
+        raise UserError(f"data file {path} not found; {fix}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -99,7 +99,7 @@ def parse_example(path: Path, where: str, r: dict) -> Example:
 def load(name: str, cfg: DataConfig) -> Task:
     """The user's file as a task (MCQ or instruction/response), split into seen and held-out records."""
     path = Path(name).expanduser()
-    rows = read_records(path)
+    rows = read_records(path, "check the path after 'file:'")
     is_mcq = "options" in rows[0][1]
     for where, r in rows:
         if ("options" in r) != is_mcq:

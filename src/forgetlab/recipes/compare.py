@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..config import CompareConfig, SequentialConfig, build_config, dump_yaml
 from ..data import load_task
-from ..grid import run_command, run_grid, start_ray
+from ..grid import grid_status, run_command, run_grid, start_ray
 from ..methods import build_method, split_variant
+from ..model import check_model
 from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
 
@@ -27,6 +28,7 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
         build_method(child.strategy.name, child.strategy)
     for spec in cfg.tasks:
         load_task(spec, cfg.data)
+    check_model(cfg.model.name)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "compare-" + "-".join(
         slug(t.split(":", 1)[1]) for t in cfg.tasks))
@@ -45,7 +47,7 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
                        out, lambda job: f"{job[0]}, seed {job[1]}", console, executor=cfg.executor,
                        failed=lambda job, error: {"strategy": job[0], "seed": job[1], "run_dir": None, "status": "failed",
                                                   "error": error, "seconds": None})
-    finish(cfg, out, results, "complete", console)
+    finish(cfg, out, results, grid_status(results), console)
     return out
 
 

@@ -54,8 +54,12 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     part = store.partial_dir
     if store.path.is_dir():
         clean_partial(store.path)  # what a kill mid-write left aside
-    if part.exists() and not (part / "session.json").is_file():
-        shutil.rmtree(part)  # a session that stopped before its first file was complete: nothing to resume
+    if part.exists() and not ((part / "session.json").is_file() and (part / "train.jsonl").is_file()):
+        shutil.rmtree(part)  # a session that stopped before its first files were complete: nothing to resume
+    if resume and not part.exists() and data:  # killed before anything was saved: start it again, as sequential does
+        resume = False
+        if console:
+            console.print("nothing of the interrupted session was saved yet: it starts again from the beginning")
     if part.exists() and not resume:
         raise UserError(f"session {read_json(part / 'session.json')['id']} of '{store.name}' was interrupted; carry it "
                         f"on with `forgetlab session train --assistant {store.name} --resume` or delete {part}")
@@ -184,9 +188,10 @@ def session_data(examples: list[Example], cfg: SessionConfig, heldout: str | Non
 
 def resume_record(store: Store, data: str | None) -> tuple[dict, SessionData]:
     part = store.partial_dir
-    if not (part / "session.json").is_file() or not (part / "train.jsonl").is_file():
-        raise UserError(f"nothing to resume for '{store.name}'; start a session with `forgetlab session train FILE "
-                        f"--assistant {store.name}`")
+    if not part.exists():
+        raise UserError(f"nothing to resume for '{store.name}' (no session was interrupted after its files were "
+                        f"saved); give the file to start it again: `forgetlab session train FILE --assistant "
+                        f"{store.name} --resume`")
     record = read_json(part / "session.json")
     if data and file_hash(data) != record["data"]["sha256"]:
         raise UserError(f"{data} is not the file the interrupted session {record['id']} started with "

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 from ..config import SessionCompareConfig
-from ..grid import run_command, run_grid, start_ray
+from ..grid import grid_status, run_command, run_grid, start_ray
+from ..model import check_model
 from ..report import fmt
-from ..runs import clean_partial, new_run_dir, write_json, write_text
+from ..runs import clean_partial, index_run, new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
 from ..sessions.manage import retention_matrix
 from ..sessions.store import Store
@@ -27,6 +28,7 @@ def run_session_compare(cfg: SessionCompareConfig, resume: Path | None = None, c
     # Validate up front: a bad file fails before anything trains.
     for path in cfg.files + cfg.heldout:
         load_examples(path)
+    check_model(cfg.session.model.name)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.root, "session-compare-" + "-".join(Path(f).stem for f in cfg.files))
     if resume:
@@ -40,7 +42,7 @@ def run_session_compare(cfg: SessionCompareConfig, resume: Path | None = None, c
                        out, lambda name: f"setting {name}", console, command="session compare", executor=cfg.executor,
                        failed=lambda name, error: [{"setting": name, "session": i + 1, "file": f, "status": "failed",
                                                     "error": error, "seconds": None} for i, f in enumerate(cfg.files)])
-    finish(cfg, out, results, "complete", console)
+    finish(cfg, out, results, grid_status(results), console)
     return out
 
 
@@ -88,6 +90,8 @@ def finish(cfg: SessionCompareConfig, out: Path, results: list[dict], status: st
     write_json(out / "session_compare.json", {"status": status, "files": list(cfg.files), "settings": cfg.settings,
                                               "runs": results, "summary": summaries})
     write_text(out / "session_compare.md", markdown(cfg, summaries, results))
+    index_run(cfg.root, out, "session compare", out.name, status,
+              {"settings": len(cfg.settings), "failed": sum(r["status"] != "complete" for r in results)})
     if console:
         print_tables(console, cfg, summaries, results)
 

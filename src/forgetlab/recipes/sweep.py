@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import SweepConfig, dump_yaml
-from ..grid import run_command, run_grid, start_ray
+from ..grid import grid_status, run_command, run_grid, start_ray
+from ..model import check_model
 from ..report import fmt, print_tables, save_plot, write_page
 from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_csv, write_json, write_text
 
@@ -30,6 +31,8 @@ def run_sweep(cfg: SweepConfig, resume: Path | None = None, console=None) -> Pat
     points = cfg.points()
     for point in points:
         check_inputs(cfg.point_config(point))  # a missing data file fails before anything runs
+    if not {"model.name", "model"} & set(cfg.axes):  # a model shared by every point is checked once, here
+        check_model(cfg.point_config(points[0]).model.name)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     learned = cfg.unlearn.get("learn_first")
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "sweep-" + "-".join(
@@ -44,7 +47,7 @@ def run_sweep(cfg: SweepConfig, resume: Path | None = None, console=None) -> Pat
                        lambda done, status: finish(cfg, out, done, status, console if status == "interrupted" else None),
                        out, lambda job: job[0], console, command="sweep", executor=cfg.executor,
                        failed=lambda job, error: {"point": job[0], **job[1], "status": "failed", "error": error})
-    finish(cfg, out, results, "complete", console)
+    finish(cfg, out, results, grid_status(results), console)
     return out
 
 

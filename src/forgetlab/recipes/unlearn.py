@@ -57,7 +57,7 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
                           + (f"-{cfg.learn_first.replace(':', '-')}" if cfg.learn_first else ""))
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     progress = StepProgress(console)
-    state = {"version": __version__, "kind": "unlearn", "method": name, "lora_rank": cfg.lora.rank, "lr": cfg.lr,
+    state = {"version": __version__, "kind": "unlearn", "method": name, "lora_rank": cfg.lora.rank, "lr": cfg.train.lr,
              "rc": cfg.method.rc, "status": "incomplete", "epochs": []}
     t0 = time.perf_counter()
     try:
@@ -160,7 +160,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     def record(epoch: int, history: list[dict]):
         was_training = model.training
         model.eval()
-        row = {"method": state["method"], "lora_rank": cfg.lora.rank, "lr": cfg.lr, "rc": cfg.method.rc,
+        row = {"method": state["method"], "lora_rank": cfg.lora.rank, "lr": cfg.train.lr, "rc": cfg.method.rc,
                "epoch": epoch, **evaluate_unlearning(model, tok, sets, cfg, loss_sets),
                "train_loss": sum(h["loss"] for h in history) / len(history) if history else None}
         state["epochs"].append(row)
@@ -169,7 +169,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
             model.train()
 
     record(0, [])
-    tc = cfg.train.model_copy(update={"lr": cfg.lr})
+    tc = cfg.train
     seen = []
     with progress.task(f"unlearn {state['method']} (rank {cfg.lora.rank})", steps_for(len(rows), tc)) as tick:
         def on_step(row):
