@@ -32,6 +32,15 @@ def world(tmp_path_factory, tiny_dir) -> Path:
     (w / "mmlu" / "test").mkdir(parents=True)
     (w / "mmlu" / "test" / "algebra_test.csv").write_bytes("Qu\xe9?,a,b,c,d,A\n".encode("latin-1"))
     (w / "mmlu" / "test" / "geometry_test.csv").write_text("What?,a,b,c,d,E\n")
+    (w / "onlyconfig").mkdir()
+    (w / "onlyconfig" / "config.json").write_text("{}")
+    (w / "notokenizer").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        os.system(f"cp {tiny_dir / name} {w / 'notokenizer'}")
+    (w / "comparerun").mkdir()  # what `forgetlab compare` leaves: sequential --resume must send the user there
+    (w / "comparerun" / "config.yaml").write_text("strategies: [naive]\n")
+    (w / "comparerun" / "compare.json").write_text('{"status": "interrupted"}')
+    (w / "noaxes.yaml").write_text("unlearn: {method: {name: gd}}\n")
     (w / "brokenruns").mkdir()
     (w / "brokenruns" / "index.sqlite").write_text("not a database")
     assert main(["session", "train", str(EXAMPLES / "cs_dept.json"), "--assistant", "a", "--home", str(w / "home"),
@@ -91,7 +100,7 @@ CASES = [
      "uses mode 'merge'"),
     (["session", "train", "--assistant", "a", "--home", "{w}/home", "--resume"], "nothing to resume for 'a'"),
     (["session", "train", "--assistant", "a", "--home", "{w}/home", "--resume", "--lr", "1", "--epochs", "2"],
-     "settings it started with; drop --epochs, --lr"),
+     "nothing to resume for 'a'"),  # (with an interrupted session there, the flags are refused: test_sessions)
     (["session", "train", str(EXAMPLES / "cs_dept.json"), "--assistant", "../x", "--home", "{w}/home"], "assistant name"),
     (["session", "list", "--assistant", "nobody", "--home", "{w}/home"], "no assistant 'nobody'"),
     (["session", "list", "--assistant", "a", "--home", "{w}/home_assistant"], "assistant.json is damaged"),
@@ -100,8 +109,12 @@ CASES = [
     (["session", "export", "--assistant", "a", "--home", "{w}/home", "--merged", "{w}/mmlu"], "exists and is not empty"),
     (["session", "export", "--assistant", "a", "--home", "{w}/home", "--merged", "{w}/out", "--session", "7"], "no session 7"),
     (["session", "compare", "--setting", "nosuch"], "no session files given"),
+    (["session", "compare", str(EXAMPLES / "cs_dept.json"), "--setting", "nosuch"], "--setting nosuch: not a built-in"),
+    (["session", "compare", str(EXAMPLES / "cs_dept.json"), "--model", "{w}/onlyconfig"], "has no weights"),
+    (["session", "train", "{w}/missing.jsonl", "--assistant", "b", "--home", "{w}/home"], "not found; check the path"),
     # chat / serve / online-eval
     (["chat", "--temperature", "3"], "--temperature 3.0: must be in [0, 2]"),
+    (["chat", "--max-tokens", "0"], "--max-tokens 0: must be at least 1"),
     (["chat", "--assistant", "a", "--home", "{w}/home", "--session", "9"], "has no session 9"),
     (["chat", "--assistant", "a", "--home", "{w}/home_state", "--learn"], "state.json is corrupt"),
     (["chat", "--assistant", "a", "--home", "{w}/home_memory", "--learn"], "is not a readable fact memory"),
@@ -122,6 +135,14 @@ CASES = [
     (["rtt", "--model", T, "--lrs", "1,x"], "e.g. --lrs 1e-4,3e-4"),
     (["sweep", "--axis", "lora.rnak=1,2"], "unknown key 'lora.rnak'; did you mean lora.rank?"),
     (["sweep", "--resume", "{w}/afile"], "not a sweep directory"),
+    (["sweep", "--config", "{w}/noaxes.yaml"], "axes: nothing to sweep"),
+    (["sweep", "--config", "{w}/noaxes.yaml", "--axis", "rank=1", "--set", "unlearn.model.name={w}/notokenizer"],
+     "has no tokenizer files"),
+    (["unlearn", "--model", "{w}/onlyconfig"], "has no weights (model.safetensors or pytorch_model.bin), tokenizer files"),
+    (["unlearn", "--model", "{w}/notokenizer"], "notokenizer has no tokenizer files"),
+    (["compare", "--model", "{w}/notokenizer", "--strategies", "naive"], "has no tokenizer files"),
+    (["sequential", "--config", "{w}/mmlu"], "is a directory; pass a YAML file"),
+    (["sequential", "--resume", "{w}/comparerun"], "a `compare` run; carry it on with `forgetlab compare --resume"),
     # argument errors
     (["session", "train", "--epochs", "many"], "invalid int value"),
     (["nosuchcommand"], "invalid choice"),
@@ -153,3 +174,9 @@ def test_a_damaged_run_index_does_not_fail_the_run_it_would_list(tiny_dir, tmp_p
     run = next(tmp_path.glob("2*"))
     assert json.loads((run / "metrics.json").read_text())["status"] == "complete"
     assert (tmp_path / "index.sqlite").read_text() == "not a database"
+
+
+def test_session_train_names_no_prefix_it_does_not_take(world, capsys):
+    r = call_main(capsys, "session", "train", str(world / "missing.jsonl"), "--assistant", "b", "--home",
+                  str(world / "home"))
+    assert r.returncode == 2 and "file:" not in r.stderr, r.stderr

@@ -167,7 +167,7 @@ def test_session_compare_through_the_cli(tiny_dir, tmp_path, capsys):
     r = run_cli("session", "compare", *files, "--heldout", str(EXAMPLES / "cs_faq_paraphrases.json"), "--heldout",
                 str(EXAMPLES / "housing_faq_paraphrases.json"), "--model", str(tiny_dir), "--out", str(tmp_path),
                 "--setting", "defaults", "--setting", "plain:rephrase=0,anchor=0,distill=0",
-                "--set", "session.epochs=1", "--set", "session.max_new_tokens=4", "--set", "session.targets=[q_proj]",
+                "--set", "session.epochs=1", "--set", "session.max_new_tokens=4", "--set", "session.lora.targets=[q_proj]",
                 "--cpus-per-run", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     out = next(p for p in tmp_path.iterdir() if p.is_dir())

@@ -146,6 +146,9 @@ def test_interrupted_session_resumes_to_the_uninterrupted_result(tiny_dir, tmp_p
     assert cut.info()["active"] == 1 and cut.ids() == [1]  # session 1 intact, session 2 not published
     with pytest.raises(UserError, match="was interrupted"):
         train_session(cut, cfg, str(HOUSING))
+    from forgetlab.cli import main  # carrying on with new settings would lose them silently: refused
+
+    assert main(["session", "train", "--assistant", "msu", "--home", str(tmp_path / "b"), "--resume", "--lr", "1"]) == 2
     monkeypatch.setattr(session_recipe, "save_checkpoint", real_save)
     train_session(cut, cfg, None, resume=True)
     assert cut.info()["active"] == 2 and not cut.partial_dir.exists()
@@ -159,7 +162,7 @@ def test_interrupted_session_resumes_to_the_uninterrupted_result(tiny_dir, tmp_p
 
 def test_session_commands_through_the_cli(tiny_dir, tmp_path, capsys):
     home = ["--assistant", "msu", "--home", str(tmp_path)]
-    fast = ["--epochs", "1", "--set", "max_new_tokens=4", "--set", "targets=[q_proj]"]
+    fast = ["--epochs", "1", "--set", "max_new_tokens=4", "--set", "lora.targets=[q_proj]"]
     r = run_cli("session", "train", str(CS), *home, "--model", str(tiny_dir), *fast)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "rank / alpha" in r.stdout and "8 / 16" in r.stdout and "session 1 is active" in r.stdout

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from .batching import Encoded, collate, encode, encode_continuation, fixed_batches, prompt_ids, to_device
-from .config import EvalConfig
+from .config import EvalConfig, GeneralConfig
+from .data.general import retention_examples
 from .data.records import LETTERS, Example, MCQItem, Task, mcq_prompt, user
 from .losses import nll, unwrap
 from .metrics.qa import contains, exact_match, token_f1
@@ -118,6 +119,14 @@ def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, bat
     """Greedy answers scored against the targets: n, mean normalised exact match, contains (the reference occurs in
     the answer: recall of a key fact) and token F1, and the answers themselves."""
     return answer_scores(generate_answers(model, tok, examples, max_new_tokens, batch_size), examples)
+
+
+def general_score(model, tok, general: GeneralConfig) -> float:
+    """Share of the built-in general questions (data/general.py: "What is the capital of Japan?") whose greedy answer
+    contains the reference: what the base model knew and a run should keep. One definition, one batch and one token
+    budget (`general.max_new_tokens`) in every workflow, so the same model gets the same number wherever it is
+    measured (sequential, sessions, unlearn, the online learner)."""
+    return qa_scores(model, tok, retention_examples(), general.max_new_tokens, batch_size=64)["contains"]
 
 
 def qa_scores_of_sets(model, tok, sets: dict[str, list[Example]], max_new_tokens: int, batch_size: int = 64) -> dict:

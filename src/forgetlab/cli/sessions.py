@@ -185,7 +185,9 @@ def cmd_train(args) -> int:
 
     console = terminal()
     store = Store(args.home, args.assistant)
-    if args.resume:  # the interrupted session carries on exactly as it started; a new setting would be lost silently
+    from ..recipes.session import can_resume
+
+    if args.resume and can_resume(store):  # it carries on exactly as it started; a new setting would be lost silently
         given = [f"--{k.split('.')[-1].replace('_', '-')}" for k, v in session_flags(args).items() if v is not None]
         given += ["--config"] * bool(args.config) + ["--set"] * bool(args.set) + ["--heldout"] * bool(args.heldout)
         if given:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .core import Frozen, LoraSettings, ModelConfig
+from .core import Frozen, GeneralConfig, LoraSettings, ModelConfig
 
 
 class PatternConfig(Frozen):
@@ -112,6 +112,7 @@ class OnlineConfig(Frozen):
     update: UpdateConfig = UpdateConfig()
     memory: MemoryConfig = MemoryConfig()
     gate: GateConfig = GateConfig()
+    general: GeneralConfig = GeneralConfig()
     metrics_every: int = Field(8, ge=0, description="stability/plasticity/forgetting metrics every N turns (0: never)")
     checkpoint_every: int = Field(1, gt=0, description="write the adapter and state every N learned turns")
     max_new_tokens: int = Field(48, gt=0, description="answer length in online-eval and the gate's checks")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import collate, to_device
-from ..evaluate import generate_answers
+from ..evaluate import general_score, generate_answers
 from ..losses import answer_logits, kl_to_reference
 from ..metrics.qa import contains
 
@@ -84,5 +84,6 @@ def measure(learner, turn: int) -> dict:
             **plasticity([u for u in learner.state.updates_history() if u["kind"] == "fact"]),
             "control": control, "regression": None if control is None else 1.0 - control,
             "forgetting_rate": None if control is None else (1.0 - control) / learned,
+            "general": general_score(model, tok, learner.cfg.general) if learner.cfg.general.enabled else None,
             "facts_stored": len(facts), "facts_learned": sum(f["learned"] for f in facts),
             "updates_rejected": learner.state.rejected}

@@ -16,9 +16,8 @@ from .. import __version__
 from ..batching import encode
 from ..config import SequentialConfig, dump_yaml
 from ..data import Task, load_task
-from ..data.general import retention_examples
 from ..errors import Interrupted
-from ..evaluate import evaluate_task, qa_scores, task_batches
+from ..evaluate import evaluate_task, general_score, task_batches
 from ..landscape import checkpoint_landscape, forgetting_estimates
 from ..loop import steps_for, train
 from ..methods import MethodContext, build_method, call_hook
@@ -166,10 +165,8 @@ def evaluate_stage(model, tok, tasks, cfg: SequentialConfig) -> dict:
 
 
 def general_accuracy(model, tok, cfg: SequentialConfig) -> float | None:
-    """Share of the built-in general questions answered correctly (greedy, `contains`); None when switched off."""
-    if not cfg.general.enabled:
-        return None
-    return qa_scores(model, tok, retention_examples(), cfg.general.max_new_tokens, cfg.eval.batch_size)["contains"]
+    """The general score (evaluate.general_score); None when switched off."""
+    return general_score(model, tok, cfg.general) if cfg.general.enabled else None
 
 
 def save_state(run_dir: Path, cfg: SequentialConfig, state: dict, status: str) -> None:

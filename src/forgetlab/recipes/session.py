@@ -18,10 +18,9 @@ import torch
 from .. import __version__
 from ..batching import encode
 from ..config import SessionConfig
-from ..data.general import retention_examples
 from ..data.records import Example
 from ..errors import Interrupted, UserError
-from ..evaluate import qa_scores, qa_scores_of_sets
+from ..evaluate import general_score, qa_scores_of_sets
 from ..loop import train
 from ..model import adapter_state, load_adapter_state
 from ..report import StepProgress
@@ -54,7 +53,7 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     part = store.partial_dir
     if store.path.is_dir():
         clean_partial(store.path)  # what a kill mid-write left aside
-    if part.exists() and not ((part / "session.json").is_file() and (part / "train.jsonl").is_file()):
+    if part.exists() and not can_resume(store):
         shutil.rmtree(part)  # a session that stopped before its first files were complete: nothing to resume
     if resume and not part.exists() and data:  # killed before anything was saved: start it again, as sequential does
         resume = False
@@ -87,9 +86,9 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
         store.create(cfg.model.name, cfg.mode)  # only once the model has loaded: a bad --model leaves nothing behind
     try:
         before = dict(qa_scores_of_sets(model, tok, {"new": job.checks}, cfg.max_new_tokens)["new"],
-                      general=general_score(model, tok))
+                      general=general_score(model, tok, cfg.general) if cfg.general.enabled else None)
         model, history = fit(store, record, plan, model, tok, job.rows, old, base["anchors"], resume, console)
-        return save(store, record, plan, chain, model, tok, job.checks, history, before, cfg.max_new_tokens, t0)
+        return save(store, record, plan, chain, model, tok, job.checks, history, before, cfg, t0)
     except KeyboardInterrupt:
         raise Interrupted(part, resume_command=f"forgetlab session train --assistant {store.name} "
                           f"--home {store.path.parent} --resume") from None
@@ -123,13 +122,13 @@ def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example],
 
 
 def save(store: Store, record: dict, plan: Plan, chain: list[int], model, tok, checks: list[Example],
-         history: list[dict], before: dict, max_new_tokens: int, t0: float) -> dict:
+         history: list[dict], before: dict, cfg: SessionConfig, t0: float) -> dict:
     """Score every session's check questions, write the session's files, publish it in one rename, make it active."""
     part, k = store.partial_dir, record["id"]
     sets = {str(j): load_examples(store.session_dir(j) / "heldout.jsonl") for j in chain
             if (store.session_dir(j) / "heldout.jsonl").stat().st_size}
-    retention = qa_scores_of_sets(model, tok, dict(sets, **{str(k): checks}), max_new_tokens)  # one pass
-    general = general_score(model, tok)
+    retention = qa_scores_of_sets(model, tok, dict(sets, **{str(k): checks}), cfg.max_new_tokens)  # one pass
+    general = general_score(model, tok, cfg.general) if cfg.general.enabled else None
     record.update(status="done", finished=time.strftime("%Y-%m-%d %H:%M:%S"),
                   train_seconds=sum(r["tokens"] / r["tokens_per_s"] for r in history if r["tokens_per_s"]),
                   wall_seconds=record.get("wall_seconds", 0.0) + time.perf_counter() - t0,
@@ -186,6 +185,12 @@ def session_data(examples: list[Example], cfg: SessionConfig, heldout: str | Non
     return SessionData(rows, checks, len(train_ex), source)
 
 
+def can_resume(store: Store) -> bool:
+    """Whether an interrupted session left what carrying it on needs (its record and training rows)."""
+    part = store.partial_dir
+    return (part / "session.json").is_file() and (part / "train.jsonl").is_file()
+
+
 def resume_record(store: Store, data: str | None) -> tuple[dict, SessionData]:
     part = store.partial_dir
     if not part.exists():
@@ -199,12 +204,6 @@ def resume_record(store: Store, data: str | None) -> tuple[dict, SessionData]:
     checks = load_examples(part / "heldout.jsonl") if (part / "heldout.jsonl").stat().st_size else []
     return record, SessionData(load_examples(part / "train.jsonl"), checks, record["data"]["train"],
                                record["data"]["heldout_from"])
-
-
-def general_score(model, tok) -> float:
-    """Share of 28 built-in general questions ("What is the capital of Japan?") answered right: what the base model
-    knew and a session may have overwritten."""
-    return qa_scores(model, tok, retention_examples(), max_new_tokens=12, batch_size=64)["contains"]
 
 
 def retention_warnings(store: Store, chain: list[int], retention: dict, threshold: float) -> list[str]:

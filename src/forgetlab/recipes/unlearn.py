@@ -16,10 +16,9 @@ from .. import __version__
 from ..batching import fixed_batches
 from ..config import TrainConfig, UnlearnConfig, dump_yaml
 from ..data import load_task
-from ..data.general import retention_examples
 from ..data.unlearn import Fact, FactSet, read_facts
 from ..errors import Interrupted, UserError
-from ..evaluate import mcq_letter_probs, mcq_option_logprobs, mean_loss, qa_scores_of_sets
+from ..evaluate import general_score, mcq_letter_probs, mcq_option_logprobs, mean_loss, qa_scores_of_sets
 from ..loop import steps_for, train
 from ..metrics.unlearning import calibrated_choice, share_correct
 from ..model import attach_lora, load_base
@@ -189,8 +188,6 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
     losses, and the general retention questions."""
     out = {}
     qa = {k: sets[f"{k}_eval"].qa() for k in ("forget", "retain")}
-    if cfg.general.enabled:
-        qa["general"] = retention_examples()
     answers = qa_scores_of_sets(model, tok, qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
     for k in ("forget", "retain"):
         items = sets[f"{k}_eval"].mcq()
@@ -204,7 +201,7 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
             out[f"{k}_letter_cal"] = sum(c == a for c, a in zip(cal, answers_, strict=True)) / len(items)
         out[f"{k}_qa"] = answers[k]["contains"] if answers[k]["n"] else None
         out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
-    out["general"] = answers["general"]["contains"] if cfg.general.enabled else None
+    out["general"] = general_score(model, tok, cfg.general) if cfg.general.enabled else None
     return out
 
 
