@@ -56,19 +56,14 @@ def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 32) 
     text, no chat template): how lm-eval-harness scores multiple choice, and what a small model gets right even
     where its letter choice is at chance."""
     from .data.unlearn import qa_prompt
+    from .forward import per_row
     from .losses import answer_logprobs
 
-    device = next(model.parameters()).device
     rows = [(i, encode_continuation(tok, qa_prompt(it.question), " " + opt, 512))
             for i, it in enumerate(items) for opt in it.options]
+    scores = per_row(model, [r for _, r in rows], tok.pad_token_id, lambda m, b, _: answer_logprobs(m, b)[0].tolist(),
+                     batch_size, by_length=True)
     out: list[list[float]] = [[] for _ in items]
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][1].input_ids))
-    scores = [0.0] * len(rows)
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        lp, _ = answer_logprobs(model, to_device(collate([rows[r][1] for r in idx], tok.pad_token_id), device))
-        for r, v in zip(idx, lp.tolist(), strict=True):
-            scores[r] = v
     for (i, _), v in zip(rows, scores, strict=True):
         out[i].append(v)
     return out

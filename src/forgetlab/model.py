@@ -285,26 +285,37 @@ def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if "lora_" in n or "forgetlab_gates" in n}
 
 
-def save_lora_state(model: nn.Module, path: Path) -> None:
-    """Every LoRA tensor of the model (all adapters) in one safetensors file, written atomically."""
+def save_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Tensors in one safetensors file (on the CPU, contiguous), written atomically: every adapter file goes here."""
     from safetensors.torch import save_file
 
-    state = {k: v.contiguous() for k, v in lora_state(model).items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     atomic_file(path, lambda tmp: save_file(state, str(tmp)))
 
 
-def load_lora_state(model: nn.Module, path: Path) -> None:
-    """Restore a `save_lora_state` file into a model with the same adapters."""
+def load_tensors_into(model: nn.Module, path: Path, mismatch: str) -> None:
+    """Copy a `save_tensors` file into the model's parameters of the same names; a name the model lacks is a
+    UserError ending in `mismatch` (what to do)."""
     from safetensors.torch import load_file
 
     saved = load_file(str(path))
     params = dict(model.named_parameters())
     missing = [k for k in saved if k not in params]
     if missing:
-        raise UserError(f"{path} does not match the model's adapters ({missing[0]}); resume with the run's own config")
+        raise UserError(f"{path} does not match the model ({missing[0]}); {mismatch}")
     with torch.no_grad():
         for k, v in saved.items():
             params[k].copy_(v.to(params[k].device, params[k].dtype))
+
+
+def save_lora_state(model: nn.Module, path: Path) -> None:
+    """Every LoRA tensor of the model (all adapters) in one safetensors file, written atomically."""
+    save_tensors(path, lora_state(model))
+
+
+def load_lora_state(model: nn.Module, path: Path) -> None:
+    """Restore a `save_lora_state` file into a model with the same adapters."""
+    load_tensors_into(model, path, "its adapters differ: resume with the run's own config")
 
 
 def flat_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import Encoded, answer_positions, collate, encode, to_device, unbatch
+from .batching import Encoded, collate, encode, to_device, unbatch
 from .data.general import anchor_messages
 from .data.records import Example
+from .forward import by_row, per_row
 from .losses import answer_logits, kl_to_reference, kl_to_top_k, top_k_reference
 
 
@@ -83,15 +84,12 @@ class TopKReference:
     def build(cls, model, rows: list[Encoded], names: list[str] | None, pad_id: int, k: int = 64,
               batch_size: int = 16) -> TopKReference:
         """The distributions of `model` with adapters `names` off (all: the base model) at `rows`' answers."""
-        logp, ids = [], []
-        device = next(model.parameters()).device
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            values, top = top_k_reference(reference_logits(model, to_device(collate(chunk, pad_id), device), names), k)
-            sizes = [answer_positions([r]) for r in chunk]
-            logp += [v.cpu() for v in values.split(sizes)]
-            ids += [i.cpu() for i in top.split(sizes)]
-        return cls(logp, ids)
+        def top(m, batch, chunk):
+            values, ids = top_k_reference(reference_logits(m, batch, names), k)
+            return [(v.cpu(), i.cpu()) for v, i in zip(by_row(values, chunk), by_row(ids, chunk), strict=True)]
+
+        pairs = per_row(model, rows, pad_id, top, batch_size)
+        return cls([v for v, _ in pairs], [i for _, i in pairs])
 
     def kl(self, logits: torch.Tensor, indices: list[int]) -> torch.Tensor:
         """Mean KL(p_ref || p) over the answer tokens of rows `indices`, whose logits (in that order) are `logits`."""
@@ -136,7 +134,6 @@ def anchor_examples(answering_model, tok, max_length: int, names: list[str] | No
 def build_anchors(model, tok, max_length: int, names: list[str] | None = None, questions: bool = False) -> Anchors:
     """Anchors answered by `model` with adapters `names` off (all: the base model), and its logits."""
     examples = anchor_examples(model, tok, max_length, names, questions)
-    device = next(model.parameters()).device
-    refs = [reference_logits(model, to_device(collate([e], tok.pad_token_id), device), names).float().cpu()
-            for e in examples]
+    refs = per_row(model, examples, tok.pad_token_id, lambda m, b, _: [reference_logits(m, b, names).float().cpu()],
+                   batch_size=1)  # one anchor at a time: its reference logits without any padding
     return Anchors(examples, refs)

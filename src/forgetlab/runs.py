@@ -223,6 +223,20 @@ def peak_memory_mb(model=None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def child_run(root: str | Path, name: str) -> tuple[Path | None, dict]:
+    """A grid point's run: the newest run directory named `name` under `root` (`<date>-<name>`, as new_run_dir
+    makes them) and its metrics.json ({} when there is none yet): how compare and sweep find what a point left."""
+    name = slug(name)
+    found = sorted(p for p in Path(root).glob(f"*-{name}*") if re.fullmatch(rf"\d{{8}}-\d{{6}}-{re.escape(name)}(-\d+)?",
+                                                                            p.name))
+    if not found:
+        return None, {}
+    try:
+        return found[-1], read_json(found[-1] / "metrics.json")
+    except (UserError, OSError):  # not written yet, or torn by a kill: the point runs (or resumes) again
+        return found[-1], {}
+
+
 RUN_FILES = (("compare.json", "compare"), ("sweep.json", "sweep"), ("session_compare.json", "session compare"))
 
 

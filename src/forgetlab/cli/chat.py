@@ -7,7 +7,7 @@ import contextlib
 import sys
 import tempfile
 
-from ..config import OnlineConfig
+from ..config import OnlineConfig, RunConfig
 from ..errors import UserError
 from .common import add_assistant_args, add_online_args, default_of, online_config, terminal
 
@@ -157,7 +157,8 @@ def add_online_eval(sub) -> None:
     p.add_argument("--locality", metavar="FILE", help="a text file of prompts, one per line, whose answers should "
                    "not change [default: the built-in general questions the model answers right]")
     p.add_argument("--model", help="'bundled', a hub id or a local HF directory")
-    p.add_argument("--out", metavar="DIR", default="runs", help="where run directories go [default: runs]")
+    root = RunConfig().root
+    p.add_argument("--out", metavar="DIR", default=root, help=f"where run directories go [default: {root}]")
     p.add_argument("--name", default="online-eval", help="run name")
     add_online_args(p)
     p.set_defaults(func=cmd_online_eval)

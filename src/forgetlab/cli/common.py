@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import build_config, describe_fields, read_yaml
+from ..config import ExecutorConfig, build_config, describe_fields, read_yaml
 from ..errors import UserError
 
 
@@ -100,7 +100,8 @@ def add_executor_args(p) -> None:
     p.add_argument("--address", help="Ray cluster to join: auto, or ray://host:10001 [default: a local instance]")
     p.add_argument("--cpus-per-run", type=float, metavar="N", help="cores per run [default: every core here, so runs "
                    "go one at a time]")
-    p.add_argument("--gpus-per-run", type=float, metavar="N", help="GPUs per run [default: 0]")
+    p.add_argument("--gpus-per-run", type=float, metavar="N", help="GPUs per run "
+                   f"[default: {default_of(ExecutorConfig, 'gpus_per_run')}]")
 
 
 def executor_flags(args) -> dict:

@@ -6,7 +6,7 @@ import argparse
 
 from ..config import SESSION_SETTINGS, SessionCompareConfig, SessionConfig, build_config, parse_set, read_yaml
 from ..errors import UserError
-from .common import add_assistant_args, add_executor_args, config_epilog, executor_flags, given, grid_exit, terminal
+from .common import add_assistant_args, add_executor_args, config_epilog, default_of, executor_flags, given, grid_exit, terminal
 
 SESSION_EXAMPLES = """examples:
   forgetlab session train cs_dept.json --assistant msu          # session 1
@@ -36,21 +36,24 @@ def add_session(sub) -> None:
     t.add_argument("--heldout", metavar="FILE", help="questions to check retention with (e.g. paraphrases), same "
                    "format; then every record of FILE is trained on")
     t.add_argument("--mode", choices=["merge", "stack"], help="merge earlier adapters into the base (float32) or "
-                   "keep them stacked; fixed by the first session [default: merge]")
+                   f"keep them stacked; fixed by the first session [default: {default_of(SessionConfig, 'mode')}]")
     t.add_argument("--replay", type=float, metavar="SHARE", help="share of each batch from earlier sessions "
                    "[default: old / (old + new) rows, at most 0.5]")
     t.add_argument("--distill", type=float, metavar="LAMBDA", help="KL to the previous session on the replayed rows "
-                   "[default: 1]")
+                   f"[default: {default_of(SessionConfig, 'distill')}]")
     t.add_argument("--anchor", type=float, metavar="LAMBDA", help="KL to the base model on 32 built-in prompts, "
-                   "keeps general knowledge [default: 1]")
-    t.add_argument("--rephrase", type=int, metavar="N", help="extra phrasings made for each question [default: 3]")
+                   f"keeps general knowledge [default: {default_of(SessionConfig, 'anchor')}]")
+    t.add_argument("--rephrase", type=int, metavar="N", help="extra phrasings made for each question "
+                   f"[default: {default_of(SessionConfig, 'rephrase')}]")
     t.add_argument("--holdout", type=float, metavar="SHARE", help="share of FILE held out, only questions whose "
-                   "answer another record also gives [default: 0.2]")
-    for flag, kind, what in (("--rank", int, "LoRA rank"), ("--alpha", float, "LoRA alpha"), ("--epochs", int, "epochs"),
-                             ("--lr", float, "peak learning rate"), ("--batch-size", int, "examples per forward pass"),
-                             ("--grad-accum", int, "forward passes per step"), ("--max-length", int, "token limit"),
-                             ("--warmup-steps", int, "warmup steps"), ("--seed", int, "seed")):
-        t.add_argument(flag, type=kind, help=what)
+                   f"answer another record also gives [default: {default_of(SessionConfig, 'holdout')}]")
+    for flag, kind, key in (("--rank", int, "lora.rank"), ("--alpha", float, "lora.alpha"), ("--epochs", int, "epochs"),
+                            ("--lr", float, "lr"), ("--batch-size", int, "batch_size"), ("--grad-accum", int, "grad_accum"),
+                            ("--max-length", int, "max_length"), ("--warmup-steps", int, "warmup_steps"),
+                            ("--seed", int, "seed")):
+        default = default_of(SessionConfig, key)
+        t.add_argument(flag, type=kind, help=f"writes {key} [default: "
+                       + ("chosen from the data's size, see below" if default == "None" else default) + "]")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about a third slower")
     t.add_argument("--model", help="base model of a new assistant: 'bundled', a hub id or a local HF directory")
     t.add_argument("--config", metavar="YAML", help="session settings file (keys below)")
@@ -107,7 +110,8 @@ def add_session_compare(ss) -> None:
     c.add_argument("--setting", action="append", default=[], metavar="NAME[:KEY=V,...]", help="a setting to compare: "
                    "a built-in name, or a new name with the session settings it changes (repeat)")
     c.add_argument("--model", help="base model: 'bundled', a hub id or a local HF directory")
-    c.add_argument("--out", metavar="DIR", help="directory the comparison directory is made in [default: runs]")
+    c.add_argument("--out", metavar="DIR", help="directory the comparison directory is made in "
+                   f"[default: {default_of(SessionCompareConfig, 'root')}]")
     c.add_argument("--config", metavar="YAML", help="files, heldout, settings, session, root")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key (repeat)")
     c.add_argument("--resume", metavar="DIR", help="finish an interrupted comparison")

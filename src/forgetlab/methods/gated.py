@@ -27,8 +27,9 @@ import math
 import torch
 from torch import nn
 
-from ..batching import collate, encode, to_device
+from ..batching import encode
 from ..config import StrategyConfig
+from ..forward import per_row
 from ..losses import nll
 from ..model import adapter_name, add_frozen_stack_adapter, lora_layers
 from .replay import Replay
@@ -155,26 +156,23 @@ class Gated:
     @torch.no_grad()
     def gate_means(self, model, examples, pad_id: int, batch_size: int = 8) -> list[float]:
         """The newest gate's mean over the real tokens of `examples` (Encoded), per adapted layer in model order."""
-        device = next(model.parameters()).device
         layers = [self.layers[id(m)] for m in lora_layers(model) if id(m) in self.layers]
-        sums, count = [0.0] * len(layers), 0
-        was_training = model.training
-        model.eval()
+
+        def sums(m, batch, _):  # per row: the gate summed over its real tokens at every layer, and their count
+            for gl in layers:
+                gl.record = []
+            m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            mask = batch["attention_mask"].float()
+            per_layer = torch.stack([(gl.record[0].float() * mask).sum(-1) for gl in layers], -1)  # (batch, layers)
+            return [(row.tolist(), float(n)) for row, n in zip(per_layer, mask.sum(-1), strict=True)]
+
         try:
-            for start in range(0, len(examples), batch_size):
-                batch = to_device(collate(examples[start:start + batch_size], pad_id), device)
-                for gl in layers:
-                    gl.record = []
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                mask = batch["attention_mask"].float()
-                for k, gl in enumerate(layers):
-                    sums[k] += float((gl.record[0].float() * mask).sum())
-                count += float(mask.sum())
+            rows = per_row(model, examples, pad_id, sums, batch_size)
         finally:
             for gl in layers:
                 gl.record = None
-            model.train(was_training)
-        return [s / count for s in sums]
+        count = sum(n for _, n in rows)
+        return [sum(r[k] for r, _ in rows) / count for k in range(len(layers))]
 
     def after_task(self, model, task, ctx):
         self.curriculum.after_task(model, task, ctx)

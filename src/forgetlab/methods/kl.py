@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import collate, to_device
+from ..forward import per_row
 from ..losses import answer_logits, kl_to_reference
 from ..model import trainable_named
 from ..retain import Anchors, anchor_examples, reference_logits
@@ -41,9 +41,8 @@ class KL:
             if self.anchors is None or self.cfg.reference == "previous":
                 examples = self.anchors.examples if self.anchors else anchor_examples(
                     model, ctx.tokenizer, ctx.train.max_length)
-                device = next(model.parameters()).device
-                refs = [self.reference_logits(model, to_device(collate([a], ctx.tokenizer.pad_token_id), device))
-                        for a in examples]
+                refs = per_row(model, examples, ctx.tokenizer.pad_token_id,
+                               lambda m, b, _: [self.reference_logits(m, b)], batch_size=1)
                 self.anchors = Anchors(examples, refs)
 
     @torch.no_grad()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..data.file import jsonl_lines
 from ..errors import UserError
-from ..model import lora_layers
-from ..runs import atomic_file, read_json, write_json
+from ..model import load_tensors_into, lora_layers, save_tensors
+from ..runs import read_json, write_json
 
 STATE_VERSION = 1
 
@@ -96,31 +96,18 @@ class LearnerState:
 
     def checkpoint(self, model, turn: int) -> None:
         """The adapter, then the counters that point at it, each replaced atomically."""
-        from safetensors.torch import save_file
-
-        state = online_state(model)
-        atomic_file(self.dir / "adapter.safetensors", lambda tmp: save_file(state, str(tmp)))
+        save_tensors(self.dir / "adapter.safetensors", online_state(model))
         write_json(self.dir / "state.json", {"version": STATE_VERSION, "turn": turn, "learned_turns": self.learned_turns,
                                              "rejected": self.rejected, "parent": self.parent,
                                              "last_metrics": self.last_metrics})
 
     def restore(self, model) -> bool:
         """Load the checkpointed adapter into `model`'s online adapter; False when there is none."""
-        from safetensors.torch import load_file
-
         path = self.dir / "adapter.safetensors"
         if not path.is_file():
             return False
-        saved = load_file(str(path))
-        params = dict(model.named_parameters())
-        if set(saved) - set(params):
-            raise UserError(f"{path} does not match the learner's LoRA settings; use the settings it was learned "
-                            f"with or move {self.dir} away")
-        import torch
-
-        with torch.no_grad():
-            for k, v in saved.items():
-                params[k].copy_(v.to(params[k].device, params[k].dtype))
+        load_tensors_into(model, path, f"the learner's LoRA settings differ: use the settings it was learned with or "
+                          f"move {self.dir} away")
         return True
 
     def clear(self, model) -> None:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import IGNORE, answer_positions, collate, encode, to_device
+from ..batching import IGNORE, answer_positions, encode
 from ..config.online import UpdateConfig
 from ..data.records import Example, user
+from ..forward import by_row, per_row
 from ..losses import answer_logits, kl_to_reference
 from ..retain import Anchors, with_rows
 
@@ -121,17 +122,17 @@ def key_margins(model, tok, rows: list[tuple[Example, str]]) -> list[float]:
     if not rows:
         return []
     encoded = [encode(tok, ex, 512) for ex, _ in rows]
-    batch = to_device(collate(encoded, tok.pad_token_id), next(model.parameters()).device)
-    logits, targets = answer_logits(model, batch)
-    logits = logits.float()
-    right = logits.gather(1, targets[:, None])[:, 0]
-    margin = (right - logits.scatter(1, targets[:, None], float("-inf")).max(-1).values).tolist()
-    out, at = [], 0
-    for (ex, key), enc in zip(rows, encoded, strict=True):
-        n = answer_positions([enc])
-        pos = [i for i in key_positions(tok, ex.target, key) if i < n]
-        out.append(min(margin[at + i] for i in pos) if pos else float("-inf"))
-        at += n
+
+    def margins(m, batch, chunk):
+        logits, targets = answer_logits(m, batch)
+        logits = logits.float()
+        right = logits.gather(1, targets[:, None])[:, 0]
+        return by_row(right - logits.scatter(1, targets[:, None], float("-inf")).max(-1).values, chunk)
+
+    out = []
+    for (ex, key), margin in zip(rows, per_row(model, encoded, tok.pad_token_id, margins, len(encoded)), strict=True):
+        pos = [i for i in key_positions(tok, ex.target, key) if i < len(margin)]
+        out.append(min(float(margin[i]) for i in pos) if pos else float("-inf"))
     return out
 
 

@@ -16,7 +16,7 @@ from ..data import load_task
 from ..grid import grid_status, run_command, run_grid, start_ray
 from ..methods import build_method, split_variant
 from ..model import check_model
-from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_json, write_text
+from ..runs import child_run, clean_partial, index_run, new_run_dir, slug, write_json, write_text
 from .comparison import comparison_rows, print_comparison, write_comparison
 
 
@@ -66,24 +66,18 @@ def child_name(strategy: str, seed: int) -> str:
     return f"{slug(strategy)}-s{seed}"
 
 
-def find_child(out: Path, name: str) -> Path | None:
-    found = sorted((out / "runs").glob(f"*-{slug(name)}"))
-    return found[-1] if found else None
-
-
 def run_child(out: Path, strategy: str, seed: int) -> dict:
     """Run (or resume, or reuse) one strategy/seed as `forgetlab sequential` in a child process."""
     name = child_name(strategy, seed)
     path = out / "configs" / f"{name}.yaml"
-    previous = find_child(out, name)
-    status = read_json(previous / "metrics.json").get("status") if previous and (previous / "metrics.json").is_file() \
-        else None
+    previous, state = child_run(out / "runs", name)
+    status = state.get("status")
     result = {"strategy": strategy, "seed": seed, "run_dir": str(previous) if previous else None, "error": None}
     if status == "complete":
         return dict(result, status="complete", seconds=None)
     args = ["--resume", str(previous)] if status in ("interrupted", "incomplete") else ["--config", str(path)]
     ran = run_command(["sequential", *args], log=out / "logs" / f"{name}.log")
-    run_dir = find_child(out, name)
+    run_dir, _ = child_run(out / "runs", name)
     return dict(result, **ran, run_dir=str(run_dir) if run_dir else None)
 
 

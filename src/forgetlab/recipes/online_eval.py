@@ -98,23 +98,17 @@ def token_agreement(learner: OnlineLearner, prompts: list[str], answers: list[st
     """Per prompt: the share of the starting model's answer tokens that the model now also predicts (its argmax
     given the same prompt and the answer so far) — the token-level locality of the knowledge-editing literature.
     Unlike `same answer`, a reworded ending after the first changed token costs only that token."""
-    import torch
-
-    from ..batching import collate, encode, to_device
+    from ..batching import encode
+    from ..forward import per_row
     from ..losses import answer_logits
 
-    def run(_):
-        out = []
-        device = next(learner.model.parameters()).device
-        for p, a in zip(prompts, answers, strict=True):
-            enc = encode(learner.tok, Example(user(p), a or "OK"), 512)
-            with torch.no_grad():
-                logits, targets = answer_logits(learner.model, to_device(collate([enc], learner.tok.pad_token_id), device))
-            hit = (logits.argmax(-1) == targets)[:-1]  # not the end-of-turn token: the answers were cut off
-            out.append(float(hit.float().mean()) if hit.numel() else 1.0)
-        return out
+    def agreement(m, batch, _):
+        logits, targets = answer_logits(m, batch)
+        hit = (logits.argmax(-1) == targets)[:-1]  # not the end-of-turn token: the answers were cut off
+        return [float(hit.float().mean()) if hit.numel() else 1.0]
 
-    return learner.holder.update(run)
+    rows = [encode(learner.tok, Example(user(p), a or "OK"), 512) for p, a in zip(prompts, answers, strict=True)]
+    return learner.holder.update(lambda _: per_row(learner.model, rows, learner.tok.pad_token_id, agreement, 1))
 
 
 def probe_recall(learner: OnlineLearner, facts: list[FactProbes]) -> float:

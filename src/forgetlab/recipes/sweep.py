@@ -16,7 +16,7 @@ from ..config import SweepConfig, dump_yaml
 from ..grid import grid_status, run_command, run_grid, start_ray
 from ..model import check_model
 from ..report import fmt, print_tables, save_plot, write_page
-from ..runs import clean_partial, index_run, new_run_dir, read_json, slug, write_csv, write_json, write_text
+from ..runs import child_run, clean_partial, index_run, new_run_dir, slug, write_csv, write_json, write_text
 
 POINT_COLUMNS = ["status", "forget_before", "forget_after", "retain_before", "retain_after", "general_after",
                  "rtt_original", "rtt_unlearned", "rtt_unlearned_rtt", "rtt_original_rtt", "recovery_rate",
@@ -67,20 +67,13 @@ def point_names(points: list[dict]) -> list[str]:
     return [f"{n}-{i}" if names.count(n) > 1 else n for i, n in enumerate(names, 1)]
 
 
-def find_run(out: Path, name: str) -> Path | None:
-    found = sorted((out / "runs").glob(f"*-{name}"))
-    return found[-1] if found else None
-
-
 def run_point(out: Path, name: str, point: dict) -> dict:
     """Run one point (`forgetlab unlearn` in a child process), or read it back when an earlier run finished it."""
-    previous = find_run(out, name)
-    state = read_json(previous / "metrics.json") if previous and (previous / "metrics.json").is_file() else {}
+    previous, state = child_run(out / "runs", name)
     if state.get("status") == "complete":
         return dict(point_row(name, point, state, previous), seconds=None)
     ran = run_command(["unlearn", "--config", str(out / "configs" / f"{name}.yaml")], log=out / "logs" / f"{name}.log")
-    run_dir = find_run(out, name)
-    state = read_json(run_dir / "metrics.json") if run_dir and (run_dir / "metrics.json").is_file() else {}
+    run_dir, state = child_run(out / "runs", name)
     row = point_row(name, point, state, run_dir)
     return dict(row, status=ran["status"], error=ran["error"], seconds=ran["seconds"])
 

@@ -14,7 +14,7 @@ import torch
 
 from ..config import LoraSettings, ModelConfig
 from ..errors import UserError
-from ..model import add_trainable_adapter, load_base, resolve_device, resolve_dtype
+from ..model import add_trainable_adapter, load_base, resolve_device, resolve_dtype, save_tensors
 from ..runs import atomic_dir
 from .store import Store
 
@@ -56,12 +56,10 @@ def add_session_adapter(model, k: int, lora: LoraSettings):
 def save_session_adapter(model, k: int, path: Path) -> None:
     """Write session k's adapter as a standard PEFT adapter directory (loadable by `PeftModel.from_pretrained`)."""
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
 
     name = adapter_key(k)
     state = get_peft_model_state_dict(model, adapter_name=name)
-    atomic_dir(path, lambda tmp: (save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                                            str(tmp / "adapter_model.safetensors")),
+    atomic_dir(path, lambda tmp: (save_tensors(tmp / "adapter_model.safetensors", state),
                                   model.peft_config[name].save_pretrained(str(tmp))))
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import collate, to_device, unbatch
+from ..batching import unbatch
+from ..forward import per_row
 from ..losses import answer_logprobs
 
 
-@torch.no_grad()
 def cache_logprobs(model, rows, ctx, batch_size: int = 16) -> dict[tuple[int, ...], float]:
     """{row ids: log π_ref(answer | prompt)} for each row."""
-    device = next(model.parameters()).device
-    out = {}
-    for s in range(0, len(rows), batch_size):
-        chunk = rows[s:s + batch_size]
-        lp, _ = answer_logprobs(model, to_device(collate(chunk, ctx.tokenizer.pad_token_id), device))
-        out.update({tuple(r.input_ids): float(v) for r, v in zip(chunk, lp.tolist(), strict=True)})
-    return out
+    values = per_row(model, rows, ctx.tokenizer.pad_token_id, lambda m, b, _: answer_logprobs(m, b)[0].tolist(),
+                     batch_size)
+    return {tuple(r.input_ids): float(v) for r, v in zip(rows, values, strict=True)}
 
 
 def row_keys(batch: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
@@ -52,13 +48,11 @@ def layer_hidden(model, batch: dict[str, torch.Tensor], layer: int) -> torch.Ten
     return captured["h"]
 
 
-@torch.no_grad()
 def cache_hidden(model, rows, ctx, layer: int, batch_size: int = 16) -> dict[tuple[int, ...], torch.Tensor]:
     """{row ids: the frozen model's layer-`layer` hidden states on the row, (len, dim)}."""
-    device = next(model.parameters()).device
-    out = {}
-    for s in range(0, len(rows), batch_size):
-        chunk = rows[s:s + batch_size]
-        h = layer_hidden(model, to_device(collate(chunk, ctx.tokenizer.pad_token_id), device), layer)
-        out.update({tuple(r.input_ids): h[i, :len(r.input_ids)].detach().clone() for i, r in enumerate(chunk)})
-    return out
+    def hidden(m, batch, chunk):
+        h = layer_hidden(m, batch, layer)
+        return [h[i, :len(r.input_ids)].detach().clone() for i, r in enumerate(chunk)]
+
+    values = per_row(model, rows, ctx.tokenizer.pad_token_id, hidden, batch_size)
+    return {tuple(r.input_ids): v for r, v in zip(rows, values, strict=True)}
