@@ -213,12 +213,21 @@ def write_report(run_dir: Path, state: dict) -> Path:
     return write_page(run_dir, f"forgetlab {state['kind']}: {run_dir.name}", intro, summary_tables(state), plots)
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-style markdown table (cells formatted as in the printed tables)."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows])
+
+
 def write_page(run_dir: Path, title: str, intro: str, tables: list[tuple[str, list[str], list[list]]],
-               plots: list[tuple[str, str]]) -> Path:
-    """`run_dir`/report.html: a title, a line of text, tables (title, header, rows) and plots (file, title)."""
+               plots: list[tuple[str, str]], links: list[tuple[str, str, str]] = ()) -> Path:
+    """`run_dir`/report.html: a title, a line of text, tables (title, header, rows), plots (file, title) and linked
+    pictures of other pages (title, page, picture; paths relative to `run_dir`), e.g. a grid's child runs."""
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
     parts += [html_table(*t) for t in tables]
     parts += [f"<h2>{html.escape(t)}</h2><img src='{name}' alt='{html.escape(t)}'>" for name, t in plots]
+    parts += [f"<h2>{html.escape(t)}</h2><a href='{page}'><img src='{img}' alt='{html.escape(t)}'></a>"
+              for t, page, img in links]
     style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"

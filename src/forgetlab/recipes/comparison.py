@@ -3,14 +3,13 @@ report.html (the table, each strategy's accuracy matrix, a stability–plasticit
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..metrics.diagnostics import mean_spread
-from ..report import fmt, save_plot
+from ..report import fmt, markdown_table, save_plot, write_page
 from ..runs import read_json, write_csv, write_text
 
 COLUMNS = [  # (key, header)
@@ -90,27 +89,17 @@ def write_comparison(out: Path, cfg, rows: list[dict], results: list[dict], stat
               [[r["strategy"], r["runs"]] + [v for k in keys for v in r[k]]
                + [r["bwt_vs_naive"], r["plasticity_vs_naive"], "; ".join(r["errors"])] for r in rows])
     header, body = table(rows)
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(b) + " |" for b in body]
-    write_text(out / "comparison.md", "\n".join(md) + "\n")
+    write_text(out / "comparison.md", markdown_table(header, body) + "\n")
     plots = comparison_plots(out, rows, results)
     first = {}
     for r in results:
         if r["status"] == "complete":
             first.setdefault(r["strategy"], Path(r["run_dir"]))
-    parts = [f"<h1>forgetlab compare: {html.escape(out.name)}</h1>",
-             f"<p>status: {status} · tasks: {html.escape(', '.join(cfg.tasks))} · seeds: {list(cfg.seeds)}</p>",
-             "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in b) + "</tr>" for b in body) + "</table>"]
-    parts += [f"<h2>{html.escape(t)}</h2><img src='{n}' alt='{html.escape(t)}'>" for n, t in plots]
-    for s, run in first.items():
-        if (run / "accuracy_matrix.png").is_file():
-            rel = run.relative_to(out)
-            parts.append(f"<h2>{html.escape(s)}: accuracy matrix (seed {read_json(run / 'metrics.json')['seed']})</h2>"
-                         f"<a href='{rel}/report.html'><img src='{rel}/accuracy_matrix.png'></a>")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
-    write_text(out / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>"
-               f"<body>{''.join(parts)}</body></html>")
+    links = [(f"{s}: accuracy matrix (seed {read_json(run / 'metrics.json')['seed']})",
+              f"{run.relative_to(out)}/report.html", f"{run.relative_to(out)}/accuracy_matrix.png")
+             for s, run in first.items() if (run / "accuracy_matrix.png").is_file()]
+    write_page(out, f"forgetlab compare: {out.name}", f"status: {status} · tasks: {', '.join(cfg.tasks)} · seeds: "
+               f"{list(cfg.seeds)}", [("Comparison", header, body)], plots, links)
 
 
 def comparison_plots(out: Path, rows: list[dict], results: list[dict]) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import OnlineConfig, dump_yaml
 from ..data.records import Example, user
 from ..evaluate import generate_answers
-from ..metrics.qa import contains, normalize
+from ..metrics.qa import contains, exact_match
 from ..model import load_base
 from ..online.learner import OnlineLearner
 from ..online.probes import CHITCHAT, FactProbes
@@ -61,7 +61,7 @@ def online_eval(cfg: OnlineConfig, facts: list[FactProbes], repeats: int, locali
     # Score at the end of the stream.
     rows = score_facts(learner, facts, learned_at)
     end_answers = answers_to(learner, prompts, cfg.gate.check_tokens)
-    agree = [normalize(a) == normalize(b) for a, b in zip(start_answers, end_answers, strict=True)]
+    agree = [bool(exact_match(b, a)) for a, b in zip(start_answers, end_answers, strict=True)]
     tokens = token_agreement(learner, prompts, start_answers)
     final = holder.update(lambda _: learner.measure(learner.state.turn))
     summary = {"facts": len(facts), "repeats": repeats, "turns": learner.state.turn,

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import SessionCompareConfig
 from ..grid import grid_status, run_command, run_grid, start_ray
 from ..model import check_model
-from ..report import fmt
+from ..report import fmt, markdown_table
 from ..runs import clean_partial, index_run, new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
 from ..sessions.manage import retention_matrix
@@ -116,14 +116,11 @@ def retention_table(s: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown(cfg: SessionCompareConfig, summaries: dict, results: list[dict]) -> str:
-    def md(header, body):
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                         + ["| " + " | ".join(b) + " |" for b in body])
-
-    parts = [f"# session compare: {', '.join(Path(f).name for f in cfg.files)}", md(*summary_table(cfg, summaries))]
+    parts = [f"# session compare: {', '.join(Path(f).name for f in cfg.files)}",
+             markdown_table(*summary_table(cfg, summaries))]
     for name, s in summaries.items():
         if s:
-            parts += [f"## {name}", md(*retention_table(s))]
+            parts += [f"## {name}", markdown_table(*retention_table(s))]
     failed = [r for r in results if r["status"] == "failed"]
     parts += [f"- {r['setting']} session {r['session']}: {r['error']}" for r in failed]
     return "\n\n".join(parts) + "\n"
