@@ -28,7 +28,7 @@ def fake_sessions(home: str, n: int = 3) -> Store:
     """An assistant with n stacked sessions whose adapters have random non-zero B matrices."""
     store = Store(home, "bench")
     store.create("bundled", "stack")
-    lora = resolve(SessionConfig(), [40] * 32).lora(SessionConfig())
+    lora = resolve(SessionConfig(), 32, [40] * 32, 0).lora  # the settings a 32-record file gets
     for k in range(1, n + 1):
         model, _ = load_chain(store, list(range(1, k)), ModelConfig(), "stack")
         torch.manual_seed(k)

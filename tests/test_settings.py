@@ -103,3 +103,14 @@ def test_help_prints_list_defaults_in_a_form_set_takes_back():
     cfg = build_config(SequentialConfig, {}, sets=["lora.targets=q_proj,v_proj"])
     assert cfg.lora.targets == ("q_proj", "v_proj")
     assert "q_proj,k_proj,v_proj,o_proj" in build_parser()._subparsers._group_actions[0].choices["sequential"].epilog
+
+
+def test_old_unlearn_run_configs_load_and_flags_still_win_over_a_file():
+    # an unlearn config.yaml written before this release: train.method always there, full_lr beside train.lr
+    old = {"lora": {"rank": 0}, "full_lr": 5e-5, "train": {"lr": 1e-3, "method": "naive"}, "rtt": {"enabled": True}}
+    assert build_config(UnlearnConfig, old).train.lr == 5e-5
+    assert build_config(UnlearnConfig, dict(old, lora={"rank": 8})).train.lr == 1e-3
+    shipped = "configs/unlearn/known_facts.yaml"  # says rtt: true; --rtt and --set rtt.* go on top of it
+    cfg = unlearn_config(parsed("unlearn", "--config", shipped, "--rtt", "--set", "rtt.epochs=2", "--lr", "5e-4"))
+    assert (cfg.rtt.enabled, cfg.rtt.epochs, cfg.train.lr) == (True, 2, 5e-4)
+    assert unlearn_config(parsed("unlearn", "--config", shipped, "--lora-rank", "0")).train.lr == 3e-5

@@ -14,6 +14,7 @@ from ..config import (
     UnlearnConfig,
     build_config,
     read_yaml,
+    rtt_section,
     yaml_value,
 )
 from ..errors import UserError
@@ -86,9 +87,11 @@ def unlearn_config(args) -> UnlearnConfig:
     flags = {"method.name": args.method, "lora.rank": args.lora_rank, "forget": args.forget,
              "forget_eval": args.forget_eval, "retain": args.retain, "retain_eval": args.retain_eval,
              "learn_first": args.learn_first, "rtt.enabled": True if args.rtt else None, "save": args.save,
-             "train.optimizer": args.optimizer, "train.epochs": args.epochs, "lr": args.lr, "train.seed": args.seed,
+             "train.optimizer": args.optimizer, "train.epochs": args.epochs, "train.lr": args.lr, "train.seed": args.seed,
              "model.name": args.model, "run.name": args.name, "run.root": args.out}
     base = read_yaml(args.config) if args.config else {}
+    if "rtt" in base:  # `rtt: true` in the file, then --rtt or --set rtt.epochs=... on top of it
+        base["rtt"] = rtt_section(base["rtt"])
     return build_config(UnlearnConfig, base, given(flags), args.set,
                         source=args.config or "config")
 

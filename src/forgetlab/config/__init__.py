@@ -47,6 +47,7 @@ from .unlearn import (
                    UnlearnLora,
                    UnlearnMethodConfig,
                    UnlearnTrainConfig,
+                   rtt_section,
 )
 
 

@@ -97,7 +97,7 @@ class LoraSettings(Frozen):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in LORA_PRESETS:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in LORA_PRESETS:
             data = copy_tree(data)
             move_key(data, "r", "rank", "lora.")  # before the preset's own rank joins in
             return {**LORA_PRESETS[data["preset"]], **data}

@@ -23,7 +23,6 @@ from .core import (
     RunConfig,
     TrainConfig,
     copy_tree,
-    move_key,
 )
 from .parse import field_names, key_hint, set_dotted
 
@@ -172,31 +171,38 @@ def has_key(data: dict, key: str) -> bool:
 
 def resolve_unlearn(data: dict) -> dict:
     """An unlearn config's raw keys with everything decided: the short forms expanded, `lr` (and the old `full_lr`)
-    moved to train.lr, and the method's own defaults, then the learning rate by rank, for every key left unset."""
+    moved to train.lr, and the method's own defaults, then the learning rate by rank, for every key left unset.
+    Sections of the wrong type are left alone, for validation to name."""
     data = copy_tree(data)
     if "rtt" in data:
         data["rtt"] = rtt_section(data["rtt"])
     lora = data.get("lora") if isinstance(data.get("lora"), dict) else {}
     full = lora.get("rank", UnlearnLora.model_fields["rank"].default) == 0
-    if "lr" in data:  # --lr and the sweep's `lr` axis: the rate the run uses, whatever the rank
-        if has_key(data, "train.lr"):
+    train = data.get("train", {})
+    if not isinstance(train, dict):
+        return data
+    data["train"] = train = dict(train)
+    if train.pop("method", None) is not None:  # files from before the strategy left train: (always 'naive' here)
+        print("forgetlab: note: 'train.method' is not an unlearning setting (unlearning uses method.name); ignored",
+              file=sys.stderr)
+    if "lr" in data:  # the sweep's `lr` axis: the rate the run uses, whatever the rank
+        if "lr" in train:
             raise ValueError("both 'lr' and 'train.lr' are set; keep one")
-        set_dotted(data, "train.lr", data.pop("lr"))
-    if "full_lr" in data:  # before train.lr was the one rate
+        train["lr"] = data.pop("lr")
+    if "full_lr" in data:  # before train.lr was the one rate; in those files train.lr was the LoRA rate only
+        old = data.pop("full_lr")
         if full:
-            move_key(data, "full_lr", "train.lr", "")
-        else:
-            data.pop("full_lr")
-            print("forgetlab: note: 'full_lr' is now 'train.lr' (the rate at any rank); ignored here (lora.rank > 0)",
-                  file=sys.stderr)
+            train["lr"] = old
+        print(f"forgetlab: note: 'full_lr' is now 'train.lr' (the rate at any rank); "
+              f"{'used as train.lr' if full else 'ignored here (lora.rank > 0)'}", file=sys.stderr)
     method = data.get("method") if isinstance(data.get("method"), dict) else {}
-    name = ALIASES.get(method.get("name"), method.get("name", UnlearnMethodConfig.model_fields["name"].default))
-    defaults = METHOD_DEFAULTS.get(name, {}) if isinstance(name, str) else {}
+    name = method.get("name", UnlearnMethodConfig.model_fields["name"].default)
+    name = ALIASES.get(name, name) if isinstance(name, str) else None
+    defaults = METHOD_DEFAULTS.get(name, {})
     for key, value in defaults.items():
         if key != "lr" and not has_key(data, key):
             set_dotted(data, key, value)
-    if not has_key(data, "train.lr"):
-        set_dotted(data, "train.lr", defaults.get("lr", LEARNING_RATES)["full" if full else "lora"])
+    train.setdefault("lr", defaults.get("lr", LEARNING_RATES)["full" if full else "lora"])
     return data
 
 

@@ -58,7 +58,8 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     if resume and not part.exists() and data:  # killed before anything was saved: start it again, as sequential does
         resume = False
         if console:
-            console.print("nothing of the interrupted session was saved yet: it starts again from the beginning")
+            console.print("no interrupted session was saved (if one was stopped, it was before its files were "
+                          "written): the session starts from the beginning")
     if part.exists() and not resume:
         raise UserError(f"session {read_json(part / 'session.json')['id']} of '{store.name}' was interrupted; carry it "
                         f"on with `forgetlab session train --assistant {store.name} --resume` or delete {part}")

@@ -19,6 +19,7 @@ from ..runs import clean_partial, index_run, new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
 from ..sessions.manage import retention_matrix
 from ..sessions.store import Store
+from .session import can_resume
 
 ASSISTANT = "assistant"
 
@@ -60,10 +61,11 @@ def run_session(cfg: SessionCompareConfig, out: Path, name: str, i: int) -> dict
         return dict(result, status="failed", error=f"session {len(store.ids()) + 1} of this setting did not finish")
     config = out / "settings" / f"{name}.json"
     write_text(config, json.dumps(cfg.setting(name, cfg.settings[name]).model_dump(mode="json"), indent=2))
-    args = ["session", "train", "--assistant", ASSISTANT, "--home", str(store.path.parent), "--config", str(config)]
-    if store.partial_dir.exists():
+    args = ["session", "train", "--assistant", ASSISTANT, "--home", str(store.path.parent)]
+    if can_resume(store):  # carries on with the settings it started with
         args.append("--resume")
     else:
+        args += ["--config", str(config)]
         args.append(cfg.files[i])
         if cfg.heldout:
             args += ["--heldout", cfg.heldout[i]]
