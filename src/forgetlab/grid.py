@@ -45,7 +45,9 @@ def run_grid(jobs: list, run: Callable[[object], dict], after: Callable[[list[di
     task = ray.remote(_point).options(num_cpus=threads, num_gpus=executor.gpus_per_run or 0, max_retries=0)
     results: list = [None] * len(jobs)
     pending = {task.remote(run, job, threads): i for i, job in enumerate(jobs)}
-    bar = _progress(console)
+    from .report import count_progress
+
+    bar = count_progress(console)
     try:
         with bar:
             tid = bar.add_task(f"{command}: {len(jobs)} points", total=len(jobs))
@@ -177,14 +179,6 @@ def _point(run: Callable[[object], dict], job, threads: float) -> dict:
 
     torch.set_num_threads(int(n))
     return run(job)
-
-
-def _progress(console):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("left"), TimeRemainingColumn(), console=console or Console(stderr=True))
 
 
 def _report(console, label: str, result: dict) -> None:

@@ -15,6 +15,14 @@ from rich.table import Table
 from .runs import atomic_file, write_text
 
 
+def count_progress(console: Console | None, disable: bool = False) -> Progress:
+    """A rich progress bar over counted items (grid points, online-eval turns): description, bar, done/total, time
+    taken and time left. Without a console it draws on stderr."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("left"), TimeRemainingColumn(), console=console or Console(stderr=True),
+                    disable=disable)
+
+
 class StepProgress:
     """A rich progress bar per task showing loss, tokens/s and time left."""
 

@@ -19,7 +19,7 @@ from ..metrics.qa import contains, exact_match
 from ..model import load_base
 from ..online.learner import OnlineLearner
 from ..online.probes import CHITCHAT, FactProbes
-from ..report import fmt, save_plot, write_page
+from ..report import count_progress, fmt, save_plot, write_page
 from ..runs import index_run, new_run_dir, write_csv, write_json, write_text
 from ..sessions.holder import Loaded, ModelHolder
 
@@ -151,12 +151,8 @@ def mean(xs: list) -> float | None:
 
 
 def progress(console, items: list):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("online-eval turns"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("left"), TimeRemainingColumn(), console=console, transient=False,
-                  disable=console is None) as bar:
-        yield from bar.track(items)
+    with count_progress(console, disable=console is None) as bar:
+        yield from bar.track(items, description="online-eval turns")
 
 
 def plot_curve(run: Path, curve: list[dict]) -> list[tuple[str, str]]:
