@@ -55,7 +55,7 @@ def test_lr_flag_reaches_a_full_weight_run_whose_rank_comes_from_yaml(tiny_dir, 
     assert json.loads((run / "metrics.json").read_text())["lr"] == 1e-2  # what the loop's optimizer was given
     written = read_yaml(run / "config.yaml")
     assert written["train"]["lr"] == 1e-2 and "full_lr" not in written
-    assert build_config(UnlearnConfig, written) == build_config(UnlearnConfig, written)
+    assert build_config(UnlearnConfig, written).train.lr == 1e-2  # the written file runs the same rate again
 
 
 class Loaded(Exception):
@@ -65,7 +65,6 @@ class Loaded(Exception):
 def test_model_device_reaches_the_online_learners_model(tmp_path, monkeypatch):
     from forgetlab.cli.chat import open_for
     from forgetlab.cli.common import online_config
-    from forgetlab.sessions import manage
 
     seen = []
 
@@ -84,17 +83,14 @@ def test_model_device_reaches_the_online_learners_model(tmp_path, monkeypatch):
         with pytest.raises(Loaded):
             open_for(args, cfg)
         assert (seen[-1].device, seen[-1].dtype) == (device, "float32")
-    assert manage.open_assistant  # the holder is opened below the CLI
 
 
-def test_old_key_names_load_with_a_note(capsys):
+def test_old_key_names_load_under_the_new_ones():
     cfg = build_config(SequentialConfig, {"train": {"method": "ewc"}, "lora": {"r": 8},
                                           "diagnostics": {"retention": False}})
     assert (cfg.strategy.name, cfg.lora.rank, cfg.general.enabled) == ("ewc", 8, False)
     assert build_config(SessionConfig, {"rank": 4}).lora.rank == 4
     assert build_config(UnlearnConfig, {"lora": {"rank": 0}, "full_lr": 1e-4}).train.lr == 1e-4
-    err = capsys.readouterr().err
-    assert "'lora.r' is now 'lora.rank'" in err or "lora.r" not in err  # noted once per process
     with pytest.raises(Exception, match="keep only"):
         build_config(SequentialConfig, {"lora": {"r": 8, "rank": 4}})
 

@@ -1,8 +1,8 @@
 """Unlearning's configs: `forgetlab unlearn`, its RTT section, and `forgetlab sweep` (grids of unlearn + RTT).
 
-Every setting is resolved once, when the config is built: `rtt: true` becomes a section, `lr` lands in train.lr, and
-a method's own defaults (METHOD_DEFAULTS, the learning rate by rank) fill the keys the user left out, so the YAML a
-run writes is the config that ran and reading it back gives the same settings."""
+Every setting is resolved once, when the config is built: `rtt: true` becomes a section, `--lr` and the sweep's
+`lr` axis write train.lr, and a method's own defaults (METHOD_DEFAULTS, the learning rate by rank) fill the keys
+the user left out, so the YAML a run writes is the config that ran and reading it back gives the same settings."""
 
 from __future__ import annotations
 
@@ -170,7 +170,7 @@ def has_key(data: dict, key: str) -> bool:
 
 
 def resolve_unlearn(data: dict) -> dict:
-    """An unlearn config's raw keys with everything decided: the short forms expanded, `lr` (and the old `full_lr`)
+    """An unlearn config's raw keys with everything decided: the short form of rtt expanded, the old `full_lr`
     moved to train.lr, and the method's own defaults, then the learning rate by rank, for every key left unset.
     Sections of the wrong type are left alone, for validation to name."""
     data = copy_tree(data)
@@ -185,10 +185,6 @@ def resolve_unlearn(data: dict) -> dict:
     if train.pop("method", None) is not None:  # files from before the strategy left train: (always 'naive' here)
         print("forgetlab: note: 'train.method' is not an unlearning setting (unlearning uses method.name); ignored",
               file=sys.stderr)
-    if "lr" in data:  # the sweep's `lr` axis: the rate the run uses, whatever the rank
-        if "lr" in train:
-            raise ValueError("both 'lr' and 'train.lr' are set; keep one")
-        train["lr"] = data.pop("lr")
     if "full_lr" in data:  # before train.lr was the one rate; in those files train.lr was the LoRA rate only
         old = data.pop("full_lr")
         if full:
