@@ -8,6 +8,7 @@ import pytest
 from .conftest import run_cli
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parents[1]
 
 
 def test_two_facts_tasks_learn_then_forget(tmp_path):
@@ -111,27 +112,52 @@ def test_chat_learns_facts_and_keeps_them_after_kill_9(tmp_path):
     assert "[1] My manager is Priya Velloso." in r.stdout
 
 
-def test_unlearn_gd_with_rtt_and_a_merged_save_that_scores_like_the_run(tmp_path):
-    """gd on a rank-8 LoRA over the built-in known facts, two epochs, then a one-epoch RTT at one learning rate (the
-    README's table uses the full defaults); the merged save loads in plain transformers and scores like the run."""
+def test_unlearn_with_defaults_keeps_a_checkpoint_above_the_floors_and_saves_it(tmp_path):
+    """`forgetlab unlearn --rtt` with its defaults (gd, rank-8 LoRA, the guards on) over the built-in known facts,
+    RTT cut to one epoch at one learning rate: the run keeps an acceptable checkpoint, forget fell far enough while
+    retain and general stayed above their floors, and the merged save scores like the kept checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from forgetlab.data.unlearn import read_facts
     from forgetlab.evaluate import mcq_option_logprobs
     from forgetlab.metrics.unlearning import share_correct
 
-    r = run_cli("unlearn", "--method", "gd", "--epochs", "2", "--rtt", "--out", str(tmp_path), "--set", "general.enabled=false",
-                "--set", "rtt.lrs=[3e-4]", "--set", "rtt.epochs=1", timeout=900)
+    r = run_cli("unlearn", "--rtt", "--out", str(tmp_path), "--set", "rtt.lrs=[3e-4]", "--set", "rtt.epochs=1",
+                timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     state = json.loads((run / "metrics.json").read_text())
-    first, last = state["epochs"][0], state["epochs"][-1]
+    first, kept, guard = state["checks"][0], state["final"], state["guard"]
     assert first["forget_ll"] == 1.0 and first["retain_ll"] == 1.0  # the curated facts are all known at the start
-    assert last["forget_ll"] <= first["forget_ll"] - 0.3 and last["retain_ll"] >= 0.8 * first["retain_ll"], last
+    assert state["kept"]["acceptable"] is True and kept["step"] == state["kept"]["step"] > 0
+    assert kept["forget_ll"] <= guard["target"] + 1e-9 or kept["forget_ll"] <= first["forget_ll"] - 0.3, kept
+    assert kept["retain_ll"] >= guard["retain_min"] - 1e-9 and kept["general"] >= guard["general_min"] - 1e-9, kept
+    assert guard["retain_min"] == 0.9 * first["retain_ll"] and guard["general_min"] == 0.8 * first["general"]
+    assert f"Kept step {kept['step']}" in r.stdout
     rtt = state["rtt"]
     assert rtt["original"] == 1.0 and rtt["unlearned"] < rtt["original"] and 0 <= rtt["recovery_rate"] <= 2
     assert (run / "rtt.csv").is_file() and (run / "rtt.png").is_file() and "recovery rate" in r.stdout
     merged = AutoModelForCausalLM.from_pretrained(run / "model").eval()
     tok = AutoTokenizer.from_pretrained(run / "model")
     items = read_facts("builtin:animals").mcq()
-    assert share_correct(mcq_option_logprobs(merged, tok, items), [it.answer for it in items]) == last["forget_ll"]
+    assert share_correct(mcq_option_logprobs(merged, tok, items), [it.answer for it in items]) == pytest.approx(
+        kept["forget_ll"], abs=1e-9)
+
+
+def test_the_shipped_unlearning_sets_are_known_to_the_bundled_model():
+    """Every fact in examples/unlearn/ is one the bundled model picks by option log-likelihood (how they were
+    chosen), at least 20 a set, and no two facts of a set share an answer (so no RTT split teaches another's)."""
+    from forgetlab.config import ModelConfig
+    from forgetlab.data.unlearn import read_facts
+    from forgetlab.evaluate import mcq_option_logprobs
+    from forgetlab.metrics.unlearning import share_correct
+    from forgetlab.model import load_base
+
+    model, tok = load_base(ModelConfig())
+    files = sorted((ROOT / "examples" / "unlearn").glob("*.jsonl"))
+    assert len(files) >= 5
+    for path in files:
+        items = read_facts(str(path)).mcq()
+        answers = [it.options[it.answer].lower().removeprefix("the ").removeprefix("a ") for it in items]
+        assert len(items) >= 20 and len(set(answers)) == len(answers), path
+        assert share_correct(mcq_option_logprobs(model, tok, items), [it.answer for it in items]) == 1.0, path

@@ -17,7 +17,8 @@ METHODS = ["ga", "gd", "whp", "fwf", "rmu", "npo", "simnpo"]
 
 def unlearn_args(tiny_dir, out, *extra):
     return ("unlearn", "--model", str(tiny_dir), "--out", str(out), "--epochs", "1", "--save", "none",
-            "--set", "general.enabled=false", "--set", "train.batch_size=16", *extra)
+            "--set", "general.enabled=false", "--set", "train.batch_size=16", "--set", "guard.enabled=false",
+            "--set", "method.ascent_cap=null", *extra)  # a random model is past any cap: plain ascent
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -26,10 +27,14 @@ def test_every_method_unlearns_a_row_through_the_loop(method, tiny_dir, tmp_path
     assert r.returncode == 0, r.stderr
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     rows = list(csv.DictReader((run / "unlearn.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    # measured twice an epoch (21 rows in batches of 16: every step; whp trains 3 wrong answers a fact: every 2nd),
+    # the last check in full
+    per_epoch = 4 if method == "whp" else 2
+    assert [(int(r["step"]), int(r["epoch"])) for r in rows] == [(0, 0), (per_epoch // 2, 1), (per_epoch, 1)]
     assert rows[0]["method"] == method and rows[0]["lora_rank"] == "2"
+    assert rows[1]["forget_loss"] == "" and rows[2]["forget_loss"] != ""
     # the adapter trained: the forget loss moved (ga/gd/npo/simnpo/rmu push it up, whp/fwf train other answers)
-    assert float(rows[1]["forget_loss"]) != float(rows[0]["forget_loss"])
+    assert float(rows[2]["forget_loss"]) != float(rows[0]["forget_loss"])
     state = json.loads((run / "metrics.json").read_text())
     assert state["status"] == "complete" and len(state["history"]) >= 1
     assert all(math.isfinite(h["loss"]) for h in state["history"])
@@ -61,11 +66,17 @@ def test_losses_of_the_registry_by_hand(tiny, tokenizer):
     from forgetlab.unlearning.reference import layer_hidden
 
     facts = read_facts("builtin:animals")
-    cfg = UnlearnConfig(method={"name": "ga"})
+    cfg = UnlearnConfig(method={"name": "ga", "ascent_cap": None})
     ctx = UnlearnContext(tokenizer, cfg.train, retain=read_facts("builtin:food").rows(tokenizer, 64))
-    batch = collate(facts.rows(tokenizer, 64)[:4], tokenizer.pad_token_id)
+    rows = facts.rows(tokenizer, 64)[:4]
+    batch = collate(rows, tokenizer.pad_token_id)
     with torch.no_grad():
         assert float(build_unlearning(cfg).loss(tiny, batch, ctx)) == pytest.approx(-float(nll(tiny, batch)))
+        # the cap: each row's own mean NLL, counted up to the cap, then averaged over rows
+        per_row = [float(nll(tiny, collate([r], tokenizer.pad_token_id))) for r in rows]
+        cap = sorted(per_row)[1] + 1e-3  # between the rows' values: some rows are capped, some are not
+        capped = build_unlearning(UnlearnConfig(method={"name": "ga", "ascent_cap": cap}))
+        assert float(capped.loss(tiny, batch, ctx)) == pytest.approx(-sum(min(v, cap) for v in per_row) / 4, rel=1e-5)
         # NPO at the reference (nothing trained yet) is (2/β)·log 2 when the retain term is off
         npo = build_unlearning(UnlearnConfig(method={"name": "npo", "rc": 0.0}))
         npo.prepare(tiny, facts.rows(tokenizer, 64), ctx)
@@ -101,13 +112,19 @@ def test_option_log_likelihood_scores_each_choice_as_a_continuation(tiny, tokeni
     from forgetlab.evaluate import mcq_option_logprobs
     from forgetlab.losses import answer_logprobs
 
-    item = MCQItem("What do bees make?", ("honey", "silk", "wax paper"), 0)
-    got = mcq_option_logprobs(tiny, tokenizer, [item])[0]
+    # prompts and options of different lengths in one batch: each prompt's cache is shared by its options, padding
+    # sits between prompt and option, and every score must equal the prompt + option row scored alone
+    items = [MCQItem("What do bees make?", ("honey", "silk", "wax paper"), 0),
+             MCQItem("Which animal carries its shell on its back and moves slowly?", ("snail", "a very large frog"), 0),
+             MCQItem("Is ice cold?", ("yes", "no", "only in the winter months", "never"), 0)]
+    got = mcq_option_logprobs(tiny, tokenizer, items, batch_size=2)
+    assert [len(g) for g in got] == [3, 2, 4]
     with torch.no_grad():
-        for opt, value in zip(item.options, got, strict=True):
-            row = encode_continuation(tokenizer, "Question: What do bees make?\nAnswer:", " " + opt, 64)
-            lp, _ = answer_logprobs(tiny, collate([row], tokenizer.pad_token_id))
-            assert value == pytest.approx(float(lp), rel=1e-4)
+        for item, scores in zip(items, got, strict=True):
+            for opt, value in zip(item.options, scores, strict=True):
+                row = encode_continuation(tokenizer, f"Question: {item.question}\nAnswer:", " " + opt, 64)
+                lp, _ = answer_logprobs(tiny, collate([row], tokenizer.pad_token_id))
+                assert value == pytest.approx(float(lp), rel=1e-4, abs=1e-4)
 
 
 def test_rtt_splits_are_disjoint_fact_level_and_deterministic():

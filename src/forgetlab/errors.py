@@ -17,3 +17,8 @@ class Interrupted(Exception):
         self.run_dir = run_dir
         self.command = command
         self.resume_command = resume_command or f"forgetlab {command} --resume {run_dir}"
+
+
+class BelowBar(Exception):
+    """A run finished but its result misses the bar it was asked to meet (e.g. no unlearning checkpoint kept retain
+    and general above their floors while forgetting): one line, exit code 3, everything it made is saved."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .batching import Encoded, collate, encode, encode_continuation, fixed_batches, prompt_ids, to_device
+from .batching import Encoded, collate, encode, fixed_batches, prompt_ids, to_device
 from .config import EvalConfig, GeneralConfig
 from .data.general import retention_examples
 from .data.records import LETTERS, Example, MCQItem, Task, mcq_prompt, user
@@ -51,21 +51,55 @@ def mcq_predictions(model, tok, items: list[MCQItem], batch_size: int = 16) -> l
 
 
 @torch.no_grad()
-def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 32) -> list[list[float]]:
+def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[list[float]]:
     """Per item, the summed log-probability of each option as the continuation of "Question: q\nAnswer:" (plain
     text, no chat template): how lm-eval-harness scores multiple choice, and what a small model gets right even
-    where its letter choice is at chance."""
-    from .data.unlearn import qa_prompt
-    from .forward import per_row
-    from .losses import answer_logprobs
+    where its letter choice is at chance. The prompt runs once per item and its key/value cache is shared by the
+    item's options (the same numbers as scoring each prompt + option row alone, to float rounding; about twice as
+    fast, since the prompt is most of each row)."""
+    import inspect
 
-    rows = [(i, encode_continuation(tok, qa_prompt(it.question), " " + opt, 512))
-            for i, it in enumerate(items) for opt in it.options]
-    scores = per_row(model, [r for _, r in rows], tok.pad_token_id, lambda m, b, _: answer_logprobs(m, b)[0].tolist(),
-                     batch_size, by_length=True)
+    from .data.unlearn import qa_prompt
+
+    lm = unwrap(model)
+    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id
+    cache_key = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    prompts = [tok(qa_prompt(it.question), add_special_tokens=False)["input_ids"] for it in items]
+    options = [[tok(" " + o, add_special_tokens=False)["input_ids"] for o in it.options] for it in items]
     out: list[list[float]] = [[] for _ in items]
-    for (i, _), v in zip(rows, scores, strict=True):
-        out[i].append(v)
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in _by_length(prompts, batch_size):
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.tensor([prompts[i] + [pad] * (width - len(prompts[i])) for i in idx], device=device)
+            mask = torch.tensor([[1] * len(prompts[i]) + [0] * (width - len(prompts[i])) for i in idx], device=device)
+            first = decoder(input_ids=ids, attention_mask=mask, use_cache=True)
+            lengths = mask.sum(1)
+            last = head(first.last_hidden_state[torch.arange(len(idx), device=device), lengths - 1]).float()
+            owner = [b for b, i in enumerate(idx) for _ in options[i]]
+            flat = [o for i in idx for o in options[i]]
+            cont = max(len(o) for o in flat)
+            sel = torch.tensor(owner, device=device)
+            cache = getattr(first, "cache", None) or first.past_key_values
+            cache.batch_select_indices(sel)  # each prompt's keys and values, once per option
+            opt = torch.tensor([o + [pad] * (cont - len(o)) for o in flat], device=device)
+            opt_mask = torch.tensor([[1] * len(o) + [0] * (cont - len(o)) for o in flat], device=device)
+            positions = lengths[sel][:, None] + torch.arange(cont, device=device)[None]
+            hidden = decoder(input_ids=opt, attention_mask=torch.cat([mask[sel], opt_mask], 1), position_ids=positions,
+                             **{cache_key: cache}).last_hidden_state
+            total = last.log_softmax(-1)[sel].gather(-1, opt[:, :1])[:, 0]
+            if cont > 1:
+                keep = opt_mask[:, 1:].bool()
+                token = head(hidden[:, :-1][keep]).float().log_softmax(-1).gather(-1, opt[:, 1:][keep][:, None])[:, 0]
+                rows = torch.arange(len(flat), device=device)[:, None].expand_as(keep)[keep]
+                total = total.index_add(0, rows, token)
+            for b, value in zip(owner, total.tolist(), strict=True):
+                out[idx[b]].append(value)
+    finally:
+        model.train(was_training)
     return out
 
 

@@ -33,6 +33,15 @@ def nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
+def capped_nll(model, batch: dict[str, torch.Tensor], cap: float | None) -> torch.Tensor:
+    """The NLL that gradient ascent raises, bounded: each row's mean answer-token NLL counts up to `cap` and no
+    further (a row past the cap gives no gradient), averaged over rows; `cap` None: the plain token-mean `nll`."""
+    if cap is None:
+        return nll(model, batch)
+    logp, n = answer_logprobs(model, batch)
+    return (-logp / n.clamp_min(1)).clamp(max=cap).mean()
+
+
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
     """Mean over positions of KL(p_ref || p_model); logits and ref_logits are (positions, vocab).
 

@@ -49,7 +49,9 @@ def fmt(x, digits: int = 3) -> str:
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) >= 1e4 or (x != 0 and abs(x) < 1e-3) else f"{x:.{digits}f}"
+        if abs(x) < 1e-9:  # rounding noise of a difference (6.66e-16) reads as the zero it is
+            return f"{0.0:.{digits}f}"
+        return f"{x:.{digits}g}" if abs(x) >= 1e4 or abs(x) < 1e-3 else f"{x:.{digits}f}"
     return str(x)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from .. import __version__
-from ..errors import Interrupted, UserError
+from ..errors import BelowBar, Interrupted, UserError
 from . import chat, sessions, study, unlearn
 from .common import Parser
 
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"forgetlab: error: {e}", file=sys.stderr)
         return 2
+    except BelowBar as e:
+        print(f"forgetlab: {e}", file=sys.stderr)
+        return 3
     except Interrupted as e:
         print(f"forgetlab: interrupted; finished work is saved. Carry on with: {e.resume_command}", file=sys.stderr)
         return 130

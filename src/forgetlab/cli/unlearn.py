@@ -37,10 +37,14 @@ RTT_EXAMPLES = """examples:
 def add_unlearn(sub) -> None:
     p = sub.add_parser("unlearn", help="make the model forget facts (LoRA or full weights); measure, save, RTT",
                        description="Unlearn a set of facts with one of seven methods, LoRA of any rank or full "
-                       "weights. Every epoch measures forget and retain accuracy (per-option log-likelihood, letter "
-                       "logits and their calibrated variant, greedy QA), the built-in general questions and the "
-                       "losses. Saves the model merged into plain transformers weights (or the adapter). With --rtt, "
-                       "retrains on part of the forgotten facts to test whether the rest comes back.",
+                       "weights. Guarded: every few steps (guard.eval_every) it measures forget and retain accuracy "
+                       "(per-option log-likelihood) and the built-in general questions, stops once the forget facts "
+                       "are near chance (guard.target) or when retain or general fall below their floors (0.9x and "
+                       "0.8x their start), and keeps the best checkpoint: the lowest forget accuracy with both "
+                       "floors held. The start and the kept step are also scored by letters and greedy QA. Saves the "
+                       "kept model merged into plain transformers weights (or the adapter); a run with no acceptable "
+                       "checkpoint saves its nearest miss as rejected-model and exits 3. With --rtt, retrains on "
+                       "part of the forgotten facts to test whether the rest comes back.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=UNLEARN_EXAMPLES + "\n" + config_epilog(UnlearnConfig, skip=("eval.qa",)))  # QA: always
     p.add_argument("--list", action="store_true", help="list the unlearning methods and exit")
@@ -56,6 +60,8 @@ def add_unlearn(sub) -> None:
     p.add_argument("--learn-first", metavar="TASK", help="fine-tune on TASK (e.g. facts:people) first, then unlearn "
                    "part of it")
     p.add_argument("--rtt", action="store_true", help="after unlearning, run RTT on the forget MCQ facts")
+    p.add_argument("--no-guard", action="store_true", help="train every epoch and keep the last step: no early stop, "
+                   "no floors (writes guard.enabled=false)")
     p.add_argument("--save", choices=("merged", "adapter", "none"), help="merged: plain transformers directory "
                    "[default]; adapter: the PEFT adapter; none")
     p.add_argument("--optimizer", choices=("adamw", "lion"), help=f"[default: {default_of(UnlearnConfig, 'train.optimizer')}]")
@@ -87,6 +93,7 @@ def unlearn_config(args) -> UnlearnConfig:
     flags = {"method.name": args.method, "lora.rank": args.lora_rank, "forget": args.forget,
              "forget_eval": args.forget_eval, "retain": args.retain, "retain_eval": args.retain_eval,
              "learn_first": args.learn_first, "rtt.enabled": True if args.rtt else None, "save": args.save,
+             "guard.enabled": False if args.no_guard else None,
              "train.optimizer": args.optimizer, "train.epochs": args.epochs, "train.lr": args.lr, "train.seed": args.seed,
              "model.name": args.model, "run.name": args.name, "run.root": args.out}
     base = read_yaml(args.config) if args.config else {}

@@ -40,6 +40,7 @@ from .unlearn import (
                    LEARNING_RATES,
                    METHOD_DEFAULTS,
                    SWEEP_ALIASES,
+                   GuardConfig,
                    LearnFirstConfig,
                    RTTConfig,
                    SweepConfig,

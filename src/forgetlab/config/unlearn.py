@@ -38,9 +38,23 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """A method's own defaults (dotted keys), used for every key the user left unset; `lr` is by LoRA / full weights."""
 
+ANCHOR_WEIGHT = 0.0
+"""The anchor KL's default weight (chosen on the tuning sets; see the README's unlearning table)."""
+
+ASCENT_CAP = 6.0
+"""gd / ga's cap on a forget answer's NLL: beyond it a row gives no gradient (chosen on the tuning sets; see the
+README's unlearning table)."""
+
+
 class UnlearnMethodConfig(Frozen):
     name: str = Field("gd", description="unlearning method (see `forgetlab unlearn --list`)")
     rc: float = Field(1.0, ge=0, description="retain coefficient: weight of the retain loss (gd, whp, fwf, npo, simnpo)")
+    anchor: float = Field(ANCHOR_WEIGHT, ge=0, description="weight of the KL to the model before unlearning on the "
+                          "built-in everyday chat prompts (any method): keeps general answers while the facts go; 0: off")
+    anchors_per_step: int = Field(4, gt=0, description="anchor prompts in each step's KL term (rotating through them)")
+    ascent_cap: float | None = Field(ASCENT_CAP, gt=0, description="gd, ga: each forget answer's NLL (nats per token) "
+                                     "counts up to this value and no further, so the ascent term is bounded below "
+                                     "and a long run cannot run away; None: unbounded gradient ascent")
     beta: float = Field(0.1, gt=0, description="npo / simnpo: inverse temperature β (NPO's paper: 0.1)")
     gamma: float = Field(0.0, ge=0, description="simnpo: reward margin γ")
     layer: int | None = Field(None, ge=0, description="rmu: the layer whose hidden states are steered; None: layer 7 "
@@ -90,6 +104,29 @@ class RTTConfig(Frozen):
         return self
 
 
+class GuardConfig(Frozen):
+    """The guards of `forgetlab unlearn`: measure every few steps, stop at the target or at a floor, keep the best
+    checkpoint. A checkpoint is *acceptable* when retain and general are at or above their floors and forgetting
+    went far enough (forget at or below the target, or down by at least min_drop); the kept one is the acceptable
+    checkpoint with the lowest forget accuracy."""
+
+    enabled: bool = Field(True, description="evaluate every eval_every steps, stop early, keep the best checkpoint; "
+                          "false: train every epoch and keep the last")
+    eval_every: int | None = Field(None, gt=0, description="steps between guard evaluations (forget / retain option "
+                                   "log-likelihood and the general score); None: twice an epoch")
+    target: float | None = Field(None, ge=0, le=1, description="stop once forget accuracy is at or below this; None: "
+                                 "chance (1 / choices) + margin, or the reference model's accuracy + margin")
+    margin: float = Field(0.1, ge=0, le=1, description="how close to chance (or the reference) counts as forgotten")
+    reference: str | None = Field(None, description="a model that never saw the forget facts (bundled, a hub id or a "
+                                  "directory): its forget accuracy + margin is the target; --learn-first uses the "
+                                  "model before it learned the task")
+    min_drop: float = Field(0.3, ge=0, le=1, description="forget accuracy down by this much also counts as forgotten")
+    retain_floor: float = Field(0.9, ge=0, le=1, description="stop when retain accuracy falls below this share of "
+                                "its start")
+    general_floor: float = Field(0.8, ge=0, le=1, description="stop when the general score falls below this share "
+                                 "of its start")
+
+
 class LearnFirstConfig(Frozen):
     epochs: int = Field(8, gt=0, description="epochs of the fine-tuning that teaches the task before unlearning")
     lr: float = Field(2e-3, gt=0, description="its learning rate (LoRA r16 on all projections, merged afterwards)")
@@ -126,8 +163,13 @@ class UnlearnConfig(Frozen):
     retain_eval: str | None = Field(None, description="facts to measure retention on; None: --retain")
     learn_first: str | None = Field(None, description="fine-tune on this task first (e.g. facts:people), then unlearn "
                                     "part of what was learned (the fine-tuned-knowledge case)")
+    forms: Literal["plain", "both"] = Field("plain", description="how the forget facts are stated in training: "
+                                            "plain 'Question: q / Answer: a' text (what the option log-likelihood "
+                                            "reads), or also asked through the chat template (what greedy QA and a "
+                                            "user's question go through)")
     learn: LearnFirstConfig = LearnFirstConfig()
     rtt: RTTConfig = RTTConfig()
+    guard: GuardConfig = GuardConfig()
     save: Literal["merged", "adapter", "none"] = Field("merged", description="merged: a plain transformers model "
                                                        "directory (adapter merged in float32); adapter: the PEFT "
                                                        "adapter alone; none: nothing")

@@ -40,8 +40,10 @@ class _NLL:
         return nll(model, batch)
 
 
-def rtt_curves(model, tok, items: list[MCQItem], cfg: RTTConfig, label: str, progress=None) -> dict:
-    """{lr: [V accuracy at epoch 0..E, averaged over the held-out splits]} for `model` (restored after each run)."""
+def rtt_curves(model, tok, items: list[MCQItem], cfg: RTTConfig, label: str, progress=None,
+               clock: dict | None = None) -> dict:
+    """{lr: [V accuracy at epoch 0..E, averaged over the held-out splits]} for `model` (restored after each run);
+    the seconds spent in optimizer steps are added to clock["train_seconds"] when a clock is given."""
     splits = rtt_splits([it.meta["fact_id"] for it in items], cfg.splits, cfg.seed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.requires_grad_(True)
@@ -62,7 +64,9 @@ def rtt_curves(model, tok, items: list[MCQItem], cfg: RTTConfig, label: str, pro
                     curve.append(option_accuracy(model, tok, v))
                     model.train()
 
-                train(model, t, tc, _NLL(), None, tok.pad_token_id, seed=cfg.seed, on_epoch=on_epoch)
+                history = train(model, t, tc, _NLL(), None, tok.pad_token_id, seed=cfg.seed, on_epoch=on_epoch)
+                if clock is not None:
+                    clock["train_seconds"] = clock.get("train_seconds", 0.0) + step_seconds(history)
                 model.load_state_dict(start)
                 per_split.append(curve)
                 if progress:
@@ -72,6 +76,11 @@ def rtt_curves(model, tok, items: list[MCQItem], cfg: RTTConfig, label: str, pro
         model.requires_grad_(False)
         model.eval()
     return curves
+
+
+def step_seconds(history: list[dict]) -> float:
+    """Seconds a training run spent in its optimizer steps (forward, backward, step), from the loop's history."""
+    return sum(h["tokens"] / h["tokens_per_s"] for h in history if h["tokens_per_s"])
 
 
 def best(curves: dict) -> tuple[float, float, int]:
@@ -116,14 +125,16 @@ def run_rtt(model, tok, facts: FactSet, cfg: RTTConfig, out: Path, original: str
     say = console.print if console else print
     say(f"RTT: {len(items)} facts in {cfg.splits} splits, {cfg.holdout_splits} held out in turn, lr {list(cfg.lrs)}, "
         f"{cfg.epochs} epochs")
-    unlearned = rtt_curves(model, tok, items, cfg, "unlearned", say)
+    clock: dict = {}
+    unlearned = rtt_curves(model, tok, items, cfg, "unlearned", say, clock)
     orig = original_curves(original, model_cfg, tok, items, cfg, say)
     u_acc, o_acc = next(iter(unlearned.values()))[0], next(iter(orig.values()))[0]
     (u_rtt, u_lr, u_ep), (o_rtt, o_lr, _) = best(unlearned), best(orig)
     summary = {"original": o_acc, "unlearned": u_acc, "unlearned_rtt": u_rtt, "original_rtt": o_rtt,
                "recovery_rate": recovery_rate(u_rtt, o_rtt), "recovered_share": recovered_share(u_rtt, u_acc, o_acc),
                "recovery_epoch": recovery_epoch(unlearned[u_lr][1:], o_acc), "best_lr": u_lr, "best_epoch": u_ep,
-               "original_best_lr": o_lr, "facts": len(items), "splits": cfg.splits, "holdout_splits": cfg.holdout_splits,
+               "original_best_lr": o_lr, "train_seconds": clock.get("train_seconds", 0.0), "facts": len(items),
+               "splits": cfg.splits, "holdout_splits": cfg.holdout_splits,
                "curves": {"unlearned": {str(k): v for k, v in unlearned.items()},
                           "original": {str(k): v for k, v in orig.items()}}}
     rows = [[cond, lr, e, acc] for cond, cs in (("unlearned", unlearned), ("original", orig))

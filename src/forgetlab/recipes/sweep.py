@@ -70,22 +70,26 @@ def point_names(points: list[dict]) -> list[str]:
 def run_point(out: Path, name: str, point: dict) -> dict:
     """Run one point (`forgetlab unlearn` in a child process), or read it back when an earlier run finished it."""
     previous, state = child_run(out / "runs", name)
-    if state.get("status") == "complete":
+    if state.get("status") in ("complete", "below bar"):
         return dict(point_row(name, point, state, previous), seconds=None)
     ran = run_command(["unlearn", "--config", str(out / "configs" / f"{name}.yaml")], log=out / "logs" / f"{name}.log")
     run_dir, state = child_run(out / "runs", name)
     row = point_row(name, point, state, run_dir)
-    return dict(row, status=ran["status"], error=ran["error"], seconds=ran["seconds"])
+    status = "below bar" if state.get("status") == "below bar" else ran["status"]  # finished, kept nothing usable
+    return dict(row, status=status, error=ran["error"], seconds=ran["seconds"])
 
 
 def point_row(name: str, point: dict, state: dict, run_dir: Path | None) -> dict:
-    epochs = state.get("epochs") or [{}]
+    checks = state.get("checks") or [{}]
+    first, final = checks[0], state.get("final") or checks[-1]
     rtt = state.get("rtt") or {}
+    kept = state.get("kept") or {}
     return {"point": name, **point, "status": state.get("status", "failed"), "lora_rank": state.get("lora_rank"),
             "method_name": state.get("method"),
-            "forget_before": epochs[0].get("forget_ll"), "forget_after": epochs[-1].get("forget_ll"),
-            "retain_before": epochs[0].get("retain_ll"), "retain_after": epochs[-1].get("retain_ll"),
-            "general_after": epochs[-1].get("general"),
+            "forget_before": first.get("forget_ll"), "forget_after": final.get("forget_ll"),
+            "retain_before": first.get("retain_ll"), "retain_after": final.get("retain_ll"),
+            "general_before": first.get("general"), "general_after": final.get("general"),
+            "kept_step": kept.get("step"), "acceptable": kept.get("acceptable"),
             "rtt_original": rtt.get("original"), "rtt_unlearned": rtt.get("unlearned"),
             "rtt_unlearned_rtt": rtt.get("unlearned_rtt"), "rtt_original_rtt": rtt.get("original_rtt"),
             "recovery_rate": rtt.get("recovery_rate"), "recovered_share": rtt.get("recovered_share"),

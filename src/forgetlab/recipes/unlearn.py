@@ -17,12 +17,12 @@ from ..batching import fixed_batches
 from ..config import TrainConfig, UnlearnConfig, dump_yaml
 from ..data import load_task
 from ..data.unlearn import Fact, FactSet, read_facts
-from ..errors import Interrupted, UserError
+from ..errors import BelowBar, Interrupted, UserError
 from ..evaluate import general_score, mcq_letter_probs, mcq_option_logprobs, mean_loss, qa_scores_of_sets
 from ..loop import steps_for, train
 from ..metrics.unlearning import calibrated_choice, share_correct
 from ..model import attach_lora, load_base
-from ..report import StepProgress
+from ..report import StepProgress, fmt
 from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
 
@@ -51,36 +51,52 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         load_task(cfg.learn_first, _data_cfg())  # a bad task name fails before the model loads
     model, tok = load_base(cfg.model)
     if sets and hasattr(method, "rows"):  # e.g. wrong answers missing: fail before a run directory exists
-        method.rows(sets["forget"], UnlearnContext(tok, cfg.train))
+        method.rows(sets["forget"], UnlearnContext(tok, cfg.train, forms=cfg.forms))
     run_dir = new_run_dir(cfg.run.root, cfg.run.name or f"unlearn-{name}-r{cfg.lora.rank}"
                           + (f"-{cfg.learn_first.replace(':', '-')}" if cfg.learn_first else ""))
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     progress = StepProgress(console)
     state = {"version": __version__, "kind": "unlearn", "method": name, "lora_rank": cfg.lora.rank, "lr": cfg.train.lr,
-             "rc": cfg.method.rc, "status": "incomplete", "epochs": []}
+             "rc": cfg.method.rc, "status": "incomplete", "checks": []}
     t0 = time.perf_counter()
     try:
+        reference = None
         if cfg.learn_first:
-            sets = learn_first(model, tok, cfg, progress, run_dir)
+            sets, reference = learn_first(model, tok, cfg, progress, run_dir)
+        else:
+            reference = reference_accuracy(cfg, tok, sets)
         state["sets"] = {k: {"name": v.name, "facts": len(v.facts)} for k, v in sets.items()}
-        model = unlearn(model, tok, cfg, method, sets, state, run_dir, progress, console)
+        model = unlearn(model, tok, cfg, method, sets, state, run_dir, progress, console, reference)
         state["train_seconds"] = time.perf_counter() - t0
+        from .rtt import step_seconds
+
+        state["step_seconds"] = step_seconds(state["history"])
         state["peak_memory_mb"] = peak_memory_mb(model)
-        model = save_model(model, tok, cfg, run_dir, state)
-        if cfg.rtt.enabled:
+        accepted = state["kept"]["acceptable"] is not False
+        model = save_model(model, tok, cfg, run_dir, state, prefix="" if accepted else "rejected-")
+        if cfg.rtt.enabled and accepted:
             from .rtt import run_rtt
 
             state["rtt"] = run_rtt(model, tok, sets["forget_eval"], cfg.rtt, run_dir, original=original_source(cfg, run_dir),
                                    model_cfg=cfg.model, console=console)
+        elif cfg.rtt.enabled:
+            state["rtt"] = {"skipped": "the unlearned model is below the floors or forgot too little: RTT on it "
+                                       "would measure a broken model, not hidden knowledge"}
     except KeyboardInterrupt:
         finish(run_dir, cfg, state, "interrupted")
         raise Interrupted(run_dir, "unlearn", f"forgetlab unlearn --config {run_dir / 'config.yaml'}") from None
     state["wall_seconds"] = time.perf_counter() - t0
-    finish(run_dir, cfg, state, "complete")
+    finish(run_dir, cfg, state, "complete" if state["kept"]["acceptable"] is not False else "below bar")
     from .unlearn_report import print_unlearn, write_unlearn_report
 
     write_unlearn_report(run_dir, state)
     print_unlearn(console, state)
+    if state["kept"]["acceptable"] is False:
+        k = state["final"]
+        raise BelowBar(f"unlearn: no checkpoint met the bar ({state['kept']['reason']}); the nearest (step "
+                       f"{k['step']}: forget {fmt(k.get('forget_ll', k.get('forget_qa')))}, retain "
+                       f"{fmt(k.get('retain_ll', k.get('retain_qa')))}, general {fmt(k.get('general'))}) is saved as "
+                       f"{state.get('saved', '-')}; try another --lr, more --epochs or another --method")
     return run_dir
 
 
@@ -97,9 +113,10 @@ def original_source(cfg: UnlearnConfig, run_dir: Path) -> str:
     return str(run_dir / "original") if cfg.learn_first else cfg.model.name
 
 
-def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict[str, FactSet]:
+def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tuple[dict[str, FactSet], float]:
     """Teach the model `cfg.learn_first` (LoRA r16 on all projections, merged into the weights in float32), save it
-    as run_dir/original, and split its facts by entity into forget and retain sets."""
+    as run_dir/original, and split its facts by entity into forget and retain sets. Also returns the forget
+    accuracy of the model before it learned them: the guards' reference (forgotten = back where it started)."""
     from ..config import KLConfig, LoraSettings, StrategyConfig
     from ..methods import MethodContext, build_method
 
@@ -117,6 +134,8 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict
     retain = FactSet(f"{cfg.learn_first} (other {len(entities) - cut})", [f for k, f in facts.items()
                                                                           if k.split("/")[0] not in entities[:cut]])
     everything = FactSet(cfg.learn_first, list(facts.values()))
+    sets = {"forget": forget, "forget_eval": forget, "retain": retain, "retain_eval": retain}
+    before = reference_accuracy(cfg, tok, sets) if cfg.guard.reference else forget_score(model, tok, sets)
     rows = everything.rows(tok, cfg.train.max_length)
     torch.manual_seed(cfg.train.seed)
     lora = LoraSettings(rank=16, alpha=32, dropout=0.0, targets=cfg.lora.targets)
@@ -135,11 +154,14 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> dict
     learned = peft.merge_and_unload()
     learned.eval()
     save_pretrained_atomic(learned, tok, run_dir / "original")
-    return {"forget": forget, "forget_eval": forget, "retain": retain, "retain_eval": retain}
+    return sets, before
 
 
-def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: Path, progress, console):
-    """Attach the adapter (or free the weights), evaluate, train with per-epoch evaluation; return the model."""
+def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: Path, progress, console,
+            reference: float | None = None):
+    """Attach the adapter (or free the weights), evaluate, train with the guards (unlearning/guard.py): a cheap
+    evaluation every `guard.eval_every` steps, a stop at the target or a floor, the best checkpoint restored at the
+    end and measured in full. Returns the model holding the kept weights."""
     torch.manual_seed(cfg.train.seed)
     if cfg.lora.rank:
         model = attach_lora(model, cfg.lora.settings())
@@ -149,59 +171,174 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         for p in chosen:
             p.requires_grad_(True)
     state["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ctx = UnlearnContext(tok, cfg.train, retain=sets["retain"].rows(tok, cfg.train.max_length))
-    rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)
+    ctx = UnlearnContext(tok, cfg.train, retain=sets["retain"].rows(tok, cfg.train.max_length), forms=cfg.forms)
+    rows = (method.rows(sets["forget"], ctx) if hasattr(method, "rows")
+            else sets["forget"].rows(tok, cfg.train.max_length, cfg.forms))
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
+    if cfg.method.anchor:  # the model before unlearning answers the anchor prompts once; the KL holds it there
+        from ..retain import build_anchors
+
+        ctx.cache["anchors"] = build_anchors(model, tok, cfg.train.max_length)
     loss_sets = {k: fixed_batches(sets[k.replace("_eval", "")].rows(tok, cfg.train.max_length), 16, tok.pad_token_id)
                  for k in ("forget", "retain")}
+    tc, gc = cfg.train, cfg.guard
+    per_epoch = steps_for(len(rows), tc) // tc.epochs
+    every = gc.eval_every or max(1, per_epoch // 2)
+    seen: list[dict] = []
+    base = {"method": state["method"], "lora_rank": cfg.lora.rank, "lr": cfg.train.lr, "rc": cfg.method.rc}
 
-    def record(epoch: int, history: list[dict]):
-        was_training = model.training
-        model.eval()
-        row = {"method": state["method"], "lora_rank": cfg.lora.rank, "lr": cfg.train.lr, "rc": cfg.method.rc,
-               "epoch": epoch, **evaluate_unlearning(model, tok, sets, cfg, loss_sets),
-               "train_loss": sum(h["loss"] for h in history) / len(history) if history else None}
-        state["epochs"].append(row)
+    def measure(step: int, epoch: int, full: bool) -> dict:
+        since = [h for h in seen if h["step"] > (state["checks"][-1]["step"] if state["checks"] else 0)]
+        row = {**base, "step": step, "epoch": epoch,
+               **evaluate_unlearning(model, tok, sets, cfg, loss_sets if full else None),
+               "train_loss": sum(h["loss"] for h in since) / len(since) if since else None, "note": ""}
+        return row
+
+    start = measure(0, 0, full=True)
+    state["checks"] = [start]
+    guard = make_guard(cfg, sets, start, reference) if gc.enabled else None
+    if guard:
+        guard.see(guard_check(start))
+        state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
+                          "min_drop": gc.min_drop, "eval_every": every, "reference": reference}
+    finish(run_dir, cfg, state, "incomplete")
+    snapshots: dict[int, dict] = {}
+    stopped: dict = {}
+
+    def check(row: dict) -> bool:
+        seen.append(row)
+        end_of_epoch = row["step"] % per_epoch == 0
+        if not (row["step"] % every == 0 or end_of_epoch):
+            return False
+        result = measure(row["step"], row["epoch"], full=guard is None and end_of_epoch)
+        state["checks"].append(result)
+        if guard is None:
+            finish(run_dir, cfg, state, "incomplete")
+            return False
+        c = guard.see(guard_check(result))
+        best, _ = guard.kept()
+        if best is c or (best is None and guard.best_rejected() is c):
+            snapshots.clear()
+            snapshots[c.step] = trainable_state(model)
+        reason = guard.stop_reason(c)
         finish(run_dir, cfg, state, "incomplete")
-        if was_training:
-            model.train()
+        if reason:
+            stopped.update(step=c.step, reason=reason)
+            result["note"] = f"stop: {reason}"
+            return True
+        return False
 
-    record(0, [])
-    tc = cfg.train
-    seen = []
     with progress.task(f"unlearn {state['method']} (rank {cfg.lora.rank})", steps_for(len(rows), tc)) as tick:
         def on_step(row):
-            seen.append(row)
             tick(row)
-
-        def on_epoch(ck):
-            record(ck["epoch"], [h for h in seen if h["epoch"] == ck["epoch"]])
+            return check(row)
 
         state["history"] = train(model, rows, tc, method, ctx, tok.pad_token_id, seed=cfg.train.seed,
-                                 on_step=on_step, on_epoch=on_epoch)
+                                 stop=on_step)
+    if guard is None:
+        state["kept"] = {"step": state["checks"][-1]["step"], "acceptable": None,
+                         "reason": "guards off: the last step"}
+        if state["checks"][-1].get("forget_loss") is None:  # the last check was a cheap one: measure it in full
+            state["checks"][-1] = measure(state["checks"][-1]["step"], state["checks"][-1]["epoch"], full=True)
+        state["final"] = state["checks"][-1]
+        return model
+    kept, why = guard.kept()
+    chosen = kept or guard.best_rejected()
+    state["kept"] = {"step": chosen.step if chosen else 0, "epoch": chosen.epoch if chosen else 0,
+                     "acceptable": kept is not None, "reason": why, "stopped": stopped or None}
+    if chosen and chosen.step in snapshots and chosen.step != state["history"][-1]["step"]:
+        load_trainable(model, snapshots[chosen.step])
+    final = measure(chosen.step if chosen else 0, chosen.epoch if chosen else 0, full=True) if chosen else start
+    final["train_loss"] = next((r["train_loss"] for r in state["checks"] if r["step"] == final["step"]), None)
+    final["note"] = ("kept: " if kept else "best, not acceptable: ") + why
+    for i, r in enumerate(state["checks"]):
+        if r["step"] == final["step"] and i > 0:
+            final["note"] = (r["note"] + "; " if r["note"] else "") + final["note"]
+            state["checks"][i] = final
+    state["final"] = final
     return model
 
 
-def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig, loss_sets: dict) -> dict:
-    """Forget and retain accuracy (option log-likelihood, letters, calibrated letters, QA contains), their text
-    losses, and the general retention questions."""
+def guard_check(row: dict):
+    from ..unlearning.guard import Check
+
+    forget = row["forget_ll"] if row.get("forget_ll") is not None else row["forget_qa"]
+    retain = row["retain_ll"] if row.get("retain_ll") is not None else row.get("retain_qa")
+    return Check(row["step"], row["epoch"], forget, retain, row.get("general"))
+
+
+def make_guard(cfg: UnlearnConfig, sets: dict[str, FactSet], start: dict, reference: float | None):
+    """The guard of this run: floors from the start scores, the target from the config, a reference model's forget
+    accuracy, or chance (MCQ facts; 0 where forgetting is scored by open answers)."""
+    from ..unlearning.guard import Guard, chance
+
+    gc = cfg.guard
+    first = guard_check(start)
+    if gc.target is not None:
+        target = gc.target
+    elif reference is not None:
+        target = reference + gc.margin
+    else:
+        items = sets["forget_eval"].mcq()
+        target = (chance([len(it.options) for it in items]) if items else 0.0) + gc.margin
+    return Guard(first.forget, first.retain, first.general, target, gc.min_drop, gc.retain_floor, gc.general_floor)
+
+
+def reference_accuracy(cfg: UnlearnConfig, tok, sets: dict[str, FactSet]) -> float | None:
+    """guard.reference's forget accuracy (option log-likelihood; QA where the facts have no choices)."""
+    if not cfg.guard.reference:
+        return None
+    ref, _ = load_base(cfg.model.model_copy(update={"name": cfg.guard.reference}))
+    score = forget_score(ref, tok, sets)
+    del ref
+    return score
+
+
+def forget_score(model, tok, sets: dict[str, FactSet]) -> float:
+    items = sets["forget_eval"].mcq()
+    if items:
+        return share_correct(mcq_option_logprobs(model, tok, items), [it.answer for it in items])
+    return qa_scores_of_sets(model, tok, {"f": sets["forget_eval"].qa()}, 16)["f"]["contains"]
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """A copy of the trainable weights (LoRA matrices, or the freed full weights), to restore a checkpoint."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def load_trainable(model, saved: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, value in saved.items():
+        params[name].copy_(value.to(params[name].device))
+
+
+def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig, loss_sets: dict | None) -> dict:
+    """Forget and retain accuracy by option log-likelihood and the general questions; in full (`loss_sets` given)
+    also letters, calibrated letters, QA contains and the text losses. The cheap part is what the guards read."""
+    was_training = model.training
+    model.eval()
     out = {}
+    full = loss_sets is not None
     qa = {k: sets[f"{k}_eval"].qa() for k in ("forget", "retain")}
-    answers = qa_scores_of_sets(model, tok, qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
+    cheap_qa = {k: v for k, v in qa.items() if not sets[f"{k}_eval"].mcq()}  # QA is the only score of such a set
+    answers = qa_scores_of_sets(model, tok, qa if full else cheap_qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
     for k in ("forget", "retain"):
         items = sets[f"{k}_eval"].mcq()
         if items:
-            ll = mcq_option_logprobs(model, tok, items)
-            probs = mcq_letter_probs(model, tok, items, cfg.eval.batch_size)
-            cal = calibrated_choice(probs)
             answers_ = [it.answer for it in items]
-            out[f"{k}_ll"] = share_correct(ll, answers_)
-            out[f"{k}_letter"] = share_correct(probs, answers_)
-            out[f"{k}_letter_cal"] = sum(c == a for c, a in zip(cal, answers_, strict=True)) / len(items)
-        out[f"{k}_qa"] = answers[k]["contains"] if answers[k]["n"] else None
-        out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
+            out[f"{k}_ll"] = share_correct(mcq_option_logprobs(model, tok, items), answers_)
+            if full:
+                probs = mcq_letter_probs(model, tok, items, cfg.eval.batch_size)
+                out[f"{k}_letter"] = share_correct(probs, answers_)
+                out[f"{k}_letter_cal"] = (sum(c == a for c, a in zip(calibrated_choice(probs), answers_, strict=True))
+                                          / len(items))
+        out[f"{k}_qa"] = answers[k]["contains"] if k in answers and answers[k]["n"] else None
+        if full:
+            out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
     out["general"] = general_score(model, tok, cfg.general) if cfg.general.enabled else None
+    model.train(was_training)
     return out
 
 
@@ -210,23 +347,24 @@ def save_pretrained_atomic(model, tok, path: Path) -> None:
     atomic_dir(path, lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)))
 
 
-def save_model(model, tok, cfg: UnlearnConfig, run_dir: Path, state: dict):
+def save_model(model, tok, cfg: UnlearnConfig, run_dir: Path, state: dict, prefix: str = ""):
     """`save: merged`: the adapter merged into the weights in float32, a plain transformers directory (run_dir/model);
-    `adapter`: the PEFT adapter (run_dir/adapter). Returns the merged model (what RTT retrains)."""
+    `adapter`: the PEFT adapter (run_dir/adapter); a model below the bar goes to rejected-model / rejected-adapter.
+    Returns the merged model (what RTT retrains)."""
     from ..model import save_adapter
 
     if cfg.save == "adapter":
-        save_adapter(model, run_dir / "adapter", {"version": __version__, "method": state["method"],
+        save_adapter(model, run_dir / f"{prefix}adapter", {"version": __version__, "method": state["method"],
                                                   "base": cfg.model.name})
-        state["saved"] = str(run_dir / "adapter")
+        state["saved"] = str(run_dir / f"{prefix}adapter")
     if cfg.lora.rank:
         dtype = next(model.parameters()).dtype
         model = model.to(torch.float32).merge_and_unload().to(dtype)
     model.requires_grad_(False)
     model.eval()
     if cfg.save == "merged":
-        save_pretrained_atomic(model.to(torch.float32), tok, run_dir / "model")
-        state["saved"] = str(run_dir / "model")
+        save_pretrained_atomic(model.to(torch.float32), tok, run_dir / f"{prefix}model")
+        state["saved"] = str(run_dir / f"{prefix}model")
     return model
 
 
@@ -235,13 +373,13 @@ def finish(run_dir: Path, cfg: UnlearnConfig, state: dict, status: str) -> None:
     from ..runs import write_csv
 
     state["status"] = status
-    rows = state["epochs"]
+    rows = state.get("checks", [])
     if rows:
         header = list(rows[0])
         write_csv(run_dir / "unlearn.csv", header, [[r.get(h) for h in header] for r in rows])
     write_json(run_dir / "metrics.json", {k: v for k, v in state.items() if k != "history"} | {
         "history": state.get("history", [])})
-    last, first = (rows[-1], rows[0]) if rows else ({}, {})
+    last, first = (state.get("final") or rows[-1], rows[0]) if rows else ({}, {})
     index_run(cfg.run.root, run_dir, "unlearn", run_dir.name, status,
               {"forget": last.get("forget_ll"), "retain": last.get("retain_ll"),
                "forget_before": first.get("forget_ll"), "retain_before": first.get("retain_ll")})

@@ -6,14 +6,17 @@ from pathlib import Path
 
 from ..report import fmt, print_tables, save_plot, write_page
 
-EPOCH_COLUMNS = [("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_letter", "forget letter"),
-                 ("forget_letter_cal", "forget letter cal"), ("forget_qa", "forget QA"), ("retain_ll", "retain acc"),
-                 ("retain_letter", "retain letter"), ("retain_letter_cal", "retain letter cal"),
-                 ("retain_qa", "retain QA"), ("general", "general"), ("forget_loss", "forget loss"),
-                 ("retain_loss", "retain loss")]
+CHECK_COLUMNS = [("step", "step"), ("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_qa", "forget QA"),
+                 ("retain_ll", "retain acc"), ("retain_qa", "retain QA"), ("general", "general"),
+                 ("train_loss", "train loss"), ("note", "")]
+LETTER_COLUMNS = [("step", "step"), ("forget_letter", "forget letter"), ("forget_letter_cal", "forget letter cal"),
+                  ("retain_letter", "retain letter"), ("retain_letter_cal", "retain letter cal"),
+                  ("forget_loss", "forget loss"), ("retain_loss", "retain loss")]
 
 
 def rtt_table(rtt: dict) -> tuple[str, list[str], list[list]]:
+    if rtt.get("skipped"):
+        return ("RTT: not run", ["why"], [[rtt["skipped"]]])
     return ("RTT: held-out forget facts (V) after retraining on the others (T); best over lr × epoch",
             ["original", "unlearned", "unlearned + RTT", "original + RTT", "recovery rate", "recovered share",
              "recovery epoch", "best lr"],
@@ -21,11 +24,30 @@ def rtt_table(rtt: dict) -> tuple[str, list[str], list[list]]:
               rtt["recovered_share"], rtt["recovery_epoch"], rtt["best_lr"]]])
 
 
+def guard_line(state: dict) -> str:
+    """The guards' settings and verdict in one line (empty with the guards off)."""
+    g, kept = state.get("guard"), state.get("kept") or {}
+    if not g:
+        return kept.get("reason", "")
+    floors = ", ".join(f"{name} ≥ {fmt(v)}" for name, v in (("retain", g["retain_min"]), ("general", g["general_min"]))
+                       if v is not None)
+    stopped = (kept.get("stopped") or {})
+    return (f"guards: forgotten at forget ≤ {fmt(g['target'])} or a drop of {fmt(g['min_drop'])}; floors {floors}; "
+            f"evaluated every {g['eval_every']} steps. "
+            + (f"Stopped at step {stopped['step']}: {stopped['reason']}. " if stopped else "Ran every epoch. ")
+            + (f"Kept step {kept.get('step')}: {kept.get('reason')}." if kept.get("acceptable")
+               else f"No acceptable checkpoint: {kept.get('reason')}."))
+
+
 def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
+    checks = state.get("checks") or []
+    full = [r for r in checks if r.get("forget_loss") is not None or r.get("retain_loss") is not None]
     out = [(f"Unlearning {state['method']} (LoRA rank {state['lora_rank']}, lr {fmt(state['lr'])}): accuracy by "
-            "epoch (acc: per-option log-likelihood; letter: letter logits; cal: calibrated letters; QA: greedy, "
-            "contains; general: built-in general questions)",
-            [h for _, h in EPOCH_COLUMNS], [[r.get(k) for k, _ in EPOCH_COLUMNS] for r in state["epochs"]])]
+            "step (acc: per-option log-likelihood; QA: greedy answers containing the reference, measured at the "
+            "start and the kept step; general: built-in general questions)",
+            [h for _, h in CHECK_COLUMNS], [[r.get(k) for k, _ in CHECK_COLUMNS] for r in checks]),
+           ("Letter choice and losses at the start and the kept step (letter: letter logits; cal: calibrated)",
+            [h for _, h in LETTER_COLUMNS], [[r.get(k) for k, _ in LETTER_COLUMNS] for r in full])]
     if state.get("rtt"):
         out.append(rtt_table(state["rtt"]))
     return out
@@ -33,6 +55,9 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
 
 def print_unlearn(console, state: dict) -> None:
     print_tables(console, tables(state), first_left=False)
+    line = guard_line(state)
+    if line:
+        (console.print if console else print)(line)
 
 
 def print_unlearn_rtt(console, state: dict) -> None:
@@ -46,21 +71,26 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     made = []
-    rows = state.get("epochs") or []
+    rows = state.get("checks") or []
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    epochs = [r["epoch"] for r in rows]
-    for key, label, style in (("forget_ll", "forget", "-o"), ("retain_ll", "retain", "-s"), ("general", "general", "-^"),
-                              ("forget_letter_cal", "forget (calibrated letters)", ":o")):
+    steps = [r["step"] for r in rows]
+    for key, label, style in (("forget_ll", "forget", "-o"), ("retain_ll", "retain", "-s"), ("general", "general", "-^")):
         values = [r.get(key) for r in rows]
         if any(v is not None for v in values):
-            ax.plot(epochs, [float("nan") if v is None else v for v in values], style, label=label)
-    ax.set_xlabel("epoch")
+            ax.plot(steps, [float("nan") if v is None else v for v in values], style, label=label)
+    g, kept = state.get("guard"), state.get("kept") or {}
+    if g:
+        ax.axhline(g["target"], color="grey", lw=0.8, ls=":", label="forget target")
+    if kept.get("step") is not None:
+        ax.axvline(kept["step"], color="green" if kept.get("acceptable") is not False else "red", lw=0.8, ls="--",
+                   label="kept step")
+    ax.set_xlabel("optimizer step")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{state['method']}, LoRA rank {state['lora_rank']}: forget vs retain")
     ax.legend(fontsize=8)
     if rows:
-        made.append(save_plot(fig, run_dir / "unlearn.png", "Forget and retain accuracy by epoch"))
+        made.append(save_plot(fig, run_dir / "unlearn.png", "Forget and retain accuracy by step"))
     else:
         plt.close(fig)
     rtt = state.get("rtt")
@@ -81,7 +111,7 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
 
 def write_unlearn_report(run_dir: Path, state: dict) -> Path:
     sets = state.get("sets", {})
-    intro = (f"status: {state['status']} · forget: {sets.get('forget', {}).get('name')} · retain: "
+    intro = (f"{guard_line(state)} status: {state['status']} · forget: {sets.get('forget', {}).get('name')} · retain: "
              f"{sets.get('retain', {}).get('name')} · trainable parameters: {state.get('trainable_params')} · "
              f"saved: {state.get('saved', '-')}")
     return write_page(run_dir, f"forgetlab unlearn: {run_dir.name}", intro, tables(state), plots(run_dir, state))

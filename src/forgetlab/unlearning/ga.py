@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..losses import nll
+from ..losses import capped_nll
 
 
 class GA:
-    """Gradient ascent: minimise −NLL of the forget answers (no retain term)."""
+    """Gradient ascent: minimise −min(NLL, cap) of the forget answers (no retain term)."""
 
     def __init__(self, settings):
         self.cfg = settings
 
     def loss(self, model, batch, ctx):
-        return -nll(model, batch)
+        return -capped_nll(model, batch, self.cfg.ascent_cap)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ..losses import nll
+from ..losses import capped_nll
 from .retain import retain_nll
 
 
 class GD:
-    """Gradient difference: −NLL(forget) + rc·NLL(retain)."""
+    """Gradient difference: −min(NLL(forget), cap) + rc·NLL(retain)."""
 
     def __init__(self, settings):
         self.cfg = settings
 
     def loss(self, model, batch, ctx):
-        return -nll(model, batch) + retain_nll(model, ctx, self.cfg.rc)
+        return -capped_nll(model, batch, self.cfg.ascent_cap) + retain_nll(model, ctx, self.cfg.rc)

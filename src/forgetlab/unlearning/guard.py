@@ -1,0 +1,105 @@
+"""The guards of `forgetlab unlearn`: decide, from the measured scores alone, when to stop and which checkpoint to
+keep. Pure: no model, so the rules can be checked by hand (tests/test_unlearn_guard.py).
+
+Worked example (floors 0.9 × retain and 0.8 × general, target 0.35, min_drop 0.3). Start: forget 0.80, retain
+0.90, general 1.00, so the floors are retain 0.81 and general 0.80.
+    step 2: forget 0.60, retain 0.88, general 0.95  floors held, not yet forgotten (down 0.20)   → go on
+    step 4: forget 0.45, retain 0.85, general 0.90  floors held, down 0.35 ≥ min_drop: acceptable → go on
+    step 6: forget 0.30, retain 0.70, general 0.85  retain below 0.81                             → stop (floor)
+Kept: step 4, the acceptable checkpoint with the lowest forget accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Check:
+    """One guard evaluation: the step it was taken at, its scores, and the verdicts."""
+
+    step: int
+    epoch: int
+    forget: float
+    retain: float | None
+    general: float | None
+    floors_held: bool = True
+    forgotten: bool = False
+
+    @property
+    def acceptable(self) -> bool:
+        return self.floors_held and self.forgotten
+
+
+@dataclass
+class Guard:
+    """Floors and target from the start scores; `see` each evaluation, `stop_reason` says whether to stop."""
+
+    start_forget: float
+    start_retain: float | None
+    start_general: float | None
+    target: float
+    min_drop: float
+    retain_floor: float
+    general_floor: float
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def retain_min(self) -> float | None:
+        return None if self.start_retain is None else self.retain_floor * self.start_retain
+
+    @property
+    def general_min(self) -> float | None:
+        return None if self.start_general is None else self.general_floor * self.start_general
+
+    def see(self, check: Check) -> Check:
+        eps = 1e-9
+        low_retain = self.retain_min is not None and check.retain is not None and check.retain < self.retain_min - eps
+        low_general = (self.general_min is not None and check.general is not None
+                       and check.general < self.general_min - eps)
+        check.floors_held = not (low_retain or low_general)
+        check.forgotten = (check.forget <= self.target + eps
+                           or self.start_forget - check.forget >= self.min_drop - eps)
+        self.checks.append(check)
+        return check
+
+    def stop_reason(self, check: Check) -> str | None:
+        """Why to stop after `check` (None: go on)."""
+        if not check.floors_held:
+            what = [name for name, value, floor in (("retain", check.retain, self.retain_min),
+                                                    ("general", check.general, self.general_min))
+                    if value is not None and floor is not None and value < floor - 1e-9]
+            return f"{' and '.join(what)} below the floor"
+        if check.forget <= self.target + 1e-9:
+            return "forget target reached"
+        return None
+
+    def kept(self) -> tuple[Check | None, str]:
+        """The checkpoint to keep and why. Acceptable checkpoints first, the lowest forget accuracy (then the higher
+        retain, then the earlier step) winning; None when no checkpoint is acceptable."""
+        good = [c for c in self.checks if c.acceptable and c.step > 0]
+        if good:
+            best = min(good, key=lambda c: (round(c.forget, 9), -(c.retain or 0.0), c.step))
+            return best, "lowest forget accuracy with retain and general above their floors"
+        return None, self.why_none()
+
+    def best_rejected(self) -> Check | None:
+        """Where no checkpoint is acceptable, the nearest miss after the start: floors held first, then the lowest
+        forget accuracy."""
+        later = [c for c in self.checks if c.step > 0]
+        if not later:
+            return None
+        return min(later, key=lambda c: (not c.floors_held, round(c.forget, 9), c.step))
+
+    def why_none(self) -> str:
+        held = [c for c in self.checks if c.step > 0 and c.floors_held]
+        if not held:
+            return "no checkpoint kept retain and general above their floors"
+        lowest = min(c.forget for c in held)
+        return (f"forgetting went only to {lowest:.2f} (needed ≤ {self.target:.2f} or a drop of {self.min_drop:.2f} "
+                f"from {self.start_forget:.2f}) while retain and general held")
+
+
+def chance(n_choices: list[int]) -> float:
+    """Accuracy of a uniform guess over each item's options, averaged over items (0 with no items)."""
+    return sum(1 / n for n in n_choices) / len(n_choices) if n_choices else 0.0

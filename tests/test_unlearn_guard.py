@@ -1,0 +1,115 @@
+"""The guards of `forgetlab unlearn`: the rules on hand-made numbers, then real runs on a tiny random model that
+stop at a floor and keep the earlier checkpoint, or find no acceptable checkpoint and exit 3 with one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tests.conftest import call_main
+
+
+def guard(**kw):
+    from forgetlab.unlearning.guard import Guard
+
+    settings = dict(start_forget=0.8, start_retain=0.9, start_general=1.0, target=0.35, min_drop=0.3,
+                    retain_floor=0.9, general_floor=0.8)
+    return Guard(**(settings | kw))
+
+
+def test_the_guard_module_example_by_hand():
+    from forgetlab.unlearning.guard import Check
+
+    g = guard()
+    assert g.retain_min == pytest.approx(0.81) and g.general_min == pytest.approx(0.8)
+    start = g.see(Check(0, 0, 0.8, 0.9, 1.0))
+    assert start.floors_held and not start.forgotten and g.stop_reason(start) is None
+    a = g.see(Check(2, 1, 0.60, 0.88, 0.95))
+    assert a.floors_held and not a.forgotten and not a.acceptable and g.stop_reason(a) is None  # down only 0.20
+    b = g.see(Check(4, 1, 0.45, 0.85, 0.90))
+    assert b.acceptable and g.stop_reason(b) is None  # down 0.35 ≥ 0.3, above the target: go on
+    c = g.see(Check(6, 2, 0.30, 0.70, 0.85))
+    assert not c.floors_held and g.stop_reason(c) == "retain below the floor"
+    kept, why = g.kept()
+    assert kept is b and "lowest forget accuracy" in why
+
+
+def test_target_floors_and_the_nearest_miss():
+    from forgetlab.unlearning.guard import Check, chance
+
+    assert chance([4, 4, 2]) == pytest.approx((0.25 + 0.25 + 0.5) / 3)
+    g = guard()
+    g.see(Check(0, 0, 0.8, 0.9, 1.0))
+    hit = g.see(Check(2, 1, 0.35, 0.9, 0.8))  # at the target exactly, general exactly at its floor
+    assert hit.acceptable and g.stop_reason(hit) == "forget target reached"
+    g = guard()
+    g.see(Check(0, 0, 0.8, 0.9, 1.0))
+    g.see(Check(2, 1, 0.7, 0.9, 0.9))
+    low = g.see(Check(4, 1, 0.2, 0.5, 0.7))  # forgotten, but both floors broken
+    assert g.stop_reason(low) == "retain and general below the floor"
+    kept, why = g.kept()
+    assert kept is None and "forgetting went only to 0.70" in why
+    assert g.best_rejected().step == 2  # floors held beats a lower forget accuracy
+    g = guard(start_general=None)  # no general score: the retain floor alone
+    g.see(Check(0, 0, 0.8, 0.9, None))
+    assert g.see(Check(2, 1, 0.4, 0.82, None)).acceptable
+
+
+def args(tiny_dir, out, *extra):
+    return ("unlearn", "--model", str(tiny_dir), "--out", str(out), "--save", "merged", "--lora-rank", "4",
+            "--set", "general.enabled=false", "--set", "method.anchor=0", "--set", "method.ascent_cap=null",
+            "--set", "train.batch_size=4", *extra)
+
+
+def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_checkpoint(tiny_dir, tmp_path,
+                                                                                           capsys):
+    """Gradient ascent with the forget facts as the retain set: whatever it forgets, retain loses too. With the
+    target at 0 and min_drop 0, every checkpoint that forgot anything counts as forgotten: the kept one is the
+    lowest forget accuracy before retain broke its floor."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forgetlab.data.unlearn import read_facts
+    from forgetlab.evaluate import mcq_option_logprobs
+    from forgetlab.metrics.unlearning import share_correct
+
+    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "ga", "--retain", "builtin:animals", "--lr", "3e-3",
+                                "--epochs", "6", "--set", "guard.eval_every=1", "--set", "guard.target=0",
+                                "--set", "guard.min_drop=0"))
+    assert r.returncode == 0, r.stderr
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    rows = list(csv.DictReader((run / "unlearn.csv").open()))
+    retain = [float(x["retain_ll"]) for x in rows]
+    floor = 0.9 * retain[0]
+    broke = next(i for i, v in enumerate(retain) if v < floor - 1e-9)  # the first check below the floor, by hand
+    assert broke >= 2, retain  # at least one acceptable checkpoint came before it
+    assert len(rows) == broke + 1 and "stop: retain below the floor" in rows[-1]["note"]  # it stopped right there
+    held = [x for x in rows[1:broke] if float(x["forget_ll"]) <= float(rows[0]["forget_ll"])]
+    kept = min(held, key=lambda x: (float(x["forget_ll"]), -float(x["retain_ll"]), int(x["step"])))
+    state = json.loads((run / "metrics.json").read_text())
+    assert state["kept"]["step"] == int(kept["step"]) and state["kept"]["acceptable"] is True
+    assert "kept:" in kept["note"] and state["status"] == "complete"
+    # the saved merged model is the kept checkpoint, not the last step
+    merged = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    items = read_facts("builtin:animals").mcq()
+    with torch.no_grad():
+        assert share_correct(mcq_option_logprobs(merged, tok, items), [it.answer for it in items]) == pytest.approx(
+            float(kept["forget_ll"]), abs=1e-5)
+    assert "Kept step" in r.stdout
+
+
+def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best_under_another_name(
+        tiny_dir, tmp_path, capsys):
+    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "gd", "--lr", "1e-7", "--epochs", "1"))
+    assert r.returncode == 3, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("forgetlab: unlearn: no checkpoint met the bar"), r.stderr
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert (run / "rejected-model").is_dir() and not (run / "model").exists()
+    assert str(run / "rejected-model") in lines[0]
+    state = json.loads((run / "metrics.json").read_text())
+    assert state["status"] == "below bar" and state["kept"]["acceptable"] is False
+    assert "No acceptable checkpoint" in r.stdout
