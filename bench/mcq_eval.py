@@ -32,6 +32,24 @@ def per_option(model, tok, items) -> list[int]:
     return preds
 
 
+def option_rows(model, tok, items) -> list[list[float]]:
+    """The baseline for option log-likelihood: every prompt + option as its own row (batched by length), the prompt
+    run again for each option."""
+    from forgetlab.batching import encode_continuation
+    from forgetlab.data.unlearn import qa_prompt
+    from forgetlab.forward import per_row
+    from forgetlab.losses import answer_logprobs
+
+    rows = [(i, encode_continuation(tok, qa_prompt(it.question), " " + o, 512)) for i, it in enumerate(items)
+            for o in it.options]
+    scores = per_row(model, [r for _, r in rows], tok.pad_token_id, lambda m, b, _: answer_logprobs(m, b)[0].tolist(),
+                     32, by_length=True)
+    out: list[list[float]] = [[] for _ in items]
+    for (i, _), v in zip(rows, scores, strict=True):
+        out[i].append(v)
+    return out
+
+
 def main() -> dict:
     model, tok = bundled()
     items = [it for d in ("people", "elements", "festivals")
@@ -44,6 +62,16 @@ def main() -> dict:
     print(f"MCQ eval: {len(items)} questions; letter logits batched {result['ours_qps']:.1f} q/s, "
           f"one pass per option {result['baseline_qps']:.1f} q/s -> {result['ratio']:.2f}x; "
           f"identical answers: {result['identical_answers']}")
+    from forgetlab.data.unlearn import read_facts
+    from forgetlab.evaluate import mcq_option_logprobs
+
+    facts = read_facts("builtin:animals").mcq() + read_facts("builtin:food").mcq()
+    shared, t_shared = timed(mcq_option_logprobs, model, tok, facts)
+    alone, t_alone = timed(option_rows, model, tok, facts)
+    gap = max(abs(a - b) for x, y in zip(shared, alone, strict=True) for a, b in zip(x, y, strict=True))
+    result |= {"option_ll_facts": len(facts), "option_ll_ratio": t_alone / t_shared, "option_ll_max_gap": gap}
+    print(f"option log-likelihood: {len(facts)} facts; prompt cache shared by the options {t_shared:.2f} s, "
+          f"one row per option {t_alone:.2f} s -> {t_alone / t_shared:.2f}x; largest difference {gap:.1e}")
     return result
 
 

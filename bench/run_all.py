@@ -16,11 +16,13 @@ import mcq_eval  # noqa: E402
 import online  # noqa: E402
 import serving  # noqa: E402
 import train_throughput  # noqa: E402
+import unlearn_cost  # noqa: E402
 
 if __name__ == "__main__":
     results = {}
     for name, mod in (("mcq_eval", mcq_eval), ("train_throughput", train_throughput), ("lanczos", lanczos),
-                      ("serving", serving), ("online", online), ("grid_overhead", grid_overhead), ("load", load)):
+                      ("serving", serving), ("online", online), ("grid_overhead", grid_overhead), ("load", load),
+                      ("unlearn_cost", unlearn_cost)):
         t0 = time.perf_counter()
         results[name] = mod.main()
         results[name]["seconds"] = round(time.perf_counter() - t0, 1)

@@ -60,7 +60,7 @@ def test_target_floors_and_the_nearest_miss():
 
 def args(tiny_dir, out, *extra):
     return ("unlearn", "--model", str(tiny_dir), "--out", str(out), "--save", "merged", "--lora-rank", "4",
-            "--set", "general.enabled=false", "--set", "method.anchor=0", "--set", "method.ascent_cap=null",
+            "--set", "general.enabled=false", "--set", "method.ascent_cap=null",
             "--set", "train.batch_size=4", *extra)
 
 
@@ -103,7 +103,7 @@ def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_c
 
 def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best_under_another_name(
         tiny_dir, tmp_path, capsys):
-    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "gd", "--lr", "1e-7", "--epochs", "1"))
+    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "gd", "--lr", "1e-7", "--epochs", "1", "--rtt"))
     assert r.returncode == 3, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("forgetlab: unlearn: no checkpoint met the bar"), r.stderr
@@ -113,3 +113,5 @@ def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best
     state = json.loads((run / "metrics.json").read_text())
     assert state["status"] == "below bar" and state["kept"]["acceptable"] is False
     assert "No acceptable checkpoint" in r.stdout
+    assert "skipped" in state["rtt"] and "RTT: not run" in r.stdout and not (run / "rtt.csv").exists()  # no RTT
+    assert (run / "report.html").is_file()

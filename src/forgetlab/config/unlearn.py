@@ -38,23 +38,18 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """A method's own defaults (dotted keys), used for every key the user left unset; `lr` is by LoRA / full weights."""
 
-ANCHOR_WEIGHT = 0.0
-"""The anchor KL's default weight (chosen on the tuning sets; see the README's unlearning table)."""
-
-ASCENT_CAP = 6.0
-"""gd / ga's cap on a forget answer's NLL: beyond it a row gives no gradient (chosen on the tuning sets; see the
-README's unlearning table)."""
+ASCENT_CAP = None
+"""gd / ga's cap on a forget answer's NLL, off by default: the guards already stop a run before it runs away, and a
+cap of 6 nats made the built-in default run lose 3 of 24 retain facts in its first step (see the README)."""
 
 
 class UnlearnMethodConfig(Frozen):
     name: str = Field("gd", description="unlearning method (see `forgetlab unlearn --list`)")
     rc: float = Field(1.0, ge=0, description="retain coefficient: weight of the retain loss (gd, whp, fwf, npo, simnpo)")
-    anchor: float = Field(ANCHOR_WEIGHT, ge=0, description="weight of the KL to the model before unlearning on the "
-                          "built-in everyday chat prompts (any method): keeps general answers while the facts go; 0: off")
-    anchors_per_step: int = Field(4, gt=0, description="anchor prompts in each step's KL term (rotating through them)")
     ascent_cap: float | None = Field(ASCENT_CAP, gt=0, description="gd, ga: each forget answer's NLL (nats per token) "
                                      "counts up to this value and no further, so the ascent term is bounded below "
-                                     "and a long run cannot run away; None: unbounded gradient ascent")
+                                     "and a run without guards cannot run away (e.g. 6); None: plain gradient "
+                                     "ascent, bounded by the guards' stop")
     beta: float = Field(0.1, gt=0, description="npo / simnpo: inverse temperature β (NPO's paper: 0.1)")
     gamma: float = Field(0.0, ge=0, description="simnpo: reward margin γ")
     layer: int | None = Field(None, ge=0, description="rmu: the layer whose hidden states are steered; None: layer 7 "
@@ -163,10 +158,6 @@ class UnlearnConfig(Frozen):
     retain_eval: str | None = Field(None, description="facts to measure retention on; None: --retain")
     learn_first: str | None = Field(None, description="fine-tune on this task first (e.g. facts:people), then unlearn "
                                     "part of what was learned (the fine-tuned-knowledge case)")
-    forms: Literal["plain", "both"] = Field("plain", description="how the forget facts are stated in training: "
-                                            "plain 'Question: q / Answer: a' text (what the option log-likelihood "
-                                            "reads), or also asked through the chat template (what greedy QA and a "
-                                            "user's question go through)")
     learn: LearnFirstConfig = LearnFirstConfig()
     rtt: RTTConfig = RTTConfig()
     guard: GuardConfig = GuardConfig()

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..batching import Encoded, encode, encode_continuation, encode_text
+from ..batching import Encoded, encode_continuation, encode_text
 from ..errors import UserError
 from .file import parse_example, read_records
 from .known import TOPICS
@@ -47,16 +47,13 @@ class FactSet:
     def qa(self) -> list[Example]:
         return [Example(user(f.question), f.answer, {"fact_id": f.fact_id}) for f in self.facts if f.question and f.answer]
 
-    def rows(self, tok, max_length: int, forms: str = "plain") -> list[Encoded]:
-        """One training row per fact, stating it (the correct answer); `forms="both"` adds each question asked
-        through the chat template with its answer (facts that have a question and an answer)."""
-        return [fact_row(tok, f, f.answer, max_length) for f in self.facts] + (
-            [chat_row(tok, f, f.answer, max_length) for f in self.facts if f.question and f.answer]
-            if forms == "both" else [])
+    def rows(self, tok, max_length: int) -> list[Encoded]:
+        """One training row per fact, stating it (the correct answer)."""
+        return [fact_row(tok, f, f.answer, max_length) for f in self.facts]
 
-    def wrong_rows(self, tok, max_length: int, every: bool, seed: int, forms: str = "plain") -> list[Encoded]:
+    def wrong_rows(self, tok, max_length: int, every: bool, seed: int) -> list[Encoded]:
         """Rows stating wrong answers: every wrong answer of each fact (`every`, WHP's random incorrect answers) or
-        one fixed wrong answer per fact (FWF, chosen by `seed`); `forms="both"` states each one in the chat form too."""
+        one fixed wrong answer per fact (FWF, chosen by `seed`)."""
         rng = random.Random(seed)
         answers = sorted({f.answer for f in self.facts if f.answer})
         rows = []
@@ -67,8 +64,6 @@ class FactSet:
                                 "'correct_answer' and 'wrong_answers' (corpus) or MCQ choices")
             chosen = wrong if every else [rng.choice(wrong)]
             rows += [fact_row(tok, f, w, max_length) for w in chosen]
-            if forms == "both" and f.question:
-                rows += [chat_row(tok, f, w, max_length) for w in chosen]
         return rows
 
     def texts(self) -> list[str]:
@@ -80,11 +75,6 @@ def fact_row(tok, f: Fact, answer: str, max_length: int) -> Encoded:
         text = f.text.replace(f.answer, answer) if f.answer and answer != f.answer else f.text
         return encode_text(tok, text, max_length)
     return encode_continuation(tok, qa_prompt(f.question), " " + answer, max_length)
-
-
-def chat_row(tok, f: Fact, answer: str, max_length: int) -> Encoded:
-    """The fact's question asked through the chat template, `answer` as the reply: the form greedy QA reads."""
-    return encode(tok, Example(user(f.question), answer), max_length)
 
 
 def qa_prompt(question: str) -> str:

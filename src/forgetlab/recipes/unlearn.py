@@ -51,7 +51,7 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         load_task(cfg.learn_first, _data_cfg())  # a bad task name fails before the model loads
     model, tok = load_base(cfg.model)
     if sets and hasattr(method, "rows"):  # e.g. wrong answers missing: fail before a run directory exists
-        method.rows(sets["forget"], UnlearnContext(tok, cfg.train, forms=cfg.forms))
+        method.rows(sets["forget"], UnlearnContext(tok, cfg.train))
     run_dir = new_run_dir(cfg.run.root, cfg.run.name or f"unlearn-{name}-r{cfg.lora.rank}"
                           + (f"-{cfg.learn_first.replace(':', '-')}" if cfg.learn_first else ""))
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
@@ -171,15 +171,10 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         for p in chosen:
             p.requires_grad_(True)
     state["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    ctx = UnlearnContext(tok, cfg.train, retain=sets["retain"].rows(tok, cfg.train.max_length), forms=cfg.forms)
-    rows = (method.rows(sets["forget"], ctx) if hasattr(method, "rows")
-            else sets["forget"].rows(tok, cfg.train.max_length, cfg.forms))
+    ctx = UnlearnContext(tok, cfg.train, retain=sets["retain"].rows(tok, cfg.train.max_length))
+    rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
-    if cfg.method.anchor:  # the model before unlearning answers the anchor prompts once; the KL holds it there
-        from ..retain import build_anchors
-
-        ctx.cache["anchors"] = build_anchors(model, tok, cfg.train.max_length)
     loss_sets = {k: fixed_batches(sets[k.replace("_eval", "")].rows(tok, cfg.train.max_length), 16, tok.pad_token_id)
                  for k in ("forget", "retain")}
     tc, gc = cfg.train, cfg.guard

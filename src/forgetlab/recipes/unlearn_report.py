@@ -94,7 +94,7 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
     else:
         plt.close(fig)
     rtt = state.get("rtt")
-    if rtt:
+    if rtt and rtt.get("curves"):
         fig, ax = plt.subplots(figsize=(7, 3.8))
         for cond, style in (("unlearned", "-"), ("original", "--")):
             for lr, curve in rtt["curves"][cond].items():

@@ -39,7 +39,6 @@ class UnlearnContext:
     tokenizer: Any
     train: TrainConfig
     retain: list[Encoded] = field(default_factory=list)
-    forms: str = "plain"
     cache: dict = field(default_factory=dict)
     _order: list[int] = field(default_factory=list)
     _pos: int = 0
@@ -61,26 +60,6 @@ class UnlearnContext:
         return to_device(collate(rows, self.tokenizer.pad_token_id), device)
 
 
-class Anchored:
-    """A method with the anchor term added to its loss: λ·KL(p_before || p) on a few of the built-in everyday chat
-    prompts per step (`retain.Anchors`, answered and scored by the model before the first step, kept in
-    ctx.cache["anchors"]). Everything else is the wrapped method's."""
-
-    def __init__(self, method, weight: float, per_step: int):
-        self.method, self.weight, self.per_step, self.number = method, weight, per_step, 0
-
-    def __getattr__(self, name):  # rows, prepare, trainable: the method's own, where it has them
-        return getattr(self.method, name)
-
-    def loss(self, model, batch, ctx):
-        anchors = ctx.cache.get("anchors")
-        loss = self.method.loss(model, batch, ctx)
-        if anchors is None:
-            return loss
-        self.number += 1
-        return loss + self.weight * anchors.kl(model, self.number - 1, self.per_step, ctx.tokenizer.pad_token_id)
-
-
 def canonical(name: str) -> str:
     name = ALIASES.get(name, name)
     if name not in UNLEARNING:
@@ -89,8 +68,7 @@ def canonical(name: str) -> str:
 
 
 def build_unlearning(cfg: UnlearnConfig):
-    method = UNLEARNING[canonical(cfg.method.name)](cfg.method)
-    return Anchored(method, cfg.method.anchor, cfg.method.anchors_per_step) if cfg.method.anchor else method
+    return UNLEARNING[canonical(cfg.method.name)](cfg.method)
 
 
 def describe() -> list[tuple[str, str]]:

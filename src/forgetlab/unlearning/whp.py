@@ -16,8 +16,7 @@ class WHP:
         self.cfg = settings
 
     def rows(self, forget, ctx):
-        return forget.wrong_rows(ctx.tokenizer, ctx.train.max_length, every=self.every, seed=ctx.train.seed,
-                                 forms=ctx.forms)
+        return forget.wrong_rows(ctx.tokenizer, ctx.train.max_length, every=self.every, seed=ctx.train.seed)
 
     def loss(self, model, batch, ctx):
         return nll(model, batch) + retain_nll(model, ctx, self.cfg.rc)
