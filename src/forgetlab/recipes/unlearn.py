@@ -1,8 +1,9 @@
-"""`forgetlab unlearn`: make the model forget a set of facts with LoRA or full weights, measure every epoch, save.
+"""`forgetlab unlearn`: make the model forget a set of facts with LoRA or full weights, guarded, measured, saved.
 
 Reads top to bottom: read the facts → load the model (optionally teach it a task first) → attach LoRA or free the
-full weights → cache the frozen reference → evaluate, then train epoch by epoch through the one loop, evaluating
-after each → merge and save → optionally RTT (retrain on part of the forgotten facts, see recipes/rtt.py).
+full weights → cache the frozen reference → evaluate, then train through the one loop with the guards checking
+every few steps (stop at the target or a floor) → restore the kept checkpoint, score it in full → merge and save →
+optionally RTT on it (retrain on part of the forgotten facts, see recipes/rtt.py).
 """
 
 from __future__ import annotations
@@ -234,8 +235,9 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     if guard is None:
         state["kept"] = {"step": state["checks"][-1]["step"], "acceptable": None,
                          "reason": "guards off: the last step"}
-        if state["checks"][-1].get("forget_loss") is None:  # the last check was a cheap one: measure it in full
-            state["checks"][-1] = measure(state["checks"][-1]["step"], state["checks"][-1]["epoch"], full=True)
+        last = state["checks"][-1]
+        if last.get("forget_loss") is None:  # the last check was a cheap one: measure it in full
+            state["checks"][-1] = measure(last["step"], last["epoch"], full=True) | {"train_loss": last["train_loss"]}
         state["final"] = state["checks"][-1]
         return model
     kept, why = guard.kept()
