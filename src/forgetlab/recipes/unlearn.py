@@ -241,18 +241,17 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         state["final"] = state["checks"][-1]
         return model
     kept, why = guard.kept()
-    chosen = kept or guard.best_rejected()
-    state["kept"] = {"step": chosen.step if chosen else 0, "epoch": chosen.epoch if chosen else 0,
-                     "acceptable": kept is not None, "reason": why, "stopped": stopped or None}
-    if chosen and chosen.step in snapshots and chosen.step != state["history"][-1]["step"]:
+    chosen = kept or guard.best_rejected()  # a check after the start always exists: the last step is one
+    state["kept"] = {"step": chosen.step, "epoch": chosen.epoch, "acceptable": kept is not None, "reason": why,
+                     "stopped": stopped or None}
+    if chosen.step != state["history"][-1]["step"]:
         load_trainable(model, snapshots[chosen.step])
-    final = measure(chosen.step if chosen else 0, chosen.epoch if chosen else 0, full=True) if chosen else start
-    final["train_loss"] = next((r["train_loss"] for r in state["checks"] if r["step"] == final["step"]), None)
-    final["note"] = ("kept: " if kept else "best, not acceptable: ") + why
-    for i, r in enumerate(state["checks"]):
-        if r["step"] == final["step"] and i > 0:
-            final["note"] = (r["note"] + "; " if r["note"] else "") + final["note"]
-            state["checks"][i] = final
+    final = measure(chosen.step, chosen.epoch, full=True)  # the restored weights, scored in full
+    i = next(i for i, r in enumerate(state["checks"]) if r["step"] == chosen.step and i > 0)
+    final["train_loss"] = state["checks"][i]["train_loss"]
+    final["note"] = "; ".join(filter(None, [state["checks"][i]["note"],
+                                            ("kept: " if kept else "best, not acceptable: ") + why]))
+    state["checks"][i] = final
     state["final"] = final
     return model
 
