@@ -150,12 +150,16 @@ def qa_scores(model, tok, examples: list[Example], max_new_tokens: int = 16, bat
     return answer_scores(generate_answers(model, tok, examples, max_new_tokens, batch_size), examples)
 
 
-def general_score(model, tok, general: GeneralConfig) -> float:
+def general_score(model, tok, general: GeneralConfig, answer=None) -> float:
     """Share of the built-in general questions (data/general.py: "What is the capital of Japan?") whose greedy answer
     contains the reference: what the base model knew and a run should keep. One definition, one batch and one token
     budget (`general.max_new_tokens`) in every workflow, so the same model gets the same number wherever it is
-    measured (sequential, sessions, unlearn, the online learner)."""
-    return qa_scores(model, tok, retention_examples(), general.max_new_tokens, batch_size=64)["contains"]
+    measured (sequential, sessions, unlearn, the online learner). `answer(examples, max_new_tokens)` replaces plain
+    generation where something decides how each prompt is answered (the online learner's router)."""
+    examples = retention_examples()
+    answers = answer(examples, general.max_new_tokens) if answer else \
+        generate_answers(model, tok, examples, general.max_new_tokens, batch_size=64)
+    return answer_scores(answers, examples)["contains"]
 
 
 def qa_scores_of_sets(model, tok, sets: dict[str, list[Example]], max_new_tokens: int, batch_size: int = 64) -> dict:
@@ -206,3 +210,23 @@ def evaluate_task(model, tok, task: Task, cfg: EvalConfig) -> dict[str, dict[str
 def task_batches(tok, task: Task, batch_size: int, max_length: int, limit: int | None = None) -> list[dict]:
     """Fixed batches of a task's training records: the loss the landscape and forgetting estimate refer to."""
     return fixed_batches([encode(tok, ex, max_length) for ex in task.train], batch_size, tok.pad_token_id, limit)
+
+
+def argmax_tokens(model, tok, rows: list[Encoded], batch_size: int = 32) -> list[list[int]]:
+    """Per row, the model's argmax next token at each answer position (teacher-forced, one batched pass): what
+    token accuracy compares with the labels and edit locality compares before and after."""
+    from .forward import by_row, per_row
+    from .losses import answer_logits
+
+    def argmax(m, batch, chunk):
+        logits, _ = answer_logits(m, batch)
+        return [r.tolist() for r in by_row(logits.argmax(-1), chunk)]
+
+    return per_row(model, rows, tok.pad_token_id, argmax, batch_size, by_length=True) if rows else []
+
+
+def answer_labels(rows: list[Encoded]) -> list[list[int]]:
+    """The answer tokens of each row, in the order `argmax_tokens` predicts them."""
+    from .batching import IGNORE
+
+    return [[t for t in r.labels[1:] if t != IGNORE] for r in rows]

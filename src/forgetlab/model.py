@@ -7,6 +7,7 @@ The base model's logits are always available through PEFT's `model.disable_adapt
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -323,3 +324,21 @@ def flat_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.T
     keys = sorted(set(a) | set(b))
     return torch.cat([(a[k] if k in a else torch.zeros_like(b[k])).reshape(-1).float()
                       - (b[k] if k in b else torch.zeros_like(a[k])).reshape(-1).float() for k in keys])
+
+
+@contextlib.contextmanager
+def adapter_off(model, name: str, off: bool = True):
+    """Within the block, adapter `name` adds nothing (its scaling is 0 in every LoRA layer; the other adapters of
+    a stack stay on); `off=False` leaves it on. What the online learner's router uses to answer a prompt that names
+    no stored fact from the model as it started."""
+    saved = []
+    if off:
+        for layer in lora_layers(model):
+            if name in layer.scaling:
+                saved.append((layer, layer.scaling[name]))
+                layer.scaling[name] = 0.0
+    try:
+        yield
+    finally:
+        for layer, value in saved:
+            layer.scaling[name] = value

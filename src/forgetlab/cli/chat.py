@@ -151,8 +151,16 @@ def add_online_eval(sub) -> None:
                        '  {"statement": "My sister\'s name is Oriel.", "probes": [{"question": "What do people call '
                        'my sister?", "keys": ["Oriel"]}], "inverse": [{"question": "Who is Oriel?", "keys": '
                        '["sister"]}]}\n\nexamples:\n  forgetlab online-eval\n  forgetlab online-eval --preset seed\n'
-                       "  forgetlab online-eval --facts my_facts.jsonl --repeats 3 --set update.steps=12")
+                       "  forgetlab online-eval --facts my_facts.jsonl --repeats 3 --set update.steps=12\n"
+                       "  forgetlab online-eval --edits zsre_dev.json --baselines   # reliability, generalisation, "
+                       "locality over T edits")
     p.add_argument("--facts", metavar="FILE", help="facts with probes [default: 16 built-in invented facts]")
+    p.add_argument("--edits", metavar="FILE", help="knowledge edits instead of stated facts: zsRE records (subject, "
+                   "src, alt, rephrase, loc, loc_ans) or CounterFact records (requested_rewrite, paraphrase_prompts, "
+                   "neighborhood_prompts), applied one after another and scored as EasyEdit scores editors")
+    p.add_argument("--baselines", action="store_true", help="with --edits: also plain fine-tuning of the same "
+                   "adapter on each edit, and retrieval (the stored edits in the prompt, no weight change)")
+    p.add_argument("--limit", type=int, metavar="N", help="with --edits: the first N records only")
     p.add_argument("--repeats", type=int, default=2, help="times each statement is streamed [default: 2]")
     p.add_argument("--locality", metavar="FILE", help="a text file of prompts, one per line, whose answers should "
                    "not change [default: the built-in general questions the model answers right]")
@@ -172,7 +180,24 @@ def cmd_online_eval(args) -> int:
 
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats}: must be at least 1")
+    if args.edits and (args.facts or args.locality):
+        raise UserError("--edits brings its own prompts and locality checks; drop --facts / --locality")
+    if (args.baselines or args.limit is not None) and not args.edits:
+        raise UserError("--baselines and --limit go with --edits FILE")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit}: must be at least 1")
     cfg = online_config(args, {"model.name": args.model})
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory")
+    if args.edits:
+        from ..online.edits import read_edits
+        from ..recipes.online_edits import online_edits
+
+        records = read_edits(args.edits)[:args.limit]
+        online_edits(cfg, records, out, args.name if args.name != "online-eval" else "online-edits",
+                     args.baselines, console=terminal())
+        return 0
     facts = load_facts(args.facts) if args.facts else list(BUILTIN_FACTS)
     locality = None
     if args.locality:
@@ -185,9 +210,6 @@ def cmd_online_eval(args) -> int:
             raise UserError(f"{path} is not UTF-8 text; save it as UTF-8") from None
         if not locality:
             raise UserError(f"{path} holds no prompts; write one prompt per line")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a directory")
     online_eval(cfg, facts, args.repeats, locality, out, args.name, console=terminal())
     return 0
 

@@ -113,6 +113,10 @@ class OnlineConfig(Frozen):
     memory: MemoryConfig = MemoryConfig()
     gate: GateConfig = GateConfig()
     general: GeneralConfig = GeneralConfig()
+    route: Literal["facts", "always"] = Field("facts", description="which prompts the learned adapter answers: "
+                                              "facts = those about the user (I, my, me) or naming a stored fact's "
+                                              "subject, value or entities, every other prompt answered by the model "
+                                              "as it started; always = every prompt")
     metrics_every: int = Field(8, ge=0, description="stability/plasticity/forgetting metrics every N turns (0: never)")
     checkpoint_every: int = Field(1, gt=0, description="write the adapter and state every N learned turns")
     max_new_tokens: int = Field(48, gt=0, description="answer length in online-eval and the gate's checks")

@@ -92,6 +92,23 @@ def retention_examples() -> list[Example]:
     return [Example(user(q), a, {"split": "general"}) for q, a in RETENTION]
 
 
+def shared_questions(pairs: list[tuple[str | None, str | None]]) -> list[str]:
+    """The general questions that one of `pairs` (question, answer) — facts to forget — also asks or whose answer
+    is that fact's answer (either contains the other, as whole words; numbers alone do not count: "100" answers
+    both a boiling point and 10 × 10): forgetting such a fact lowers the general score for a reason that is not
+    damage, so `forgetlab unlearn` names them.
+
+    >>> shared_questions([("Which is the longest river in Africa?", "the Nile"), ("What is 3 + 3?", "6")])
+    ['Which is the longest river in Africa?']
+    """
+    from ..metrics.qa import contains, normalize
+
+    asked = {normalize(q) for q, _ in pairs if q}
+    answers = [a for _, a in pairs if a and not normalize(a).replace(" ", "").isdigit()]
+    return [q for q, a in RETENTION
+            if normalize(q) in asked or any(contains(x, a) or contains(a, x) for x in answers)]
+
+
 def anchor_messages(questions: bool = False) -> list[tuple[dict, ...]]:
     """The anchor prompts as chat messages: the everyday prompts, then (with `questions`) the factual questions,
     interleaved so that any run of consecutive anchors mixes both kinds."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..batching import encode
+from ..batching import encode, encode_continuation
 from ..config import TrainConfig
 from ..config.online import OnlineConfig
 from ..data.general import retention_examples
@@ -26,12 +26,14 @@ from ..data.records import Example, user
 from ..evaluate import generate_answers
 from ..loop import train
 from ..metrics.qa import contains
-from ..model import adapter_state, add_trainable_adapter, load_adapter_state
+from ..model import adapter_off, adapter_state, add_trainable_adapter, load_adapter_state
 from ..retain import build_anchors
 from ..runs import atomic_file
 from ..sessions.holder import ModelHolder
 from .detector import detect, is_question_turn
+from .edits import EditRecord
 from .memory import FactMemory, importance
+from .route import names, routes
 from .state import ADAPTER, LearnerState
 from .update import OnlineLoss, adaptive_lr, entity_token_ids, fact_examples, key_margins, key_predicted
 
@@ -57,7 +59,7 @@ class Update:
 @dataclass
 class TurnResult:
     turn: int
-    kind: str  # "fact", "question", "chat" or "skip"
+    kind: str  # "fact", "question", "chat", "edit" or "skip"
     updates: list[Update] = field(default_factory=list)
     metrics: dict | None = None
 
@@ -73,6 +75,7 @@ class OnlineLearner:
         if on_prepare:
             on_prepare()
         holder.update(self._prepare)
+        holder.router = self.answering  # every answer the holder generates goes through the router
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="forgetlab-learner")
         self._worker.start()
@@ -136,6 +139,19 @@ class OnlineLearner:
             result.updates.append(self._fact_update(row, turn))
         if result.kind == "chat" and self.cfg.update.regular and reply.strip():
             result.updates.append(self._update([Example(user(text), reply)], "chat", None, self.cfg.update.kl, turn))
+        return self._end_turn(result, turn)
+
+    def edit(self, record: EditRecord, turn: int | None = None) -> TurnResult:
+        """Apply one knowledge edit now (online-eval --edits): stored as a fact keyed by subject + relation (a
+        later edit of the same key replaces it, its earlier prompts answered with the new value), then learned
+        through the same fact update as a stated fact."""
+        turn = turn or self.state.next_turn()
+        earlier = next((r for r in self.memory.all() if r["key"] == record.key), None)
+        row = self.memory.add(record.fact(earlier), turn)
+        return self._end_turn(TurnResult(turn, "edit", [self._fact_update(row, turn)]), turn)
+
+    def _end_turn(self, result: TurnResult, turn: int) -> TurnResult:
+        """What follows every turn's updates: a replay every N turns, tidying, metrics, the record, a checkpoint."""
         every = self.cfg.memory.replay_every
         if every and turn % every == 0 and self.cfg.memory.replay_facts:
             result.updates += self._replay(turn, skip={u.fact_id for u in result.updates})
@@ -186,7 +202,8 @@ class OnlineLearner:
         """Under the holder's lock: the loop's steps, then (for a fact) the gate's check and maybe a restore."""
         t0, u = time.perf_counter(), self.cfg.update
         before = adapter_state(self.model)
-        encoded = [encode(self.tok, ex, MAX_LENGTH) for ex in examples]
+        encoded = [encode_continuation(self.tok, ex.messages[-1]["content"], " " + ex.target, MAX_LENGTH)
+                   if ex.meta.get("plain") else encode(self.tok, ex, MAX_LENGTH) for ex in examples]
         ents = entity_token_ids(self.tok, [*([fact["value"], *fact["entities"]] if fact else []), *values])
         method = OnlineLoss(u, self.anchors, lam, ents, self.tok.pad_token_id, start=turn * u.steps)
         steps = u.steps if context == "fact" else 1 if context == "chat" else self.cfg.memory.replay_steps
@@ -224,6 +241,38 @@ class OnlineLearner:
         broken = [f"{ex.messages[-1]['content']} -> no longer '{key}'"
                   for (ex, key), ok in zip(rows[:len(rows) - bool(fact["forms"])], hits, strict=False) if not ok]
         return broken, bool(fact["forms"]) and hits[-1]
+
+    # -- the router: which prompts the learned adapter answers (online/route.py) --------------------------------
+    def routed(self, texts: list[str]) -> list[bool]:
+        """Per prompt: does the learned adapter answer it (`route: always`, or the prompt is about the user or
+        names a stored fact)?"""
+        if self.cfg.route == "always":
+            return [True] * len(texts)
+        known = names(self.memory.all())
+        return [routes(t, known) for t in texts]
+
+    def answering(self, text: str):
+        """A context in which the model answers `text` as the router says (the holder generates inside it)."""
+        return adapter_off(self.model, ADAPTER, off=not self.routed([text])[0])
+
+    def by_route(self, texts: list[str], fn) -> list:
+        """`fn(indices)` → one value per index, called with the adapter on for the routed prompts among `texts` and
+        off for the others; the values come back in `texts`' order. Call under the holder's lock."""
+        out: list = [None] * len(texts)
+        flags = self.routed(texts)
+        for on in (True, False):
+            idx = [i for i, f in enumerate(flags) if f is on]
+            if idx:
+                with adapter_off(self.model, ADAPTER, off=not on):
+                    for i, value in zip(idx, fn(idx), strict=True):
+                        out[i] = value
+        return out
+
+    def generate(self, examples: list[Example], max_new_tokens: int) -> list[str]:
+        """Greedy answers, each prompt answered as the router says. Call under the holder's lock."""
+        return self.by_route([ex.messages[-1]["content"] for ex in examples],
+                             lambda idx: generate_answers(self.model, self.tok, [examples[i] for i in idx],
+                                                          max_new_tokens, batch_size=64))
 
     def measure(self, turn: int) -> dict:
         """Stability, plasticity and forgetting now (see `online/measure.py`)."""

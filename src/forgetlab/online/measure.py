@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import collate, to_device
-from ..evaluate import general_score, generate_answers
+from ..evaluate import general_score
 from ..losses import answer_logits, kl_to_reference
 from ..metrics.qa import contains
 
@@ -74,7 +74,7 @@ def measure(learner, turn: int) -> dict:
     model.eval()
     kl, ppl = anchor_stability(model, learner.anchors, tok.pad_token_id)
     general = learner.controls + learner.locality
-    answers = generate_answers(model, tok, general, learner.cfg.gate.check_tokens, batch_size=64) if general else []
+    answers = learner.generate(general, learner.cfg.gate.check_tokens) if general else []
     control = sum(contains(a, ex.target) for a, ex in zip(answers, general, strict=True)) / len(general) \
         if general else None
     ppls = [m["anchor_perplexity"] for m in learner.state.metrics_history()] + [ppl]
@@ -84,6 +84,7 @@ def measure(learner, turn: int) -> dict:
             **plasticity([u for u in learner.state.updates_history() if u["kind"] == "fact"]),
             "control": control, "regression": None if control is None else 1.0 - control,
             "forgetting_rate": None if control is None else (1.0 - control) / learned,
-            "general": general_score(model, tok, learner.cfg.general) if learner.cfg.general.enabled else None,
+            "general": general_score(model, tok, learner.cfg.general, learner.generate)
+            if learner.cfg.general.enabled else None,
             "facts_stored": len(facts), "facts_learned": sum(f["learned"] for f in facts),
             "updates_rejected": learner.state.rejected}

@@ -18,13 +18,19 @@ from ..data.records import Example, user
 from ..forward import by_row, per_row
 from ..losses import answer_logits, kl_to_reference
 from ..retain import Anchors, with_rows
+from .edits import EDIT
 
 ACK = "I understand. "
 
 
 def fact_examples(fact: dict, cfg: UpdateConfig) -> list[Example]:
     """What a fact is trained as: its first `cfg.forms` question forms (second-person answers), and the statement
-    answered "I understand. <the fact in the second person>" (the statement itself when no forms are trained)."""
+    answered "I understand. <the fact in the second person>" (the statement itself when no forms are trained). An
+    edit is trained as each of its prompts with the new answer, through the chat template and as plain text
+    (`prompt answer`, the form the editing metrics read)."""
+    if fact["pattern"] == EDIT:  # an edit: each of its prompts through the chat template and as plain text
+        return [Example(user(q), a, {"kind": "form", "plain": plain}) for q, a in fact["forms"]
+                for plain in (False, True)]
     forms = [tuple(f) for f in fact["forms"]][:cfg.forms]
     out = [Example(user(q), a, {"kind": "form"}) for q, a in forms]
     if cfg.statement:

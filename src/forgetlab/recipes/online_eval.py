@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..config import OnlineConfig, dump_yaml
 from ..data.records import Example, user
-from ..evaluate import generate_answers
 from ..metrics.qa import contains, exact_match
 from ..model import load_base
 from ..online.learner import OnlineLearner
@@ -91,7 +90,7 @@ def online_eval(cfg: OnlineConfig, facts: list[FactProbes], repeats: int, locali
 
 def answers_to(learner: OnlineLearner, prompts: list[str], tokens: int) -> list[str]:
     examples = [Example(user(p), "") for p in prompts]
-    return learner.holder.update(lambda _: generate_answers(learner.model, learner.tok, examples, tokens, batch_size=64))
+    return learner.holder.update(lambda _: learner.generate(examples, tokens))
 
 
 def token_agreement(learner: OnlineLearner, prompts: list[str], answers: list[str]) -> list[float]:
@@ -108,7 +107,8 @@ def token_agreement(learner: OnlineLearner, prompts: list[str], answers: list[st
         return [float(hit.float().mean()) if hit.numel() else 1.0]
 
     rows = [encode(learner.tok, Example(user(p), a or "OK"), 512) for p, a in zip(prompts, answers, strict=True)]
-    return learner.holder.update(lambda _: per_row(learner.model, rows, learner.tok.pad_token_id, agreement, 1))
+    return learner.holder.update(lambda _: learner.by_route(
+        prompts, lambda idx: per_row(learner.model, [rows[i] for i in idx], learner.tok.pad_token_id, agreement, 1)))
 
 
 def probe_recall(learner: OnlineLearner, facts: list[FactProbes]) -> float:

@@ -48,6 +48,8 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
     if sets and cfg.rtt.enabled and len(sets["forget_eval"].mcq()) < cfg.rtt.splits:
         raise UserError(f"{sets['forget_eval'].name}: --rtt needs at least {cfg.rtt.splits} MCQ facts (one per split), "
                         f"found {len(sets['forget_eval'].mcq())}; give MCQ records with --forget-eval or fewer rtt.splits")
+    if sets and cfg.general.enabled:
+        note_shared(sets["forget"])
     if cfg.learn_first:
         load_task(cfg.learn_first, _data_cfg())  # a bad task name fails before the model loads
     model, tok = load_base(cfg.model)
@@ -99,6 +101,19 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
                        f"{fmt(k.get('retain_ll', k.get('retain_qa')))}, general {fmt(k.get('general'))}) is saved as "
                        f"{state.get('saved', '-')}; try another --lr, more --epochs or another --method")
     return run_dir
+
+
+def note_shared(forget: FactSet) -> None:
+    """One line on stderr when forget facts are also general questions (their loss is not damage)."""
+    import sys
+
+    from ..data.general import RETENTION, shared_questions
+
+    shared = shared_questions([(f.question, f.answer) for f in forget.facts])
+    if shared:
+        print(f"forgetlab: note: {len(shared)} of the {len(RETENTION)} general questions ask what {forget.name} holds "
+              f"({'; '.join(shared[:3])}{'; …' if len(shared) > 3 else ''}): the general score falls as they are "
+              "forgotten, so its floor binds sooner", file=sys.stderr)
 
 
 def _data_cfg():

@@ -9,6 +9,7 @@ the old session.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ class ModelHolder:
         self._current = load()
         self._generate_lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        self.router: Callable[[str], contextlib.AbstractContextManager] | None = None
+        """Set by the online learner: a context, per request (its last user message), to generate in."""
 
     @property
     def current(self) -> Loaded:
@@ -113,17 +116,19 @@ class ModelHolder:
                                f"{self.context_length(loaded)}; shorten the messages", "messages")
         if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
             raise RequestError("temperature must be in [0, 2] and top_p in (0, 1]", "temperature")
-        return self._run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed, cancel)
+        last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        return self._run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed, cancel, last)
 
     def _run(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-             stops: list[str], seed: int | None, cancel: threading.Event | None) -> Iterator[str | Completion]:
+             stops: list[str], seed: int | None, cancel: threading.Event | None,
+             text: str = "") -> Iterator[str | Completion]:
         model, tok = loaded.model, loaded.tok
         device = next(model.parameters()).device
         eos = eos_ids(model, tok)
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         out: list[int] = []
         tidier, reason = StreamTidier(stops), "length"
-        with self._generate_lock, torch.no_grad():
+        with self._generate_lock, torch.no_grad(), (self.router(text) if self.router else contextlib.nullcontext()):
             x, past = torch.tensor([ids], device=device), None
             for _ in range(max_tokens):
                 if cancel is not None and cancel.is_set():
