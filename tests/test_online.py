@@ -32,6 +32,12 @@ from .conftest import call_main
      ("What is my wifi password?", "Your wifi password is larkspur77.")),
     ("I'm allergic to hazelnuts.", "allergy", "", "hazelnuts", ("What am I allergic to?", "You are allergic to hazelnuts.")),
     ("My car is a red Tesla.", "is", "My car", "a red Tesla", ("What is my car?", "Your car is a red Tesla.")),
+    # the online-learning design's own example sentences, and their kin
+    ("Tom is my friend.", "relative_named_first", "friend", "Tom", ("Who is my friend?", "Your friend's name is Tom.")),
+    ("Santhosh owns Tesla.", "owns", "Santhosh", "Tesla", ("What does Santhosh own?", "Santhosh owns Tesla.")),
+    ("Priya Velloso is my boss.", "manager_named_first", "", "Priya Velloso",
+     ("Who is my manager?", "Your manager is Priya Velloso.")),
+    ("I own a red bicycle.", "i_own", "", "a red bicycle", ("What do I own?", "You own a red bicycle.")),
 ])
 def test_statements_become_facts_with_question_forms_in_the_second_person(text, pattern, subject, value, form):
     [fact] = detect(text, DetectConfig())
@@ -92,6 +98,16 @@ def test_eviction_orders_by_hand(policy, expected):
     assert [r["id"] for r in sorted(rows, key=lambda r: eviction_score(r, 10, cfg))] == expected
 
 
+def test_recency_importance_stays_full_until_decay_after_then_falls():
+    from forgetlab.online.memory import importance
+
+    cfg = MemoryConfig(importance="recency", decay_after=50, decay_rate=0.98, min_importance=0.1)
+    fact = row(1, 1, 0, 0)
+    assert importance(fact, 30, cfg) == 1.0 and importance(fact, 50, cfg) == 1.0  # 30, 50 turns unseen: kept
+    # 60 turns unseen: 1 / (1 + 10) · 0.98¹⁰ = 0.0743 < 0.1 (removed); before the fix, 1/31 at turn 30 already was
+    assert importance(fact, 60, cfg) == pytest.approx(0.98 ** 10 / 11)
+
+
 def test_memory_updates_evicts_decays_and_survives_reopening(tmp_path):
     from forgetlab.online.memory import FactMemory, importance
 
@@ -130,6 +146,10 @@ def test_adaptive_lr_and_token_weights_by_hand():
     w = UpdateConfig(entity_weight=2.0, edge_weight=0.5, repeat_factor=0.5)
     assert token_weights([5, 7, 7, 9], {9}, w) == [1.5, 0.5, 0.5, 3.5]
     assert token_weights([4], set(), w) == [1.5]
+    # the design's weighting: the first and last five tokens up, repeated tokens up (× 1.5)
+    design = UpdateConfig(entity_weight=0.0, edge_weight=0.5, edge_tokens=5, repeat_factor=1.5)
+    assert token_weights(list(range(12)) + [3], set(), design) == [1.5, 1.5, 1.5, 2.25] + [1.5] + [1.0] * 3 + \
+        [1.5] * 4 + [2.25]
 
 
 def test_weighted_loss_kl_is_zero_at_the_start_and_positive_away(tokenizer, tiny):
@@ -154,6 +174,17 @@ def test_weighted_loss_kl_is_zero_at_the_start_and_positive_away(tokenizer, tiny
         moved = OnlineLoss(UpdateConfig(), anchors, 0.0, set(), tokenizer.pad_token_id).loss(model, batch, None)
         moved_kl = OnlineLoss(UpdateConfig(), anchors, 5.0, set(), tokenizer.pad_token_id).loss(model, batch, None)
         assert float(moved_kl) > float(moved) + 1e-4
+        # KL on the update's own text, to the model with the adapter switched off: zero at the start, positive away
+        from forgetlab.model import adapter_off
+
+        text = OnlineLoss(UpdateConfig(kl_text=2.0), anchors, 0.0, set(), tokenizer.pad_token_id,
+                          starting=lambda: adapter_off(model, "online")).loss(model, batch, None)
+        assert float(text) > float(moved) + 1e-4
+        for layer in lora_layers(model):
+            layer.lora_B["online"].weight.zero_()
+        at_start = OnlineLoss(UpdateConfig(kl_text=2.0), anchors, 0.0, set(), tokenizer.pad_token_id,
+                              starting=lambda: adapter_off(model, "online")).loss(model, batch, None)
+        assert float(at_start) == pytest.approx(float(plain), abs=1e-5)
 
 
 START: dict = {}  # the tiny model's anchors and control answers, computed by the first learner and reused
@@ -175,6 +206,17 @@ def tiny_learner(tokenizer, state, **cfg):
     learner = OnlineLearner(holder, OnlineConfig.model_validate({**base, **cfg}), state)
     START.setdefault("path", state / "start.pt")
     return learner
+
+
+def test_the_question_context_trains_a_question_turn_only_when_its_multiplier_is_set(tokenizer, tmp_path):
+    off = tiny_learner(tokenizer, tmp_path / "a", update={"regular": True, "steps": 1})
+    assert off.learn(1, "What is the capital of Peru?", "Lima.").updates == []  # question_multiplier 0
+    on = tiny_learner(tokenizer, tmp_path / "b", update={"regular": True, "question_multiplier": 0.5, "steps": 1,
+                                                         "clip": 0.5, "weight_decay": 0.01})
+    [up] = on.learn(1, "What is the capital of Peru?", "Lima.").updates
+    assert up.kind == "question" and up.steps == 1
+    [chat] = on.learn(2, "Lovely weather today.", "It is.").updates
+    assert chat.kind == "chat"
 
 
 def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch):

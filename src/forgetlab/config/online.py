@@ -62,7 +62,8 @@ class UpdateConfig(Frozen):
     steps: int = Field(8, gt=0, description="most optimizer steps per fact update")
     stop_loss: float = Field(0.2, ge=0, description="a fact update stops once the answer-token loss is below this")
     chat_multiplier: float = Field(0.3, gt=0, description="lr × this on the regular (non-fact) path")
-    question_multiplier: float = Field(0.0, ge=0, description="lr × this on questions (0: questions are not learned)")
+    question_multiplier: float = Field(0.0, ge=0, description="lr × this on a question turn's step of the regular "
+                                       "path (update.regular; 0: questions are not learned)")
     fact_multiplier: float = Field(1.0, gt=0, description="lr × this on fact updates")
     replay_multiplier: float = Field(0.3, gt=0, description="lr × this when the memory replays facts")
     repetition_boost: float = Field(0.25, ge=0, description="lr × (1 + this × (times seen − 1)) for a restated fact")
@@ -78,9 +79,17 @@ class UpdateConfig(Frozen):
     kl_important: float = Field(0.5, ge=0, description="λ on fact updates of important facts (importance ≥ 2)")
     anchors_per_step: int = Field(4, ge=0, description="anchor prompts in each step's KL term")
     regular: bool = Field(False, description="the regular path: a step on the model's own reply to a non-fact turn")
+    clip: float = Field(1.0, gt=0, description="gradient-norm clipping threshold of every update")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of every update")
     entity_weight: float = Field(2.0, ge=0, description="token weight added on the fact's value tokens")
-    edge_weight: float = Field(0.5, ge=0, description="token weight added on an answer's first and last tokens")
-    repeat_factor: float = Field(0.5, gt=0, le=1, description="token weight × this for a token repeated in its answer")
+    edge_weight: float = Field(0.5, ge=0, description="token weight added on an answer's first and last "
+                               "`edge_tokens` tokens")
+    edge_tokens: int = Field(1, ge=0, description="how many tokens at each end of an answer get edge_weight (the "
+                             "online-learning design: 5)")
+    repeat_factor: float = Field(0.5, gt=0, le=4, description="token weight × this for a token repeated in its "
+                                 "answer (< 1 down, > 1 up: the design weights repeated tokens up)")
+    kl_text: float = Field(0.0, ge=0, description="λ of KL(p_start || p) on the update's own answer tokens, beside "
+                           "the anchors' (the starting model is the one with the learned adapter switched off)")
 
 
 class MemoryConfig(Frozen):

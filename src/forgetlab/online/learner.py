@@ -137,8 +137,10 @@ class OnlineLearner:
         for fact in facts:
             row = self.memory.add(fact, turn)
             result.updates.append(self._fact_update(row, turn))
-        if result.kind == "chat" and self.cfg.update.regular and reply.strip():
-            result.updates.append(self._update([Example(user(text), reply)], "chat", None, self.cfg.update.kl, turn))
+        if result.kind in ("chat", "question") and self.cfg.update.regular and reply.strip():
+            # the regular path: a step on the model's own reply (a question's lr: update.question_multiplier, 0 = none)
+            up = self._update([Example(user(text), reply)], result.kind, None, self.cfg.update.kl, turn)
+            result.updates += [up] if up.steps else []
         return self._end_turn(result, turn)
 
     def edit(self, record: EditRecord, turn: int | None = None) -> TurnResult:
@@ -205,10 +207,11 @@ class OnlineLearner:
         encoded = [encode_continuation(self.tok, ex.messages[-1]["content"], " " + ex.target, MAX_LENGTH)
                    if ex.meta.get("plain") else encode(self.tok, ex, MAX_LENGTH) for ex in examples]
         ents = entity_token_ids(self.tok, [*([fact["value"], *fact["entities"]] if fact else []), *values])
-        method = OnlineLoss(u, self.anchors, lam, ents, self.tok.pad_token_id, start=turn * u.steps)
-        steps = u.steps if context == "fact" else 1 if context == "chat" else self.cfg.memory.replay_steps
+        method = OnlineLoss(u, self.anchors, lam, ents, self.tok.pad_token_id, start=turn * u.steps,
+                            starting=lambda: adapter_off(self.model, ADAPTER))
+        steps = u.steps if context == "fact" else 1 if context in ("chat", "question") else self.cfg.memory.replay_steps
         tc = TrainConfig(epochs=steps, batch_size=len(encoded), lr=lr, warmup_ratio=0.0, min_lr_ratio=1.0,
-                         max_length=MAX_LENGTH, seed=self.cfg.seed)
+                         max_length=MAX_LENGTH, seed=self.cfg.seed, max_grad_norm=u.clip, weight_decay=u.weight_decay)
         history = train(self.model, encoded, tc, method, None, self.tok.pad_token_id, seed=self.cfg.seed + turn,
                         stop=lambda row: method.last_nll < u.stop_loss)
         up = Update(context, fact and fact["id"], len(history), history[0]["loss"], history[-1]["loss"], 0.0)

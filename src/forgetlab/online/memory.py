@@ -4,7 +4,7 @@ a kill leaves the last committed state).
 Importance of a fact at turn t (seen `n` times, last at turn `l`), by `memory.importance`:
 
     repetition  n
-    recency     1 / (1 + t − l)
+    recency     1 / (1 + max(0, t − l − decay_after))    (full while the fact is fresher than decay_after)
     hybrid      n · (1 + 1 / (1 + t − l)) / 2
 
 times the decay factor `decay_rate ** max(0, t − l − decay_after)`: a fact unseen for long fades, and is removed
@@ -32,7 +32,8 @@ def importance(row: dict, turn: int, cfg: MemoryConfig) -> float:
     """The fact's importance at `turn` (module docstring)."""
     n, since = row["times_seen"], max(0, turn - row["last_turn"])
     recency = 1.0 / (1 + since)
-    score = {"repetition": float(n), "recency": recency, "hybrid": n * (1 + recency) / 2}[cfg.importance]
+    fresh = 1.0 / (1 + max(0, since - cfg.decay_after))
+    score = {"repetition": float(n), "recency": fresh, "hybrid": n * (1 + recency) / 2}[cfg.importance]
     return score * cfg.decay_rate ** max(0, since - cfg.decay_after)
 
 

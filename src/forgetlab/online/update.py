@@ -66,14 +66,15 @@ def entity_token_ids(tok, texts: list[str]) -> set[int]:
 
 def token_weights(answer: list[int], entity_ids: set[int], cfg: UpdateConfig) -> list[float]:
     """Importance of each answer token: 1, plus entity_weight on the fact's value tokens, plus edge_weight on the
-    first and last token; times repeat_factor for a token that occurs more than once in the answer.
+    first and last `edge_tokens` tokens; times repeat_factor for a token that occurs more than once in the answer.
 
     >>> token_weights([5, 7, 7, 9], {9}, UpdateConfig(entity_weight=2.0, edge_weight=0.5, repeat_factor=0.5))
     [1.5, 0.5, 0.5, 3.5]
     """
-    out = []
+    out, k = [], cfg.edge_tokens
     for i, t in enumerate(answer):
-        w = 1.0 + (cfg.entity_weight if t in entity_ids else 0.0) + (cfg.edge_weight if i in (0, len(answer) - 1) else 0.0)
+        edge = i < k or i >= len(answer) - k
+        w = 1.0 + (cfg.entity_weight if t in entity_ids else 0.0) + (cfg.edge_weight if edge else 0.0)
         out.append(w * (cfg.repeat_factor if answer.count(t) > 1 else 1.0))
     return out
 
@@ -83,8 +84,9 @@ class OnlineLoss:
     NLL of the last step, what early stopping reads."""
 
     def __init__(self, cfg: UpdateConfig, anchors: Anchors | None, kl_weight: float, entity_ids: set[int],
-                 pad_id: int, start: int = 0):
+                 pad_id: int, start: int = 0, starting=None):
         self.cfg, self.anchors, self.kl_weight, self.entity_ids, self.pad_id = cfg, anchors, kl_weight, entity_ids, pad_id
+        self.starting = starting  # a context in which the model is the starting one (update.kl_text's reference)
         self.number = start
         self.last_nll = float("inf")
 
@@ -106,6 +108,10 @@ class OnlineLoss:
         if extra:
             ref = torch.cat([self.anchors.refs[i] for i in idx]).to(logits.device)
             loss = loss + self.kl_weight * kl_to_reference(logits[n:], ref)
+        if self.cfg.kl_text and self.starting is not None:
+            with torch.no_grad(), self.starting():
+                ref, _ = answer_logits(model, batch)
+            loss = loss + self.cfg.kl_text * kl_to_reference(logits[:n], ref.float())
         self.number += 1
         return loss
 
