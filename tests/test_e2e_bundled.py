@@ -77,12 +77,11 @@ def test_two_sessions_on_one_phrasing_per_fact_keep_what_they_learned(tmp_path):
 
 
 def test_chat_learns_facts_and_keeps_them_after_kill_9(tmp_path):
-    """The bundled model, default learner settings: a fact stated in a chat is learned and checkpointed; the chat is
-    killed with SIGKILL; a restarted scripted chat answers questions about the fact from the weights (a fresh
-    process has no conversation to read it from), the issue's own "Who do I report to?" and a paraphrase.
-    Two facts ("My dog's name is Biscotti." next): the dog was always answered, but "Who do I report to?" came
-    out degenerate ("Your answer is: Your answer is: ...") in 3 of 5 runs — the same code trains to slightly
-    different weights from run to run on CPU, and the answer sits on that edge; see the README."""
+    """The bundled model, default learner settings: three facts, each stated once in a chat, are learned and
+    checkpointed; the chat is killed with SIGKILL; a restarted scripted chat answers a question about each fact from
+    the weights (a fresh process has no conversation to read it from), the first fact's "Who do I report to?" and a
+    paraphrase. (With rehearsal of 4 other facts, "Who do I report to?" came out degenerate in 3 of 5 runs after a
+    second fact; see the README.)"""
     import os
     import signal
     import subprocess
@@ -93,22 +92,26 @@ def test_chat_learns_facts_and_keeps_them_after_kill_9(tmp_path):
     exe = Path(sys.executable).with_name("forgetlab")
     proc = subprocess.Popen([str(exe), "chat", "--learn", *home], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    proc.stdin.write("My manager is Priya Velloso.\n")
+    proc.stdin.write("My manager is Priya Velloso.\nMy dog's name is Biscotti.\nI live in Marrowick.\n")
     proc.stdin.flush()
     state = tmp_path / "me" / "online" / "state.json"
     deadline = time.time() + 600
-    while time.time() < deadline and not (state.is_file() and json.loads(state.read_text())["turn"] >= 1):
+    while time.time() < deadline and not (state.is_file() and json.loads(state.read_text())["turn"] >= 3):
         time.sleep(1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    [turn] = [json.loads(line) for line in (tmp_path / "me" / "online" / "turns.jsonl").read_text().splitlines()]
-    assert turn["kind"] == "fact" and turn["updates"][0]["kept"] and turn["updates"][0]["learned"], turn
+    turns = [json.loads(line) for line in (tmp_path / "me" / "online" / "turns.jsonl").read_text().splitlines()]
+    assert [t["kind"] for t in turns] == ["fact"] * 3, turns
+    assert all(t["updates"][0]["kept"] and t["updates"][0]["learned"] for t in turns), turns
 
-    asked = "Who do I report to?\n/reset\nWhat is the name of my manager?\n/facts\n"
+    asked = ("Who do I report to?\n/reset\nWhat is the name of my manager?\n/reset\nWhat is my dog's name?\n/reset\n"
+             "Where do I live?\n/facts\n")
     r = run_cli("chat", "--learn", *home, input=asked, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     answers = [line for line in r.stdout.splitlines() if line.startswith("me> ")]
-    assert len(answers) == 2 and all("Priya" in a for a in answers), r.stdout
+    assert len(answers) == 4, r.stdout
+    assert "Priya" in answers[0] and "Priya" in answers[1] and "Biscotti" in answers[2] and "Marrowick" in answers[3], \
+        r.stdout
     assert "[1] My manager is Priya Velloso." in r.stdout
 
 

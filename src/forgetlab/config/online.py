@@ -71,7 +71,7 @@ class UpdateConfig(Frozen):
     lr_cap: float = Field(1e-2, gt=0, description="nor above this")
     statement: bool = Field(True, description="train the statement itself too, answered 'I understand. <statement>'")
     forms: int = Field(3, ge=0, description="question forms per fact taken from its pattern's templates")
-    rehearse: int = Field(4, ge=0, description="every fact update also trains one question form (a different one "
+    rehearse: int = Field(8, ge=0, description="every fact update also trains one question form (a different one "
                           "each time) of up to this many other stored facts, taken in turn, so a new fact "
                           "neither overwrites the old ones nor becomes the answer to every question")
     kl: float = Field(1.0, ge=0, description="standard λ of KL(p_base || p) on the anchor prompts")

@@ -76,14 +76,16 @@ def edit_stream(cfg: OnlineConfig, records: list[EditRecord], state_dir: Path, c
             per_edit.append({"seconds": sum(u.seconds for u in result.updates), "kept": up.kept,
                              "learned": bool(up.learned)})
             scores = holder.update(lambda _, t=t: score_edits(learner, records[:t], rows, before))
-            curve.append({"T": t, **averages(scores)})
+            curve.append({"T": t, **averages(scores, current(records[:t]))})
     final = holder.update(lambda _: score_edits(learner, records, rows, before))
     gen = holder.update(lambda _: generation_view(learner.generate, records, cfg.gate.check_tokens))
     wins = later_wins(records, gen["answers"])
     for row, s, g, hit in zip(per_edit, final, gen["answers"], gen["hits"], strict=True):
         row.update(s, answer=g[0], answer_hit=hit)
     seconds = [r["seconds"] for r in per_edit]
-    summary = {**averages(final), "answers": mean(gen["hits"]), "rephrase_answers": gen["rephrase"],
+    live = current(records)
+    summary = {**averages(final, live), "answers": mean([h for h, x in zip(gen["hits"], live, strict=True) if x]),
+               "rephrase_answers": gen["rephrase"],
                "later_wins": wins["share"], "later_wins_n": wins["n"], "median_edit_s": statistics.median(seconds),
                "edits_undone": sum(not r["kept"] for r in per_edit), "edits": len(records)}
     return {"summary": summary, "curve": curve, "per_edit": per_edit, "later": wins["rows"]}
@@ -112,8 +114,17 @@ def score_edits(learner: OnlineLearner, records: list[EditRecord], rows: EditRow
     return [{k: mean(got.get((i, k), [])) for k in ("reliability", "generalisation", "locality")} for i in range(n)]
 
 
-def averages(scores: list[dict]) -> dict:
-    return {k: mean([s[k] for s in scores if s[k] is not None]) for k in ("reliability", "generalisation", "locality")}
+def current(records: list[EditRecord]) -> list[bool]:
+    """Per record: is it the last edit of its key so far? An earlier edit of a re-edited subject is superseded:
+    its prompts should now give the later value, which `later_wins` checks, so the averages leave it out."""
+    last = {r.key: i for i, r in enumerate(records)}
+    return [last[r.key] == i for i, r in enumerate(records)]
+
+
+def averages(scores: list[dict], live: list[bool] | None = None) -> dict:
+    """Mean of each metric over the edits (those `live` marks, when given)."""
+    use = [s for s, x in zip(scores, live or [True] * len(scores), strict=True) if x]
+    return {k: mean([s[k] for s in use if s[k] is not None]) for k in ("reliability", "generalisation", "locality")}
 
 
 def unflatten(values: list, shape: list[list]) -> list[list]:
@@ -132,7 +143,8 @@ def generation_view(generate, records: list[EditRecord], tokens: int) -> dict:
     for (i, _), a in zip(asked, answers, strict=True):
         per[i].append(a)
     hits = [contains(a[0], r.target) for a, r in zip(per, records, strict=True)]
-    rephrase = [contains(x, r.target) for a, r in zip(per, records, strict=True) for x in a[1:]]
+    live = current(records)
+    rephrase = [contains(x, r.target) for a, r, x_live in zip(per, records, live, strict=True) if x_live for x in a[1:]]
     return {"answers": per, "hits": hits, "rephrase": mean(rephrase)}
 
 
@@ -163,12 +175,13 @@ def retrieval(cfg: OnlineConfig, records: list[EditRecord], console) -> dict:
     curve = []
     for t in sorted({*[x for x in TABLE_AT if x < len(records)], len(records)}):
         scores = retrieval_scores(model, tok, records, t, before)
-        curve.append({"T": t, **averages(scores)})
+        curve.append({"T": t, **averages(scores, current(records[:t]))})
     memory = latest(records)
     gen = generation_view(lambda ex, n: generate_answers(model, tok, [with_facts(e, memory) for e in ex], n, 64),
                           records, cfg.gate.check_tokens)
     wins = later_wins(records, gen["answers"])
-    summary = {**curve[-1], "answers": mean(gen["hits"]), "rephrase_answers": gen["rephrase"],
+    summary = {**curve[-1], "answers": mean([h for h, x in zip(gen["hits"], current(records), strict=True) if x]),
+               "rephrase_answers": gen["rephrase"],
                "later_wins": wins["share"], "later_wins_n": wins["n"], "median_edit_s": 0.0, "edits_undone": 0,
                "edits": len(records)}
     summary.pop("T")
@@ -229,12 +242,13 @@ def table_rows(results: dict) -> list[list]:
 
 def write_outputs(run: Path, records: list[EditRecord], results: dict) -> None:
     main = results["forgetlab"]
-    header = ["T", "subject", "target", "reliability", "generalisation", "locality", "answer", "answer_hit",
-              "seconds", "kept", "learned"]
-    write_csv(run / "edits.csv", header, [[t, r.subject, r.target, e["reliability"], e["generalisation"],
-                                           e["locality"], e["answer"], int(e["answer_hit"]), round(e["seconds"], 3),
-                                           int(e["kept"]), int(e["learned"])]
-                                          for t, (r, e) in enumerate(zip(records, main["per_edit"], strict=True), 1)])
+    header = ["T", "subject", "target", "superseded", "reliability", "generalisation", "locality", "answer",
+              "answer_hit", "seconds", "kept", "learned"]
+    live = current(records)
+    write_csv(run / "edits.csv", header,
+              [[t, r.subject, r.target, int(not live[t - 1]), e["reliability"], e["generalisation"], e["locality"],
+                e["answer"], int(e["answer_hit"]), round(e["seconds"], 3), int(e["kept"]), int(e["learned"])]
+               for t, (r, e) in enumerate(zip(records, main["per_edit"], strict=True), 1)])
     write_csv(run / "curve.csv", ["method", "T", "reliability", "generalisation", "locality"],
               [[name, c["T"], c["reliability"], c["generalisation"], c["locality"]]
                for name, res in results.items() for c in res["curve"]])
