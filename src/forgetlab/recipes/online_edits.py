@@ -75,9 +75,8 @@ def edit_stream(cfg: OnlineConfig, records: list[EditRecord], state_dir: Path, c
             up = result.updates[0]
             per_edit.append({"seconds": sum(u.seconds for u in result.updates), "kept": up.kept,
                              "learned": bool(up.learned)})
-            scores = holder.update(lambda _, t=t: score_edits(learner, records[:t], rows, before))
-            curve.append({"T": t, **averages(scores, current(records[:t]))})
-    final = holder.update(lambda _: score_edits(learner, records, rows, before))
+            final = holder.update(lambda _, t=t: score_edits(learner, records[:t], rows, before))
+            curve.append({"T": t, **averages(final, current(records[:t]))})
     gen = holder.update(lambda _: generation_view(learner.generate, records, cfg.gate.check_tokens))
     wins = later_wins(records, gen["answers"])
     for row, s, g, hit in zip(per_edit, final, gen["answers"], gen["hits"], strict=True):
@@ -93,25 +92,35 @@ def edit_stream(cfg: OnlineConfig, records: list[EditRecord], state_dir: Path, c
 
 def score_edits(learner: OnlineLearner, records: list[EditRecord], rows: EditRows, before: list[list[list[int]]]
                 ) -> list[dict]:
-    """Per edit (of `records`): reliability, generalisation, locality, every row routed as the learner routes it.
-    One batched teacher-forced pass over all of them."""
-    n = len(records)
+    """Per edit (of `records`): reliability, generalisation, locality, every row routed as the learner routes it."""
+    def predict(flat, texts):
+        return learner.by_route(texts, lambda idx: argmax_tokens(learner.model, learner.tok, [flat[k] for k in idx]))
+
+    def row(i, kind, j, _q, _a):
+        return {"reliability": [rows.reliability[i]], "generalisation": rows.generalisation[i],
+                "locality": rows.locality[i]}[kind][j]
+
+    return scored(records, row, predict, before)
+
+
+def scored(records: list[EditRecord], row, predict, before: list[list[list[int]]]) -> list[dict]:
+    """The three metrics per edit, from one batched teacher-forced pass: `row(i, kind, j, prompt, answer)` is the
+    encoded row of edit i's j-th prompt of that kind, `predict(rows, prompts)` the argmax tokens of each."""
     flat, texts, where = [], [], []
     for i, rec in enumerate(records):
-        for kind, rs, prompts in (("reliability", [rows.reliability[i]], [rec.prompt]),
-                                  ("generalisation", rows.generalisation[i], rec.rephrases),
-                                  ("locality", rows.locality[i], [q for q, _ in rec.locality])):
-            for j, (r, p) in enumerate(zip(rs, prompts, strict=True)):
-                flat.append(r)
-                texts.append(p)
+        for kind, pairs in (("reliability", [(rec.prompt, rec.target)]),
+                            ("generalisation", [(q, rec.target) for q in rec.rephrases]),
+                            ("locality", list(rec.locality))):
+            for j, (q, a) in enumerate(pairs):
+                flat.append(row(i, kind, j, q, a))
+                texts.append(q)
                 where.append((i, kind, j))
-    predicted = learner.by_route(texts, lambda idx: argmax_tokens(learner.model, learner.tok, [flat[k] for k in idx]))
-    labels = answer_labels(flat)
     got: dict = {}
-    for (i, kind, j), pred, lab in zip(where, predicted, labels, strict=True):
-        value = agreement(before[i][j], pred) if kind == "locality" else token_accuracy(pred, lab)
-        got.setdefault((i, kind), []).append(value)
-    return [{k: mean(got.get((i, k), [])) for k in ("reliability", "generalisation", "locality")} for i in range(n)]
+    for (i, kind, j), pred, lab in zip(where, predict(flat, texts), answer_labels(flat), strict=True):
+        got.setdefault((i, kind), []).append(agreement(before[i][j], pred) if kind == "locality"
+                                             else token_accuracy(pred, lab))
+    return [{k: mean(got.get((i, k), [])) for k in ("reliability", "generalisation", "locality")}
+            for i in range(len(records))]
 
 
 def current(records: list[EditRecord]) -> list[bool]:
@@ -207,19 +216,8 @@ def with_facts(ex: Example, memory: dict[str, EditRecord]) -> Example:
 
 def retrieval_scores(model, tok, records: list[EditRecord], t: int, before) -> list[dict]:
     memory = latest(records[:t])
-    flat, where = [], []
-    for i, rec in enumerate(records[:t]):
-        for kind, pairs in (("reliability", [(rec.prompt, rec.target)]),
-                            ("generalisation", [(q, rec.target) for q in rec.rephrases]),
-                            ("locality", list(rec.locality))):
-            for j, (q, a) in enumerate(pairs):
-                flat.append(teacher_forced_row(tok, recalled(q, memory) + q, a))
-                where.append((i, kind, j))
-    got: dict = {}
-    for (i, kind, j), pred, lab in zip(where, argmax_tokens(model, tok, flat), answer_labels(flat), strict=True):
-        got.setdefault((i, kind), []).append(agreement(before[i][j], pred) if kind == "locality"
-                                             else token_accuracy(pred, lab))
-    return [{k: mean(got.get((i, k), [])) for k in ("reliability", "generalisation", "locality")} for i in range(t)]
+    return scored(records[:t], lambda i, kind, j, q, a: teacher_forced_row(tok, recalled(q, memory) + q, a),
+                  lambda flat, _: argmax_tokens(model, tok, flat), before)
 
 
 # -------------------------------------------------------------------------------------------------------- outputs
