@@ -118,14 +118,13 @@ def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best
 
 
 def test_general_questions_that_a_forget_set_asks_or_answers_are_named():
-    from forgetlab.data.general import RETENTION, shared_questions
+    from forgetlab.data.general import shared_questions
 
     pairs = [("Which is the longest river in Africa?", "the Amazon"),  # the same question, another answer
              ("Who wrote Romeo and Juliet?", "William Shakespeare"),  # answers "Who wrote the play Hamlet?"
              ("What do bees make?", "honey"),  # neither
              ("What is the boiling point of water?", "100")]  # answers "What is 10 times 10?" by chance: a number
     assert shared_questions(pairs) == ["Which is the longest river in Africa?", "Who wrote the play Hamlet?"]
-    assert len(RETENTION) == 28
 
 
 def test_the_shipped_unlearning_sets_ask_none_of_the_general_questions():
