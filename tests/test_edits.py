@@ -108,8 +108,9 @@ def test_the_router_sends_prompts_about_stored_facts_or_the_user_to_the_adapter(
     path.write_text(json.dumps(ZSRE[:1]))
     learner = tiny_learner(tokenizer, tmp_path / "state", update={"steps": 2, "lr": 5e-2})
     learner.edit(read_edits(path)[0])
-    texts = ["Which university did watts humphrey go to?", "What is the capital of Japan?", "Where do I live?"]
-    assert learner.routed(texts) == [True, False, True]
+    texts = ["Which university did watts humphrey go to?", "What is the capital of Japan?", "Where do I live?",
+             "Was Watts Humphrey's university Michigan?", "Was Watts Humphreys a writer?"]
+    assert learner.routed(texts) == [True, False, True, True, False]  # a possessive names the subject too
     x = torch.tensor([tokenizer("What is the capital of Japan?")["input_ids"]])
     with torch.no_grad():
         on = learner.model(input_ids=x).logits

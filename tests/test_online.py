@@ -236,6 +236,31 @@ def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch)
     assert not all(torch.equal(before[k], v) for k, v in adapter_state(learner.model).items())
 
 
+def test_a_persistent_optimizer_carries_its_moments_across_turns_and_a_restart(tokenizer, tmp_path, monkeypatch):
+    from forgetlab.online.state import OPTIMIZER
+
+    learner = tiny_learner(tokenizer, tmp_path, update={"persistent_optimizer": True, "steps": 2, "stop_loss": 0.0})
+    learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
+    opt = learner.state.optimizer
+    first = {k: v["step"].item() for k, v in opt.state_dict()["state"].items()}
+    assert first and set(first.values()) == {2.0} and (tmp_path / OPTIMIZER).is_file()
+    moments = {k: v["exp_avg"].clone() for k, v in opt.state_dict()["state"].items()}
+    monkeypatch.setattr(learner, "_check", lambda fact: (["What is 2+2? -> 5"], True))  # the gate undoes this one
+    learner.learn(learner.state.next_turn(), "My brother's name is Tavi.")
+    state = learner.state.optimizer.state_dict()["state"]
+    assert learner.state.optimizer is opt and {v["step"].item() for v in state.values()} == {2.0}
+    assert all(torch.equal(moments[k], v["exp_avg"]) for k, v in state.items())  # undone: no trace in the moments
+    monkeypatch.undo()
+    learner.learn(learner.state.next_turn(), "My brother's name is Tavi.")
+    assert {v["step"].item() for v in learner.state.optimizer.state_dict()["state"].values()} == {4.0}
+    again = tiny_learner(tokenizer, tmp_path, update={"persistent_optimizer": True, "steps": 2, "stop_loss": 0.0})
+    again.learn(again.state.next_turn(), "My aunt's name is Wren.")  # a restart: the saved moments, then 2 more
+    assert {v["step"].item() for v in again.state.optimizer.state_dict()["state"].values()} == {6.0}
+    fresh = tiny_learner(tokenizer, tmp_path / "fresh", update={"steps": 2})
+    fresh.learn(fresh.state.next_turn(), "My sister's name is Oriel.")
+    assert fresh.state.optimizer is None and not (tmp_path / "fresh" / OPTIMIZER).exists()
+
+
 def test_key_positions_and_the_teacher_forced_check_against_a_plain_forward(tokenizer, tiny):
     from forgetlab.batching import encode
     from forgetlab.data.records import Example, user

@@ -45,7 +45,7 @@ def steps_for(n_examples: int, cfg: TrainConfig) -> int:
 
 def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id: int, *, seed: int,
           on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          resume: dict | None = None, stop: Callable[[dict], bool] | None = None) -> list[dict]:
+          resume: dict | None = None, stop: Callable[[dict], bool] | None = None, optimizer=None) -> list[dict]:
     """Train `model`'s trainable parameters on `examples` with `method.loss`; return the per-step history.
 
     Each history row: step, epoch, loss (mean over the accumulated batches), lr, grad_norm, tokens, tokens_per_s.
@@ -53,10 +53,16 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
     passing it back as `resume` (with the trainable weights restored by the caller) carries on exactly where the
     checkpoint was taken: the same batches, dropout masks and losses as an uninterrupted run.
     `stop`, when given, is asked after every step (with its history row) whether to end training there.
+    `optimizer`, when given, is used (and left with its moments) instead of a fresh one: its learning rate and
+    weight decay are set from `cfg` (the online learner's persistent optimizer across turns).
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, cfg)
+    opt = optimizer or make_optimizer(params, cfg)
+    if optimizer is not None:
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] = cfg.lr  # the scheduler below starts from this update's lr
+            group["weight_decay"] = cfg.weight_decay
     total = steps_for(len(examples), cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, cfg.warmup_ratio, cfg.min_lr_ratio))
     lengths = [len(e.input_ids) for e in examples]

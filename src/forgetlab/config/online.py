@@ -81,6 +81,8 @@ class UpdateConfig(Frozen):
     regular: bool = Field(False, description="the regular path: a step on the model's own reply to a non-fact turn")
     clip: float = Field(1.0, gt=0, description="gradient-norm clipping threshold of every update")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay of every update")
+    persistent_optimizer: bool = Field(False, description="keep one AdamW (its moments) across updates and turns, "
+                                       "saved beside the adapter (false: a fresh optimizer per update)")
     entity_weight: float = Field(2.0, ge=0, description="token weight added on the fact's value tokens")
     edge_weight: float = Field(0.5, ge=0, description="token weight added on an answer's first and last "
                                "`edge_tokens` tokens")

@@ -10,6 +10,7 @@ active session; its state lives in `state_dir` (adapter.safetensors, state.json,
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -24,7 +25,7 @@ from ..config.online import OnlineConfig
 from ..data.general import retention_examples
 from ..data.records import Example, user
 from ..evaluate import generate_answers
-from ..loop import train
+from ..loop import make_optimizer, train
 from ..metrics.qa import contains
 from ..model import adapter_off, adapter_state, add_trainable_adapter, load_adapter_state
 from ..retain import build_anchors
@@ -212,17 +213,31 @@ class OnlineLearner:
         steps = u.steps if context == "fact" else 1 if context in ("chat", "question") else self.cfg.memory.replay_steps
         tc = TrainConfig(epochs=steps, batch_size=len(encoded), lr=lr, warmup_ratio=0.0, min_lr_ratio=1.0,
                          max_length=MAX_LENGTH, seed=self.cfg.seed, max_grad_norm=u.clip, weight_decay=u.weight_decay)
+        opt = self._optimizer(tc)
+        saved = copy.deepcopy(opt.state_dict()) if opt is not None and fact is not None else None
         history = train(self.model, encoded, tc, method, None, self.tok.pad_token_id, seed=self.cfg.seed + turn,
-                        stop=lambda row: method.last_nll < u.stop_loss)
+                        stop=lambda row: method.last_nll < u.stop_loss, optimizer=opt)
         up = Update(context, fact and fact["id"], len(history), history[0]["loss"], history[-1]["loss"], 0.0)
         if fact is not None:
             up.broken_answers, up.learned = self._check(fact)
             up.broken = len(up.broken_answers)
             if self.cfg.gate.enabled and up.broken > self.cfg.gate.max_broken:
                 load_adapter_state(self.model, before)
+                if saved is not None:  # the undone update leaves no trace in the optimizer's moments either
+                    opt.load_state_dict(saved)
                 up.kept, up.learned = False, False
         up.seconds = time.perf_counter() - t0
         return up
+
+    def _optimizer(self, tc: TrainConfig):
+        """The persistent optimizer (update.persistent_optimizer), made on first use (or loaded from the state's
+        last checkpoint); None: each update makes a fresh one."""
+        if not self.cfg.update.persistent_optimizer:
+            return None
+        if self.state.optimizer is None:
+            self.state.optimizer = make_optimizer([p for p in self.model.parameters() if p.requires_grad], tc)
+            self.state.restore_optimizer()
+        return self.state.optimizer
 
     def _check(self, fact: dict) -> tuple[list[str], bool]:
         """(the control answers that broke, whether the fact's own first question is answered with its value).

@@ -1,5 +1,6 @@
 """The learner's durable state in its directory: the adapter (`adapter.safetensors`), the counters (`state.json`),
-one line per learned turn (`turns.jsonl`) and per measurement (`metrics.jsonl`); the fact memory is `memory.sqlite`.
+one line per learned turn (`turns.jsonl`) and per measurement (`metrics.jsonl`), the optimizer's moments
+(`optimizer.pt`, with update.persistent_optimizer); the fact memory is `memory.sqlite`.
 
 Files are replaced atomically (written aside, then renamed); the line logs are appended, and a torn last line (a
 kill during the append) is skipped when read. A restart loads the adapter and counters of the last checkpoint.
@@ -14,12 +15,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ..data.file import jsonl_lines
 from ..errors import UserError
 from ..model import load_tensors_into, lora_layers, save_tensors
-from ..runs import read_json, write_json
+from ..runs import atomic_file, read_json, write_json
 
 STATE_VERSION = 1
+
+OPTIMIZER = "optimizer.pt"
 
 ADAPTER = "online"
 """The name of the online learner's LoRA adapter."""
@@ -48,6 +53,7 @@ class LearnerState:
         self.turn, self.learned_turns, self.rejected, self.parent = 0, 0, 0, parent
         self.last_metrics: dict | None = None
         self.errors: list[str] = []
+        self.optimizer = None  # the learner's persistent optimizer (update.persistent_optimizer), when it keeps one
         path = self.dir / "state.json"
         if path.is_file():
             try:
@@ -97,6 +103,8 @@ class LearnerState:
     def checkpoint(self, model, turn: int) -> None:
         """The adapter, then the counters that point at it, each replaced atomically."""
         save_tensors(self.dir / "adapter.safetensors", online_state(model))
+        if self.optimizer is not None:
+            atomic_file(self.dir / OPTIMIZER, lambda tmp: torch.save(self.optimizer.state_dict(), tmp))
         write_json(self.dir / "state.json", {"version": STATE_VERSION, "turn": turn, "learned_turns": self.learned_turns,
                                              "rejected": self.rejected, "parent": self.parent,
                                              "last_metrics": self.last_metrics})
@@ -110,6 +118,16 @@ class LearnerState:
                           f"move {self.dir} away")
         return True
 
+    def restore_optimizer(self) -> None:
+        """Load the checkpointed moments into `self.optimizer`, when an earlier run saved them."""
+        path = self.dir / OPTIMIZER
+        if path.is_file():
+            try:
+                self.optimizer.load_state_dict(torch.load(path, weights_only=True))
+            except (ValueError, RuntimeError, KeyError):
+                raise UserError(f"{path} does not fit the learner's adapter; move it away to start the optimizer "
+                                "afresh") from None
+
     def clear(self, model) -> None:
         """Forget everything learned: the online adapter re-initialised (B = 0), counters and logs emptied."""
 
@@ -118,7 +136,8 @@ class LearnerState:
                 layer.reset_lora_parameters(ADAPTER, True)
         self.learned_turns = self.rejected = 0
         self.last_metrics = None
-        for name in ("turns.jsonl", "metrics.jsonl"):
+        self.optimizer = None
+        for name in ("turns.jsonl", "metrics.jsonl", OPTIMIZER):
             (self.dir / name).unlink(missing_ok=True)
         self.checkpoint(model, self.turn)
 
