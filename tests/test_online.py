@@ -356,6 +356,16 @@ def test_a_restart_resumes_the_adapter_memory_and_turns(tokenizer, tmp_path):
                                             if "lora_B" in k)
 
 
+def test_a_state_learned_on_all_layers_names_the_setting_it_needs(tokenizer, tmp_path):
+    from forgetlab.errors import UserError
+
+    learner = tiny_learner(tokenizer, tmp_path, lora={"top_layers": 1.0})
+    learner.submit("My sister's name is Oriel.")
+    learner.wait()
+    with pytest.raises(UserError, match="lora.top_layers=1"):
+        tiny_learner(tokenizer, tmp_path).wait()  # the default adapts the top half only: the saved layers do not fit
+
+
 def test_scripted_chat_learns_and_shows_its_facts(tiny_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("My sister's name is Oriel.\n/facts\nhello there\n/metrics\n"
                                                  "/forget 1\n/facts\n/reset learned\n/quit\n"))

@@ -114,8 +114,9 @@ class LearnerState:
         path = self.dir / "adapter.safetensors"
         if not path.is_file():
             return False
-        load_tensors_into(model, path, f"the learner's LoRA settings differ: use the settings it was learned with or "
-                          f"move {self.dir} away")
+        load_tensors_into(model, path, f"the learner's LoRA settings differ: use the settings it was learned with "
+                          f"(a state learned before the top half of the layers became the default: --set "
+                          f"lora.top_layers=1) or move {self.dir} away")
         return True
 
     def restore_optimizer(self) -> None:
