@@ -356,6 +356,19 @@ def test_a_restart_resumes_the_adapter_memory_and_turns(tokenizer, tmp_path):
                                             if "lora_B" in k)
 
 
+def test_the_adapter_starts_from_the_seed_whatever_ran_before(tokenizer, tmp_path):
+    from forgetlab.model import adapter_state
+
+    def lora_a(learner):
+        return {k: v for k, v in adapter_state(learner.model).items() if "lora_A" in k}
+
+    first = lora_a(tiny_learner(tokenizer, tmp_path / "a"))
+    torch.rand(1000)  # the global generator moves on; the next learner must not see it
+    again, other = lora_a(tiny_learner(tokenizer, tmp_path / "b")), lora_a(tiny_learner(tokenizer, tmp_path / "c", seed=1))
+    assert first and all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_a_state_learned_on_all_layers_names_the_setting_it_needs(tokenizer, tmp_path):
     from forgetlab.errors import UserError
 

@@ -83,7 +83,9 @@ class OnlineLearner:
 
     # -- set-up: the adapter, the anchors and the control questions, all from the model as it starts ---------------
     def _prepare(self, loaded) -> None:
-        loaded.model = add_trainable_adapter(loaded.model, ADAPTER, self.cfg.lora)
+        with torch.random.fork_rng(devices=[]):  # the adapter's initialisation from `seed`, whatever ran before
+            torch.manual_seed(self.cfg.seed)
+            loaded.model = add_trainable_adapter(loaded.model, ADAPTER, self.cfg.lora)
         self.model, self.tok = loaded.model, loaded.tok
         cached = self.state.dir / "start.pt"  # computed once per state: a restart reuses them
         if cached.is_file():
