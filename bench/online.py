@@ -1,7 +1,7 @@
 """Online learning on the bundled model: the issue's targets, measured in one run.
 
 1. `online-eval` on the built-in set (16 invented facts, each stated twice, chit-chat between), default settings:
-   paraphrase recall (generalisation) ≥ 0.7, locality ≥ 0.95, median fact update ≤ 5 s. Locality is reported two
+   paraphrase recall (generalisation) ≥ 0.78, locality ≥ 0.95, median fact update ≤ 5 s. Locality is reported two
    ways: token agreement with the starting model's answers (the knowledge-editing measure) and whole answers
    unchanged (stricter: a reworded ending counts as a change).
 2. The learner as an editor (`online-eval --edits`): the 34 zsRE records of ../shared/data/zsre when that checkout
@@ -71,7 +71,7 @@ def main() -> dict:
             "latency_back_to_back_s": med(rushed), "back_to_back_ratio": med(rushed) / med(off),
             "edits": {"file": EDITS.name, **{k: edits[k] for k in ("reliability", "generalisation", "locality",
                                                                      "later_wins", "median_edit_s")}},
-            "targets": {"recall": 0.7, "locality": 0.95, "median_update_s": 5.0, "latency_ratio": 1.25,
+            "targets": {"recall": 0.78, "locality": 0.95, "median_update_s": 5.0, "latency_ratio": 1.25,
                         "edits": {"reliability": 0.95, "generalisation": 0.8, "locality": 0.95, "median_edit_s": 3.0}}}
 
 
