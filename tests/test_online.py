@@ -369,14 +369,15 @@ def test_the_adapter_starts_from_the_seed_whatever_ran_before(tokenizer, tmp_pat
     assert not all(torch.equal(first[k], other[k]) for k in first)
 
 
-def test_a_state_learned_on_all_layers_names_the_setting_it_needs(tokenizer, tmp_path):
+def test_a_state_learned_with_other_lora_settings_names_them(tokenizer, tmp_path):
     from forgetlab.errors import UserError
 
-    learner = tiny_learner(tokenizer, tmp_path, lora={"top_layers": 1.0})
+    learner = tiny_learner(tokenizer, tmp_path)
     learner.submit("My sister's name is Oriel.")
     learner.wait()
-    with pytest.raises(UserError, match="lora.top_layers=1"):
-        tiny_learner(tokenizer, tmp_path).wait()  # the default adapts the top half only: the saved layers do not fit
+    with pytest.raises(UserError, match="lora.top_layers"):  # all layers saved, the top half asked for: no fit
+        tiny_learner(tokenizer, tmp_path, lora={"rank": 8, "alpha": 16, "top_layers": 0.5,
+                                                "targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}).wait()
 
 
 def test_scripted_chat_learns_and_shows_its_facts(tiny_dir, tmp_path, capsys, monkeypatch):

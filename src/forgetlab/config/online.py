@@ -117,7 +117,7 @@ class OnlineConfig(Frozen):
     """Everything the online learner does, with defaults chosen by measurement on the bundled model."""
 
     model: ModelConfig = ModelConfig()
-    lora: LoraSettings = LoraSettings(rank=8, alpha=16, dropout=0.0, top_layers=0.5,
+    lora: LoraSettings = LoraSettings(rank=8, alpha=16, dropout=0.0,
                                       targets=("q_proj", "k_proj", "v_proj", "o_proj"))
     detect: DetectConfig = DetectConfig()
     update: UpdateConfig = UpdateConfig()

@@ -115,8 +115,7 @@ class LearnerState:
         if not path.is_file():
             return False
         load_tensors_into(model, path, f"the learner's LoRA settings differ: use the settings it was learned with "
-                          f"(a state learned before the top half of the layers became the default: --set "
-                          f"lora.top_layers=1) or move {self.dir} away")
+                          f"(the same lora.rank, lora.targets and lora.top_layers) or move {self.dir} away")
         return True
 
     def restore_optimizer(self) -> None:
