@@ -141,7 +141,7 @@ class OnlineConfig(Frozen):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "seed": {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "top_layers": 1.0, "targets": ["q_proj", "v_proj"]},
+    "seed": {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
              "update": {"lr": 1e-6, "fact_multiplier": 5.0, "steps": 1, "forms": 0, "statement": True, "rehearse": 0,
                         "stop_loss": 0.0, "lr_floor": 1e-7, "kl_fact": 1.0, "kl_important": 1.0},
              "gate": {"enabled": False}},
