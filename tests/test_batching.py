@@ -1,7 +1,14 @@
 """Encoding with answer-only labels, length-grouped batches, padding."""
 
-from forgetlab.batching import IGNORE, collate, encode, length_grouped, prompt_ids
+import torch
+
+from forgetlab.batching import (IGNORE, Encoded, answer_positions, collate, encode, encode_continuation, length_grouped,
+                                pack, prompt_ids)
 from forgetlab.data.records import Example, user
+from forgetlab.losses import answer_logits, packs
+from forgetlab.retain import with_rows
+
+from .conftest import tiny_llama
 
 
 def test_labels_cover_the_answer_only(tokenizer):
@@ -39,3 +46,45 @@ def test_length_grouped_is_deterministic_and_complete():
     assert sorted(i for b in a for i in b) == list(range(len(lengths)))
     padded = sum(len(b) * max(lengths[i] for i in b) for b in a)
     assert padded < 1.2 * sum(lengths), "grouping by length keeps padding small"
+
+
+def _rows(tokenizer):
+    return [encode(tokenizer, Example(user("Where does Kara live?"), "Tarnby"), 512),
+            encode_continuation(tokenizer, "Kara lives in", " Tarnby, by the sea", 512),
+            Encoded([5, 6, 7], [5, 6, 7])]  # labelled from its first token: that label is never trained
+
+
+def test_packed_rows_give_the_padded_logits_and_gradients(tokenizer, tiny):
+    rows = _rows(tokenizer)
+    packed = pack(rows)
+    assert packed["input_ids"].shape == (1, sum(len(r.input_ids) for r in rows))
+    assert packed["position_ids"][0].tolist() == [p for r in rows for p in range(len(r.input_ids))]
+    padded = collate(rows, tokenizer.pad_token_id)
+    assert answer_positions(rows) == int((packed["labels"][:, 1:] != IGNORE).sum())
+    grads = []
+    for batch in (padded, packed):
+        tiny.zero_grad()
+        logits, targets = answer_logits(tiny, batch)
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        grads.append((logits.detach(), targets, tiny.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    (a, ta, ga), (b, tb, gb) = grads
+    assert torch.equal(ta, tb)
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(ga, gb, atol=1e-6)
+    assert packs(tiny, tokenizer.pad_token_id)
+    joined = with_rows(collate(rows[:1], tokenizer.pad_token_id), rows[1:], tokenizer.pad_token_id, tiny)
+    assert "position_ids" in joined and torch.equal(joined["input_ids"], packed["input_ids"])
+
+
+def test_a_model_that_reads_no_position_restarts_gets_padded_rows(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    class Blind(LlamaForCausalLM):  # drops position_ids: a packed row would be one long sequence to it
+        def get_decoder(self):
+            inner = super().get_decoder()
+            return lambda **kw: inner(**{k: v for k, v in kw.items() if k != "position_ids"})
+
+    model = Blind(tiny_llama(len(tokenizer)).config).eval()
+    rows = _rows(tokenizer)
+    assert not packs(model, tokenizer.pad_token_id)
+    joined = with_rows(collate(rows[:1], tokenizer.pad_token_id), rows[1:], tokenizer.pad_token_id, model)
+    assert "attention_mask" in joined and joined["input_ids"].shape[0] == len(rows)

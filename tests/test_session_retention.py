@@ -119,7 +119,8 @@ def test_each_batch_carries_the_replayed_rows_and_distillation_is_zero_at_the_pr
     import forgetlab.sessions.loss as session_loss
 
     real = session_loss.with_rows
-    monkeypatch.setattr(session_loss, "with_rows", lambda batch, rows, pad: seen.append(len(rows)) or real(batch, rows, pad))
+    monkeypatch.setattr(session_loss, "with_rows",
+                        lambda batch, rows, pad, model=None: seen.append(len(rows)) or real(batch, rows, pad, model))
     with torch.no_grad():  # the new adapter starts at zero (B = 0): the model is the previous session's
         at_start = float(loss_fn.loss(model, new, None))
         mixed = real(new, [old[i] for i in session_loss.replay_indices(6, 2, 0, 0)], tokenizer.pad_token_id)

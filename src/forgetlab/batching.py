@@ -80,6 +80,19 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def pack(items: list[Encoded]) -> dict[str, torch.Tensor]:
+    """All items in one row, one after another, no padding: input_ids, position_ids (from 0 again at each item's
+    start) and labels, each (1, total). A model given position_ids and no attention mask reads each restart as a
+    new sequence and attends within it only (transformers' packed-sequence masks); `losses.packs` checks that a
+    model does. Each item's first label is dropped, as `collate`'s shifted labels drop it, so no item is trained to
+    predict the next one's first token."""
+    ids = [t for it in items for t in it.input_ids]
+    labels = [x for it in items for x in [IGNORE, *it.labels[1:]]]
+    positions = [p for it in items for p in range(len(it.input_ids))]
+    return {"input_ids": torch.tensor([ids]), "position_ids": torch.tensor([positions]),
+            "labels": torch.tensor([labels])}
+
+
 def length_grouped(lengths: list[int], batch_size: int, seed: int, group: int = 16) -> list[list[int]]:
     """Index batches: shuffle, sort within groups of `group` batches by length, then shuffle the batch order.
 

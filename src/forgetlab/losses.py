@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .batching import IGNORE
+from .batching import IGNORE, Encoded, collate, pack, to_device
 
 
 def unwrap(model):
@@ -20,11 +20,41 @@ def answer_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     vocabulary this saves a large share of the compute of a padded prompt-heavy batch.
     """
     lm = unwrap(model)
-    hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    if "position_ids" in batch:  # packed (`batching.pack`): the restarts of the positions separate the rows
+        hidden = lm.get_decoder()(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                                  use_cache=False).last_hidden_state
+    else:
+        hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
     return logits, labels[keep]
+
+
+_PACKS: dict[tuple, bool] = {}
+
+
+def packs(model, pad_id: int) -> bool:
+    """Does `model` read a packed batch (`batching.pack`) as separate rows? Checked once per model class: the
+    answer logits of two rows packed must equal those of the rows padded (a model that ignores position restarts
+    would let the second row attend to the first)."""
+    lm = unwrap(model)
+    kind = (type(lm), getattr(lm.config, "_attn_implementation", None))
+    if kind not in _PACKS:
+        rows = [Encoded([3, 4, 5, 6], [IGNORE, IGNORE, 5, 6]), Encoded([7, 8, 9], [IGNORE, 8, 9])]
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                device = next(model.parameters()).device
+                a, _ = answer_logits(model, to_device(collate(rows, pad_id), device))
+                b, _ = answer_logits(model, to_device(pack(rows), device))
+            _PACKS[kind] = a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=1e-3, rtol=1e-3)
+        except (TypeError, ValueError, RuntimeError):  # a model whose forward takes no position_ids
+            _PACKS[kind] = False
+        finally:
+            model.train(was)
+    return _PACKS[kind]
 
 
 def nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

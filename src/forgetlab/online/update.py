@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import IGNORE, answer_positions, encode
+from ..batching import IGNORE, answer_positions, encode, unbatch
 from ..config.online import UpdateConfig
 from ..data.records import Example, user
 from ..forward import by_row, per_row
@@ -90,19 +90,19 @@ class OnlineLoss:
         self.number = start
         self.last_nll = float("inf")
 
-    def weights(self, labels: torch.Tensor) -> torch.Tensor:
+    def weights(self, rows) -> torch.Tensor:
         """Token weights in the order `answer_logits` returns answer positions (row by row)."""
-        rows = [[int(t) for t in row[1:] if t != IGNORE] for row in labels]
-        return torch.tensor([w for r in rows for w in token_weights(r, self.entity_ids, self.cfg)])
+        answers = [[int(t) for t in r.labels[1:] if t != IGNORE] for r in rows]
+        return torch.tensor([w for a in answers for w in token_weights(a, self.entity_ids, self.cfg)])
 
     def loss(self, model, batch, ctx):
         use = self.kl_weight > 0 and self.anchors and self.cfg.anchors_per_step
         idx = self.anchors.indices(self.number, self.cfg.anchors_per_step) if use else []
         extra = [self.anchors.examples[i] for i in idx]
-        logits, targets = answer_logits(model, with_rows(batch, extra, self.pad_id))  # one pass for both parts
+        logits, targets = answer_logits(model, with_rows(batch, extra, self.pad_id, model))  # one pass for both
         n = logits.shape[0] - answer_positions(extra)
         nll = F.cross_entropy(logits[:n].float(), targets[:n], reduction="none")
-        w = self.weights(batch["labels"]).to(nll.device)
+        w = self.weights(unbatch(batch)).to(nll.device)
         self.last_nll = float(nll.detach().mean())
         loss = (w * nll).sum() / w.sum()
         if extra:
