@@ -2,8 +2,17 @@
 
 import torch
 
-from forgetlab.batching import (IGNORE, Encoded, answer_positions, collate, encode, encode_continuation, length_grouped,
-                                pack, prompt_ids)
+from forgetlab.batching import (
+    IGNORE,
+    Encoded,
+    answer_positions,
+    collate,
+    encode,
+    encode_continuation,
+    length_grouped,
+    pack,
+    prompt_ids,
+)
 from forgetlab.data.records import Example, user
 from forgetlab.losses import answer_logits, packs
 from forgetlab.retain import with_rows

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from .test_cli import call_main
 from .test_online import tiny_learner
@@ -175,3 +176,5 @@ def test_online_eval_edits_writes_its_run_directory_with_baselines(tiny_dir, tmp
     # the retrieval baseline changes no weight and recalls nothing for an unrelated prompt: locality exactly 1
     assert m["retrieval"]["summary"]["locality"] == 1.0
     assert "reliability" in r.stdout and "retrieval" in r.stdout and "fine-tune" in r.stdout
+    ran = yaml.safe_load((run / "config.yaml").read_text())  # the editor preset, unless another is named
+    assert ran["lora"]["top_layers"] == 0.5 and ran["update"]["rehearse_recent"] == 0.375

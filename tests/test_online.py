@@ -305,6 +305,20 @@ def test_each_fact_update_rehearses_other_stored_facts_in_turn(tokenizer, tmp_pa
     assert set().union(*rehearsed[2:]) == values  # round robin: within four updates every fact came round
 
 
+def test_a_share_of_the_rehearsed_facts_are_the_most_recently_stored(tokenizer, tmp_path, monkeypatch):
+    learner = tiny_learner(tokenizer, tmp_path, update={"steps": 1, "rehearse": 2, "rehearse_recent": 0.5})
+    seen = []
+    real = learner._update
+    monkeypatch.setattr(learner, "_update", lambda ex, *a, **kw: seen.append(ex) or real(ex, *a, **kw))
+    for text in ["My sister's name is Oriel.", "I live in Marrowick.", "My dog's name is Biscotti.",
+                 "My cat is named Pixel.", "I live in Marrowick.", "My sister's name is Oriel."]:
+        learner.learn(learner.state.next_turn(), text)
+    own = 4  # three question forms and the statement; then the one most recent other fact, then one in turn
+    first = [next(v for v in ("Oriel", "Marrowick", "Biscotti", "Pixel") if v in ex[own].target) for ex in seen[3:]]
+    # turn 4 (Pixel): Biscotti was stored last; turn 5 (Marrowick again): Pixel; turn 6 (Oriel again): Marrowick
+    assert first == ["Biscotti", "Pixel", "Marrowick"]
+    assert all(len(ex) == own + 2 and ex[own].target != ex[own + 1].target for ex in seen[3:])
+
 def test_no_answer_is_generated_while_an_update_runs(tokenizer, tmp_path):
     learner = tiny_learner(tokenizer, tmp_path, update={"steps": 3, "stop_loss": 0.0})
     updating, overlaps, worker = threading.Event(), [], []

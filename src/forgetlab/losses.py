@@ -13,18 +13,22 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def answer_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_logits(model, batch: dict[str, torch.Tensor], below=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets at answer tokens only: ((n_answer_tokens, vocab), (n_answer_tokens,)).
 
     The output projection runs only where a label exists, not over the whole sequence: on a 49k-token
-    vocabulary this saves a large share of the compute of a padded prompt-heavy batch.
+    vocabulary this saves a large share of the compute of a padded prompt-heavy batch. `below` (a `below.Below`
+    of this model with a nonzero `start`): the layers under the trained ones are not run again, their states kept.
     """
     lm = unwrap(model)
     if "position_ids" in batch:  # packed (`batching.pack`): the restarts of the positions separate the rows
-        hidden = lm.get_decoder()(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                                  use_cache=False).last_hidden_state
+        rows = {"position_ids": batch["position_ids"], "use_cache": False}
     else:
-        hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        rows = {"attention_mask": batch["attention_mask"]}
+    if below is not None and below.start:
+        hidden = below.hidden(batch, **rows)
+    else:
+        hidden = lm.get_decoder()(input_ids=batch["input_ids"], **rows).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep])

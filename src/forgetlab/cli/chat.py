@@ -186,6 +186,8 @@ def cmd_online_eval(args) -> int:
         raise UserError("--baselines and --limit go with --edits FILE")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: must be at least 1")
+    if args.edits and not args.preset:
+        args.preset = "editor"
     cfg = online_config(args, {"model.name": args.model})
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -125,7 +125,9 @@ def add_online_args(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a learner setting, e.g. update.lr=1e-3 (repeat)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="seed: the seed design's settings (r4 on q/v, lr 5e-6, "
-                   "one step per turn, the statement only), for comparison")
+                   "one step per turn, the statement only), for comparison; editor (online-eval --edits uses it "
+                   "unless another is named): the adapter on the top half of the layers, 3 of the 8 rehearsed "
+                   "facts the most recently stored")
 
 
 def online_config(args, flags: dict | None = None):

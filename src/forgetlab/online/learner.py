@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..batching import encode, encode_continuation
+from ..below import Below
 from ..config import TrainConfig
 from ..config.online import OnlineConfig
 from ..data.general import retention_examples
@@ -87,6 +88,7 @@ class OnlineLearner:
             torch.manual_seed(self.cfg.seed)
             loaded.model = add_trainable_adapter(loaded.model, ADAPTER, self.cfg.lora)
         self.model, self.tok = loaded.model, loaded.tok
+        self.below = Below(self.model, self.tok.pad_token_id)  # the frozen layers' states (top_layers < 1), kept
         cached = self.state.dir / "start.pt"  # computed once per state: a restart reuses them
         if cached.is_file():
             start = torch.load(cached, weights_only=False)
@@ -185,11 +187,16 @@ class OnlineLearner:
         return [self._update(rows, "replay", None, self.cfg.update.kl, turn, values=[r["value"] for r in facts])]
 
     def _rehearsal(self, row: dict, turn: int) -> list[dict]:
-        """Up to `update.rehearse` other stored facts, taken in turn (round robin by id), so each comes round."""
+        """Up to `update.rehearse` other stored facts: a share (`update.rehearse_recent`) the most recently stored or
+        restated, the rest taken in turn (round robin by id), so each comes round."""
+        u = self.cfg.update
         others = [r for r in self.memory.all() if r["id"] != row["id"]]
-        n = min(self.cfg.update.rehearse, len(others))
-        start = (turn * n) % len(others) if others else 0
-        return [others[(start + i) % len(others)] for i in range(n)]
+        n = min(u.rehearse, len(others))
+        recent = sorted(others, key=lambda r: (-r["last_turn"], -r["id"]))
+        picked = recent[:round(n * u.rehearse_recent)]
+        rest = [r for r in others if r not in picked]
+        start = (turn * n) % len(rest) if rest else 0
+        return picked + [rest[(start + i) % len(rest)] for i in range(n - len(picked))]
 
     def _one_form(self, fact: dict, turn: int) -> Example:
         """One of the fact's trained examples, a different one from turn to turn (what replay and rehearsal train)."""
@@ -207,11 +214,10 @@ class OnlineLearner:
         """Under the holder's lock: the loop's steps, then (for a fact) the gate's check and maybe a restore."""
         t0, u = time.perf_counter(), self.cfg.update
         before = adapter_state(self.model)
-        encoded = [encode_continuation(self.tok, ex.messages[-1]["content"], " " + ex.target, MAX_LENGTH)
-                   if ex.meta.get("plain") else encode(self.tok, ex, MAX_LENGTH) for ex in examples]
+        encoded = [self._encode(ex) for ex in examples]
         ents = entity_token_ids(self.tok, [*([fact["value"], *fact["entities"]] if fact else []), *values])
         method = OnlineLoss(u, self.anchors, lam, ents, self.tok.pad_token_id, start=turn * u.steps,
-                            starting=lambda: adapter_off(self.model, ADAPTER))
+                            starting=lambda: adapter_off(self.model, ADAPTER), below=self.below)
         steps = u.steps if context == "fact" else 1 if context in ("chat", "question") else self.cfg.memory.replay_steps
         tc = TrainConfig(epochs=steps, batch_size=len(encoded), lr=lr, warmup_ratio=0.0, min_lr_ratio=1.0,
                          max_length=MAX_LENGTH, seed=self.cfg.seed, max_grad_norm=u.clip, weight_decay=u.weight_decay)
@@ -230,6 +236,12 @@ class OnlineLearner:
                 up.kept, up.learned = False, False
         up.seconds = time.perf_counter() - t0
         return up
+
+    def _encode(self, ex: Example):
+        """An update's row: plain text (`prompt answer`) for an edit's plain form, else through the chat template."""
+        if ex.meta.get("plain"):
+            return encode_continuation(self.tok, ex.messages[-1]["content"], " " + ex.target, MAX_LENGTH)
+        return encode(self.tok, ex, MAX_LENGTH)
 
     def _optimizer(self, tc: TrainConfig):
         """The persistent optimizer (update.persistent_optimizer), made on first use (or loaded from the state's
@@ -257,7 +269,7 @@ class OnlineLearner:
             rows.append((Example(user(q), a), fact["value"]))
         if not rows:
             return [], False
-        hits = key_predicted(self.model, self.tok, rows)
+        hits = key_predicted(self.model, self.tok, rows, self.below)
         broken = [f"{ex.messages[-1]['content']} -> no longer '{key}'"
                   for (ex, key), ok in zip(rows[:len(rows) - bool(fact["forms"])], hits, strict=False) if not ok]
         return broken, bool(fact["forms"]) and hits[-1]

@@ -84,9 +84,10 @@ class OnlineLoss:
     NLL of the last step, what early stopping reads."""
 
     def __init__(self, cfg: UpdateConfig, anchors: Anchors | None, kl_weight: float, entity_ids: set[int],
-                 pad_id: int, start: int = 0, starting=None):
+                 pad_id: int, start: int = 0, starting=None, below=None):
         self.cfg, self.anchors, self.kl_weight, self.entity_ids, self.pad_id = cfg, anchors, kl_weight, entity_ids, pad_id
         self.starting = starting  # a context in which the model is the starting one (update.kl_text's reference)
+        self.below = below  # the kept states under the trained layers (below.Below), or None
         self.number = start
         self.last_nll = float("inf")
 
@@ -99,7 +100,7 @@ class OnlineLoss:
         use = self.kl_weight > 0 and self.anchors and self.cfg.anchors_per_step
         idx = self.anchors.indices(self.number, self.cfg.anchors_per_step) if use else []
         extra = [self.anchors.examples[i] for i in idx]
-        logits, targets = answer_logits(model, with_rows(batch, extra, self.pad_id, model))  # one pass for both
+        logits, targets = answer_logits(model, with_rows(batch, extra, self.pad_id, model), self.below)  # one pass
         n = logits.shape[0] - answer_positions(extra)
         nll = F.cross_entropy(logits[:n].float(), targets[:n], reduction="none")
         w = self.weights(unbatch(batch)).to(nll.device)
@@ -126,17 +127,17 @@ def key_positions(tok, answer: str, key: str) -> list[int]:
 
 
 @torch.no_grad()
-def key_margins(model, tok, rows: list[tuple[Example, str]]) -> list[float]:
+def key_margins(model, tok, rows: list[tuple[Example, str]], below=None) -> list[float]:
     """For each (question with an answer, key): the smallest margin, over the key's tokens, by which the model
     predicts that token given the question and the answer before it (its logit minus the best other token's).
     Positive: greedy decoding would say the key here; −inf when the key is not in the answer. One batched
-    teacher-forced pass."""
+    teacher-forced pass (`below`: the learner's kept states under its trained layers, see below.py)."""
     if not rows:
         return []
     encoded = [encode(tok, ex, 512) for ex, _ in rows]
 
     def margins(m, batch, chunk):
-        logits, targets = answer_logits(m, batch)
+        logits, targets = answer_logits(m, batch, below)
         logits = logits.float()
         right = logits.gather(1, targets[:, None])[:, 0]
         return by_row(right - logits.scatter(1, targets[:, None], float("-inf")).max(-1).values, chunk)
@@ -148,7 +149,7 @@ def key_margins(model, tok, rows: list[tuple[Example, str]]) -> list[float]:
     return out
 
 
-def key_predicted(model, tok, rows: list[tuple[Example, str]]) -> list[bool]:
+def key_predicted(model, tok, rows: list[tuple[Example, str]], below=None) -> list[bool]:
     """For each (question with an answer, key): does the model, given the question and the answer up to each of the
     key's tokens, predict that token (argmax)? False when the key is not in the answer."""
-    return [m > 0 for m in key_margins(model, tok, rows)]
+    return [m > 0 for m in key_margins(model, tok, rows, below)]
