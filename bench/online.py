@@ -6,7 +6,7 @@
    unchanged (stricter: a reworded ending counts as a change).
 2. The learner as an editor (`online-eval --edits`): the 34 zsRE records of ../shared/data/zsre when that checkout
    is there, else the shipped invented ones — reliability, generalisation, locality after all of them (EasyEdit's
-   definitions) and the median edit, target ≤ 3 s.
+   definitions) and the median edit, target ≤ 3 s, with the `editor` preset that `online-eval --edits` runs.
 3. Answer latency with learning on against learning off, on a scripted conversation (statements and questions, the
    same turns both ways, the same model): ≤ 1.25×. "Paused" waits for the learner between turns (a person reading
    the answer and typing the next turn gives it that time); "back to back" sends the next turn at once, so an answer
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from common import timed  # noqa: F401  (sets HF_HUB_OFFLINE)
-from forgetlab.config import OnlineConfig
+from forgetlab.config import PRESETS, OnlineConfig
 from forgetlab.model import load_base
 from forgetlab.online.edits import read_edits
 from forgetlab.online.learner import OnlineLearner
@@ -55,7 +55,8 @@ def main() -> dict:
     cfg = OnlineConfig()
     with tempfile.TemporaryDirectory() as root:
         summary = online_eval(cfg, list(BUILTIN_FACTS), 2, None, root, console=None)
-        edits = online_edits(cfg, read_edits(EDITS), root, console=None)["forgetlab"]
+        editor = OnlineConfig.model_validate(PRESETS["editor"])  # what `online-eval --edits` runs
+        edits = online_edits(editor, read_edits(EDITS), root, console=None)["forgetlab"]
         holder = ModelHolder(lambda: Loaded(*load_base(cfg.model), "base", None, time.time()))
         holder.complete([{"role": "user", "content": "warm up"}], max_tokens=4)
         off = latencies(holder, None, paused=True)
