@@ -319,6 +319,30 @@ def test_a_share_of_the_rehearsed_facts_are_the_most_recently_stored(tokenizer, 
     assert first == ["Biscotti", "Pixel", "Marrowick"]
     assert all(len(ex) == own + 2 and ex[own].target != ex[own + 1].target for ex in seen[3:])
 
+@pytest.mark.parametrize("retry, verdicts, kept", [
+    (True, [["10 times 10 -> no longer '100'"], []], True),  # the second try keeps the control: kept
+    (True, [["10 times 10 -> no longer '100'"]] * 2, False),  # it breaks it again: undone
+    (False, [["10 times 10 -> no longer '100'"]], False),  # no second try: undone at once
+])
+def test_an_update_that_breaks_a_control_is_tried_again_with_the_controls_beside_it(tokenizer, tmp_path, monkeypatch,
+                                                                                      retry, verdicts, kept):
+    from forgetlab.data.records import Example, user
+    from forgetlab.model import adapter_state
+
+    learner = tiny_learner(tokenizer, tmp_path, update={"steps": 1}, gate={"controls": 0, "retry": retry})
+    learner.controls, learner.control_answers = [Example(user("What is 10 times 10?"), "100")], ["It is 100."]
+    sizes, real = [], learner._train
+    monkeypatch.setattr(learner, "_train", lambda ex, *a: sizes.append(len(ex)) or real(ex, *a))
+    answers = iter(verdicts)
+    monkeypatch.setattr(learner, "_check", lambda fact: (next(answers), True))
+    start = adapter_state(learner.model)
+    [up] = learner.learn(1, "My sister's name is Oriel.").updates
+    assert sizes == ([4, 5] if retry else [4])  # the second try: the fact's 4 rows and the control
+    assert (up.retried, up.kept, up.broken) == (retry, kept, 0 if kept else 1)
+    after = adapter_state(learner.model)
+    unchanged = all(torch.equal(after[k], start[k]) for k in start)
+    assert unchanged == (not kept)  # undone: the adapter exactly as it was
+
 def test_no_answer_is_generated_while_an_update_runs(tokenizer, tmp_path):
     learner = tiny_learner(tokenizer, tmp_path, update={"steps": 3, "stop_loss": 0.0})
     updating, overlaps, worker = threading.Event(), [], []

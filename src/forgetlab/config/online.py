@@ -113,6 +113,9 @@ class GateConfig(Frozen):
     enabled: bool = Field(True, description="check control answers after each fact update; restore if they broke")
     controls: int = Field(4, ge=0, description="general questions the base answers right, checked after an update")
     max_broken: int = Field(0, ge=0, description="an update that breaks more control answers than this is undone")
+    retry: bool = Field(True, description="before undoing, try the update once more from the same start with the "
+                        "controls, answered as the starting model answers them, trained beside it (one control at "
+                        "the edge of its answer otherwise undoes every later update)")
     check_tokens: int = Field(16, gt=0, description="answer length of the checks (control and own question)")
 
 

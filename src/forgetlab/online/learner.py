@@ -56,6 +56,7 @@ class Update:
     learned: bool | None = None
     broken: int = 0
     broken_answers: list[str] = field(default_factory=list)  # "question -> answer" of each control that broke
+    retried: bool = False  # the gate's second try (gate.retry) ran
 
 
 @dataclass
@@ -211,31 +212,50 @@ class OnlineLearner:
 
     def _steps(self, examples, context: str, fact: dict | None, lr: float, lam: float, turn: int,
                values=()) -> Update:
-        """Under the holder's lock: the loop's steps, then (for a fact) the gate's check and maybe a restore."""
-        t0, u = time.perf_counter(), self.cfg.update
+        """Under the holder's lock: the loop's steps, then (for a fact) the gate's check — an update that breaks a
+        control is tried once more from the same start with the controls beside it (`gate.retry`) — and a restore
+        when it still breaks one."""
+        t0, u, gate = time.perf_counter(), self.cfg.update, self.cfg.gate
         before = adapter_state(self.model)
+        steps = u.steps if context == "fact" else 1 if context in ("chat", "question") else self.cfg.memory.replay_steps
+        tc = TrainConfig(epochs=steps, batch_size=len(examples), lr=lr, warmup_ratio=0.0, min_lr_ratio=1.0,
+                         max_length=MAX_LENGTH, seed=self.cfg.seed, max_grad_norm=u.clip, weight_decay=u.weight_decay)
+        opt = self._optimizer(tc)
+        saved = copy.deepcopy(opt.state_dict()) if opt is not None and fact is not None else None
+        history = self._train(examples, tc, opt, fact, lam, turn, values)
+        up = Update(context, fact and fact["id"], len(history), history[0]["loss"], history[-1]["loss"], 0.0)
+        if fact is not None:
+            breaks = lambda: gate.enabled and len(up.broken_answers) > gate.max_broken  # noqa: E731
+
+            def restore():
+                load_adapter_state(self.model, before)
+                if saved is not None:  # an undone try leaves no trace in the optimizer's moments either
+                    opt.load_state_dict(copy.deepcopy(saved))
+
+            up.broken_answers, up.learned = self._check(fact)
+            if breaks() and gate.retry:  # the second try: the controls, answered as at the start, beside the fact
+                restore()
+                controls = [Example(ex.messages, a) for ex, a in zip(self.controls, self.control_answers, strict=True)]
+                both = tc.model_copy(update={"batch_size": len(examples) + len(controls)})
+                history = self._train(examples + controls, both, opt, fact, lam, turn, values)
+                up.retried, up.steps, up.last_loss = True, up.steps + len(history), history[-1]["loss"]
+                up.broken_answers, up.learned = self._check(fact)
+            if breaks():
+                restore()
+                up.kept, up.learned = False, False
+            up.broken = len(up.broken_answers)
+        up.seconds = time.perf_counter() - t0
+        return up
+
+    def _train(self, examples, tc: TrainConfig, opt, fact: dict | None, lam: float, turn: int, values) -> list[dict]:
+        """The loop's steps on `examples` (the online loss, early stop at `update.stop_loss`); the history."""
+        u = self.cfg.update
         encoded = [self._encode(ex) for ex in examples]
         ents = entity_token_ids(self.tok, [*([fact["value"], *fact["entities"]] if fact else []), *values])
         method = OnlineLoss(u, self.anchors, lam, ents, self.tok.pad_token_id, start=turn * u.steps,
                             starting=lambda: adapter_off(self.model, ADAPTER), below=self.below)
-        steps = u.steps if context == "fact" else 1 if context in ("chat", "question") else self.cfg.memory.replay_steps
-        tc = TrainConfig(epochs=steps, batch_size=len(encoded), lr=lr, warmup_ratio=0.0, min_lr_ratio=1.0,
-                         max_length=MAX_LENGTH, seed=self.cfg.seed, max_grad_norm=u.clip, weight_decay=u.weight_decay)
-        opt = self._optimizer(tc)
-        saved = copy.deepcopy(opt.state_dict()) if opt is not None and fact is not None else None
-        history = train(self.model, encoded, tc, method, None, self.tok.pad_token_id, seed=self.cfg.seed + turn,
-                        stop=lambda row: method.last_nll < u.stop_loss, optimizer=opt)
-        up = Update(context, fact and fact["id"], len(history), history[0]["loss"], history[-1]["loss"], 0.0)
-        if fact is not None:
-            up.broken_answers, up.learned = self._check(fact)
-            up.broken = len(up.broken_answers)
-            if self.cfg.gate.enabled and up.broken > self.cfg.gate.max_broken:
-                load_adapter_state(self.model, before)
-                if saved is not None:  # the undone update leaves no trace in the optimizer's moments either
-                    opt.load_state_dict(saved)
-                up.kept, up.learned = False, False
-        up.seconds = time.perf_counter() - t0
-        return up
+        return train(self.model, encoded, tc, method, None, self.tok.pad_token_id, seed=self.cfg.seed + turn,
+                     stop=lambda row: method.last_nll < u.stop_loss, optimizer=opt)
 
     def _encode(self, ex: Example):
         """An update's row: plain text (`prompt answer`) for an edit's plain form, else through the chat template."""
