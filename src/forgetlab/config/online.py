@@ -152,7 +152,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         "stop_loss": 0.0, "lr_floor": 1e-7, "kl_fact": 1.0, "kl_important": 1.0},
              "gate": {"enabled": False}},
     # the lifelong editor (`online-eval --edits` uses it unless another preset is named): the adapter on the top
-    # half of the layers (below.py keeps the states under them; median edit on zsRE dev 3.6 s) and 3 of the 8
+    # half of the layers (below.py keeps the states under them; median edit on zsRE dev 3.1–4.4 s) and 3 of the 8
     # rehearsed facts the most recent ones (zsRE dev, seed 0: later edits win in generation 0.69 → 0.94)
     "editor": {"lora": {"top_layers": 0.5}, "update": {"rehearse_recent": 0.375}},
 }
