@@ -227,7 +227,8 @@ def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch)
     monkeypatch.setattr(learner, "_check", lambda fact: (["What is 2+2? -> 5"], True))  # "broke" a control
     result = learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
     [up] = result.updates
-    assert up.steps == 3 and not up.kept and not up.learned and up.broken == 1
+    assert up.steps == 6 and up.retried  # 3 steps, then the gate's second try (gate.retry) of 3 more
+    assert not up.kept and not up.learned and up.broken == 1
     after = adapter_state(learner.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert learner.memory.all()[0]["rejected"] == 1 and learner.status()["updates_rejected"] == 1
