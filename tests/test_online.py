@@ -227,7 +227,7 @@ def test_gate_restores_the_adapter_bit_for_bit(tokenizer, tmp_path, monkeypatch)
     monkeypatch.setattr(learner, "_check", lambda fact: (["What is 2+2? -> 5"], True))  # "broke" a control
     result = learner.learn(learner.state.next_turn(), "My sister's name is Oriel.")
     [up] = result.updates
-    assert up.steps == 6 and up.retried  # 3 steps, then the gate's second try (gate.retry) of 3 more
+    assert up.steps == 3 and not up.retried  # no controls to train beside it: no second try
     assert not up.kept and not up.learned and up.broken == 1
     after = adapter_state(learner.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -319,6 +319,7 @@ def test_a_share_of_the_rehearsed_facts_are_the_most_recently_stored(tokenizer, 
     # turn 4 (Pixel): Biscotti was stored last; turn 5 (Marrowick again): Pixel; turn 6 (Oriel again): Marrowick
     assert first == ["Biscotti", "Pixel", "Marrowick"]
     assert all(len(ex) == own + 2 and ex[own].target != ex[own + 1].target for ex in seen[3:])
+
 
 @pytest.mark.parametrize("retry, verdicts, kept", [
     (True, [["10 times 10 -> no longer '100'"], []], True),  # the second try keeps the control: kept

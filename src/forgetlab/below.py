@@ -22,7 +22,10 @@ class _Reached(Exception):
 
 
 def first_trained_layer(decoder) -> int:
-    """Index of the lowest decoder layer with a trainable parameter (the layer count when none has one)."""
+    """Index of the lowest decoder layer with a trainable parameter (the layer count when none has one; 0 for a
+    decoder that keeps no `layers` list, whose layers cannot be run apart)."""
+    if not isinstance(getattr(decoder, "layers", None), nn.ModuleList):
+        return 0
     for i, layer in enumerate(decoder.layers):
         if any(p.requires_grad for p in layer.parameters()):
             return i
@@ -52,7 +55,7 @@ class Below:
         self.pad_id, self.max_rows = pad_id, max_rows
         self.rows: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
         self.start = first_trained_layer(self.decoder)
-        if not 0 < self.start < len(self.decoder.layers) or not self._same_logits(model):
+        if not 0 < self.start < len(getattr(self.decoder, "layers", ())) or not self._same_logits(model):
             self.start = 0
         self.rows.clear()
 

@@ -225,7 +225,8 @@ class OnlineLearner:
         history = self._train(examples, tc, opt, fact, lam, turn, values)
         up = Update(context, fact and fact["id"], len(history), history[0]["loss"], history[-1]["loss"], 0.0)
         if fact is not None:
-            breaks = lambda: gate.enabled and len(up.broken_answers) > gate.max_broken  # noqa: E731
+            def breaks():
+                return gate.enabled and len(up.broken_answers) > gate.max_broken
 
             def restore():
                 load_adapter_state(self.model, before)
@@ -233,7 +234,7 @@ class OnlineLearner:
                     opt.load_state_dict(copy.deepcopy(saved))
 
             up.broken_answers, up.learned = self._check(fact)
-            if breaks() and gate.retry:  # the second try: the controls, answered as at the start, beside the fact
+            if breaks() and gate.retry and self.controls:  # a second try, the controls answered as at the start
                 restore()
                 controls = [Example(ex.messages, a) for ex, a in zip(self.controls, self.control_answers, strict=True)]
                 both = tc.model_copy(update={"batch_size": len(examples) + len(controls)})
