@@ -263,9 +263,9 @@ def test_a_persistent_optimizer_carries_its_moments_across_turns_and_a_restart(t
 
 
 def test_key_positions_and_the_teacher_forced_check_against_a_plain_forward(tokenizer, tiny):
-    from forgetlab.batching import encode
+    from forgetlab.batching import encode, key_positions
     from forgetlab.data.records import Example, user
-    from forgetlab.online.update import key_positions, key_predicted
+    from forgetlab.online.update import key_predicted
 
     answer = "The capital of France is Paris."
     pos = key_positions(tokenizer, answer, "paris")

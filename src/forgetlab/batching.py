@@ -38,6 +38,15 @@ def answer_ids(tok, target: str) -> list[int]:
     return tok(target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
 
 
+def key_positions(tok, answer: str, key: str) -> list[int]:
+    """Indexes of the tokens of `answer` that spell `key` (case ignored; [] when the answer does not hold it)."""
+    at = answer.lower().find(key.lower())
+    if at < 0:
+        return []
+    offsets = tok(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [i for i, (a, b) in enumerate(offsets) if a < at + len(key) and b > at]
+
+
 def encode(tok, example: Example, max_length: int) -> Encoded:
     """Prompt + answer ids, labels masked on the prompt; over-long records lose prompt tokens from the left."""
     p, a = prompt_ids(tok, example.messages), answer_ids(tok, example.target)

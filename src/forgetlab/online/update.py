@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..batching import IGNORE, answer_positions, encode, unbatch
+from ..batching import IGNORE, answer_positions, encode, key_positions, unbatch
 from ..config.online import UpdateConfig
 from ..data.records import Example, user
 from ..forward import by_row, per_row
@@ -115,15 +115,6 @@ class OnlineLoss:
             loss = loss + self.cfg.kl_text * kl_to_reference(logits[:n], ref.float())
         self.number += 1
         return loss
-
-
-def key_positions(tok, answer: str, key: str) -> list[int]:
-    """Indexes of the tokens of `answer` that spell `key` (case ignored; [] when the answer does not hold it)."""
-    at = answer.lower().find(key.lower())
-    if at < 0:
-        return []
-    offsets = tok(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return [i for i, (a, b) in enumerate(offsets) if a < at + len(key) and b > at]
 
 
 @torch.no_grad()

@@ -191,6 +191,12 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
+    if cfg.method.chat_keys:
+        from ..unlearning.chat import ChatKeys, key_rows
+
+        keys = key_rows(model, tok, sets["forget"].qa(), cfg.eval.max_new_tokens, cfg.train.max_length)
+        state["chat_keys"] = len(keys)
+        method = ChatKeys(method, cfg.method.chat_keys, keys, cfg.train.batch_size, tok.pad_token_id)
     loss_sets = {k: fixed_batches(sets[k.replace("_eval", "")].rows(tok, cfg.train.max_length), 16, tok.pad_token_id)
                  for k in ("forget", "retain")}
     tc, gc = cfg.train, cfg.guard

@@ -32,6 +32,32 @@ UNLEARNING: dict[str, type] = {"ga": GA, "gd": GD, "whp": WHP, "fwf": FWF, "rmu"
 
 
 @dataclass
+class Cycle:
+    """Rows handed out a batch at a time, a reshuffled pass each time they run out (seeded)."""
+
+    rows: list[Encoded]
+    batch_size: int
+    pad_id: int
+    _order: list[int] = field(default_factory=list)
+    _pos: int = 0
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def next(self, device) -> dict[str, torch.Tensor] | None:
+        """The next batch (on `device`); None when there are no rows."""
+        if not self.rows:
+            return None
+        out = []
+        while len(out) < min(self.batch_size, len(self.rows)):
+            if self._pos >= len(self._order):
+                self._order = list(range(len(self.rows)))
+                self._rng.shuffle(self._order)
+                self._pos = 0
+            out.append(self.rows[self._order[self._pos]])
+            self._pos += 1
+        return to_device(collate(out, self.pad_id), device)
+
+
+@dataclass
 class UnlearnContext:
     """What a method may read: the tokenizer, the training settings, the retain rows (cycled by `retain_batch`) and
     caches."""
@@ -40,24 +66,13 @@ class UnlearnContext:
     train: TrainConfig
     retain: list[Encoded] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
-    _order: list[int] = field(default_factory=list)
-    _pos: int = 0
-    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+    _retain: Cycle | None = None
 
     def retain_batch(self, device) -> dict[str, torch.Tensor] | None:
         """The next batch of retain rows (a reshuffled pass each time they run out); None when there are none."""
-        if not self.retain:
-            return None
-        size = self.train.batch_size
-        rows = []
-        while len(rows) < min(size, len(self.retain)):
-            if self._pos >= len(self._order):
-                self._order = list(range(len(self.retain)))
-                self._rng.shuffle(self._order)
-                self._pos = 0
-            rows.append(self.retain[self._order[self._pos]])
-            self._pos += 1
-        return to_device(collate(rows, self.tokenizer.pad_token_id), device)
+        if self._retain is None:
+            self._retain = Cycle(self.retain, self.train.batch_size, self.tokenizer.pad_token_id)
+        return self._retain.next(device)
 
 
 def canonical(name: str) -> str:

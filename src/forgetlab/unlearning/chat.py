@@ -1,0 +1,74 @@
+"""`method.chat_keys`: forget the answer where the chat says it, not only where the plain text states it.
+
+Every method trains on the facts stated as plain text ("Question: q / Answer: a"), the form option log-likelihood
+scores. The model's chat answers can keep a fact that the plain form has lost ("What is the longest river in Africa?"
+→ "The Nile ..." with the option accuracy at chance). Training the whole chat answer away teaches the model to
+answer every chat question badly; this term is narrower: for each forget fact whose answer the starting model's own
+greedy chat answer holds, only the token where that answer begins is pushed down, by unlikelihood
+(Welleck et al., 2019) —
+
+    −log(1 − p(first answer token | question, the model's own answer before it))
+
+— which is bounded (zero once the token is unlikely, no gradient to run away with) and leaves the words around the
+answer alone. The term is added to the wrapped method's loss with weight `method.chat_keys`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..batching import IGNORE, Encoded, encode, key_positions
+from ..data.records import Example
+from ..evaluate import generate_answers
+from ..losses import answer_logits
+from ..metrics.qa import contains
+from . import Cycle
+
+
+def key_rows(model, tok, questions: list[Example], max_new_tokens: int, max_length: int) -> list[Encoded]:
+    """One row per question whose greedy chat answer (by `model` as it is now) holds its target: the question and
+    that answer, the loss on the first token of the target within it only."""
+    was = model.training
+    model.eval()
+    try:
+        answers = generate_answers(model, tok, questions, max_new_tokens, 64)
+    finally:
+        model.train(was)
+    rows = []
+    for ex, answer in zip(questions, answers, strict=True):
+        pos = key_positions(tok, answer, ex.target) if contains(answer, ex.target) else []
+        if not pos:
+            continue
+        row = encode(tok, Example(ex.messages, answer), max_length)
+        start = len(row.labels) - (len(tok(answer, add_special_tokens=False)["input_ids"]) + 1)  # + end of turn
+        labels = [IGNORE] * len(row.labels)
+        if 0 < start + pos[0] < len(labels):
+            labels[start + pos[0]] = row.labels[start + pos[0]]
+            rows.append(Encoded(row.input_ids, labels))
+    return rows
+
+
+def unlikelihood(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over labelled positions of −log(1 − p(label)); 0 when nothing is labelled."""
+    logits, targets = answer_logits(model, batch)
+    if logits.shape[0] == 0:
+        return logits.sum() * 0.0
+    p = logits.float().softmax(-1).gather(1, targets[:, None])[:, 0]
+    return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
+
+class ChatKeys:
+    """A method with the chat-answer term added: inner loss + weight · unlikelihood of the forget answers' first
+    tokens in the model's own chat answers (see the module docstring). Everything else is the inner method's."""
+
+    def __init__(self, inner, weight: float, rows: list[Encoded], batch_size: int, pad_id: int):
+        self.inner, self.weight = inner, weight
+        self.keys = Cycle(rows, batch_size, pad_id)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def loss(self, model, batch, ctx):
+        loss = self.inner.loss(model, batch, ctx)
+        keys = self.keys.next(next(model.parameters()).device)
+        return loss + self.weight * unlikelihood(model, keys) if keys is not None else loss
