@@ -135,6 +135,7 @@ def test_unlearn_with_defaults_keeps_a_checkpoint_above_the_floors_and_saves_it(
     assert state["kept"]["acceptable"] is True and kept["step"] == state["kept"]["step"] > 0
     assert kept["forget_ll"] <= guard["target"] + 1e-9 or kept["forget_ll"] <= first["forget_ll"] - 0.3, kept
     assert kept["retain_ll"] >= guard["retain_min"] - 1e-9 and kept["general"] >= guard["general_min"] - 1e-9, kept
+    assert state["chat_keys"] > 0 and kept["forget_qa"] <= 0.2, kept  # the chat answers forget too (method.chat_keys)
     assert guard["retain_min"] == 0.9 * first["retain_ll"] and guard["general_min"] == 0.8 * first["general"]
     assert f"Kept step {kept['step']}" in r.stdout
     rtt = state["rtt"]

@@ -35,3 +35,52 @@ def test_unlearning_losses_by_hand(tiny, tokenizer):
     h[1, :1] = c
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     assert float(masked_mse(h, c, mask)) == 0.0 and float(masked_mse(h, h + 2, mask)) == 4.0
+
+
+def test_chat_keys_label_the_answer_in_the_models_own_chat_answer_and_push_it_down(tiny, tokenizer, monkeypatch):
+    """`method.chat_keys`: a row per question whose chat answer holds the target, labelled only at the tokens that
+    spell it; the term is −log(1 − p) at those tokens (checked against a plain forward) added to the inner loss."""
+    import math
+
+    from forgetlab.batching import IGNORE, collate
+    from forgetlab.config import TrainConfig
+    from forgetlab.data.records import Example, user
+    from forgetlab.unlearning import UnlearnContext
+    from forgetlab.unlearning import chat as chat_keys
+
+    answers = ["I think it is Paris, of course.", "No idea.", "It is paris."]
+    monkeypatch.setattr(chat_keys, "generate_answers", lambda *a, **k: answers)
+    questions = [Example(user("Capital of France?"), "Paris"), Example(user("Capital of Peru?"), "Lima"),
+                 Example(user("And again?"), "Paris")]
+    rows = chat_keys.key_rows(tiny, tokenizer, questions, 16, 128)
+    assert len(rows) == 2  # "No idea." does not hold "Lima": no row
+    for row in rows:
+        labelled = [t for t in row.labels if t != IGNORE]
+        assert tokenizer.decode(labelled).strip().lower() == "paris"
+        assert row.input_ids[-1] == tokenizer.eos_token_id  # the whole answer is there, only the key is labelled
+
+    batch = collate(rows, tokenizer.pad_token_id)
+    with torch.no_grad():
+        got = float(chat_keys.unlikelihood(tiny, batch))
+        logits = tiny(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    terms = []
+    for b in range(len(rows)):
+        for t in range(1, batch["input_ids"].shape[1]):
+            label = int(batch["labels"][b, t])
+            if label != IGNORE:
+                p = float(logits[b, t - 1].softmax(-1)[label])
+                terms.append(-math.log(1 - p))
+    assert math.isclose(got, sum(terms) / len(terms), rel_tol=1e-4)
+
+    class Inner:
+        def loss(self, model, batch, ctx):
+            return torch.tensor(2.0)
+
+        def rows(self, forget, ctx):
+            return "the inner method's rows"
+
+    method = chat_keys.ChatKeys(Inner(), 0.5, rows, batch_size=8, pad_id=tokenizer.pad_token_id)
+    assert method.rows(None, None) == "the inner method's rows"
+    ctx = UnlearnContext(tokenizer, TrainConfig())
+    with torch.no_grad():
+        assert math.isclose(float(method.loss(tiny, batch, ctx)), 2.0 + 0.5 * got, rel_tol=1e-4)

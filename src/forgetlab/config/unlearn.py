@@ -50,9 +50,9 @@ class UnlearnMethodConfig(Frozen):
                                      "counts up to this value and no further, so the ascent term is bounded below "
                                      "and a run without guards cannot run away (e.g. 6); None: plain gradient "
                                      "ascent, bounded by the guards' stop")
-    chat_keys: float = Field(0.0, ge=0, description="weight of a term added to any method: unlikelihood of the first "
-                             "token of each forget answer where the model's own greedy chat answer says it (the chat "
-                             "form keeps facts the plain form has lost); 0: off")
+    chat_keys: float = Field(1.0, ge=0, description="weight of a term added to any method: unlikelihood of the tokens "
+                             "that spell each forget answer where the model's own greedy chat answer says it (the chat "
+                             "form keeps facts the plain form has lost; see unlearning/chat.py); 0: off")
     beta: float = Field(0.1, gt=0, description="npo / simnpo: inverse temperature β (NPO's paper: 0.1)")
     gamma: float = Field(0.0, ge=0, description="simnpo: reward margin γ")
     layer: int | None = Field(None, ge=0, description="rmu: the layer whose hidden states are steered; None: layer 7 "

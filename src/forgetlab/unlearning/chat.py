@@ -4,13 +4,15 @@ Every method trains on the facts stated as plain text ("Question: q / Answer: a"
 scores. The model's chat answers can keep a fact that the plain form has lost ("What is the longest river in Africa?"
 → "The Nile ..." with the option accuracy at chance). Training the whole chat answer away teaches the model to
 answer every chat question badly; this term is narrower: for each forget fact whose answer the starting model's own
-greedy chat answer holds, only the token where that answer begins is pushed down, by unlikelihood
+greedy chat answer holds, only the tokens that spell the answer in it are pushed down, each by unlikelihood
 (Welleck et al., 2019) —
 
-    −log(1 − p(first answer token | question, the model's own answer before it))
+    −log(1 − p(answer token | question, the model's own answer before it))
 
 — which is bounded (zero once the token is unlikely, no gradient to run away with) and leaves the words around the
-answer alone. The term is added to the wrapped method's loss with weight `method.chat_keys`.
+answer alone. The term is added to the wrapped method's loss with weight `method.chat_keys`. Pushing down only the
+token where the answer begins was tried: on the tuning sets it needed three times the weight for the same effect
+and cost more general answers.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from . import Cycle
 
 def key_rows(model, tok, questions: list[Example], max_new_tokens: int, max_length: int) -> list[Encoded]:
     """One row per question whose greedy chat answer (by `model` as it is now) holds its target: the question and
-    that answer, the loss on the first token of the target within it only."""
+    that answer, labelled only at the tokens that spell the target within it."""
     was = model.training
     model.eval()
     try:
@@ -42,8 +44,10 @@ def key_rows(model, tok, questions: list[Example], max_new_tokens: int, max_leng
         row = encode(tok, Example(ex.messages, answer), max_length)
         start = len(row.labels) - (len(tok(answer, add_special_tokens=False)["input_ids"]) + 1)  # + end of turn
         labels = [IGNORE] * len(row.labels)
-        if 0 < start + pos[0] < len(labels):
-            labels[start + pos[0]] = row.labels[start + pos[0]]
+        for i in pos:
+            if 0 < start + i < len(labels):
+                labels[start + i] = row.labels[start + i]
+        if any(t != IGNORE for t in labels):
             rows.append(Encoded(row.input_ids, labels))
     return rows
 
@@ -58,8 +62,8 @@ def unlikelihood(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class ChatKeys:
-    """A method with the chat-answer term added: inner loss + weight · unlikelihood of the forget answers' first
-    tokens in the model's own chat answers (see the module docstring). Everything else is the inner method's."""
+    """A method with the chat-answer term added: inner loss + weight · unlikelihood of the forget answers' tokens
+    in the model's own chat answers (see the module docstring). Everything else is the inner method's."""
 
     def __init__(self, inner, weight: float, rows: list[Encoded], batch_size: int, pad_id: int):
         self.inner, self.weight = inner, weight
