@@ -29,7 +29,7 @@ from .parse import field_names, key_hint, set_dotted
 ALIASES = {"ria": "whp"}
 """Other names of unlearning methods."""
 
-LEARNING_RATES = {"lora": 1e-3, "full": 3e-5}
+LEARNING_RATES = {"lora": 3e-4, "full": 3e-5}
 """train.lr when neither the user nor the method gives one: LoRA (lora.rank > 0) or full weights (rank 0)."""
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -138,8 +138,8 @@ class UnlearnTrainConfig(TrainConfig):
     """`train.` for unlearning: a constant learning rate, short records, fewer epochs (defaults measured on the
     bundled model; see the README's unlearning table)."""
 
-    epochs: int = Field(3, gt=0, description="passes over the forget facts")
-    lr: float | None = Field(None, gt=0, description="learning rate; None: the method's own by rank (LoRA 1e-3, full "
+    epochs: int = Field(8, gt=0, description="passes over the forget facts at most (the guards stop a run sooner)")
+    lr: float | None = Field(None, gt=0, description="learning rate; None: the method's own by rank (LoRA 3e-4, full "
                              "weights 3e-5; rmu 2e-3 / 5e-3), filled in when the config is built")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="share of the steps spent warming up linearly")
     min_lr_ratio: float = Field(1.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio (1: constant lr)")
