@@ -41,7 +41,7 @@ def test_rmu_gets_its_own_defaults_wherever_it_is_named():
     # what the user sets wins over the method's default, from a file, a flag or --set alike
     assert build_config(UnlearnConfig, {"method": {"name": "rmu"}, "train": {"epochs": 2}}).train.epochs == 2
     assert build_config(UnlearnConfig, {}, {"method.name": "rmu"}, ["train.epochs=1"]).train.epochs == 1
-    assert build_config(UnlearnConfig, {}).train.lr == 1e-3
+    assert build_config(UnlearnConfig, {}).train.lr == 3e-4
     assert build_config(UnlearnConfig, {"lora": {"rank": 0}}).train.lr == 3e-5
 
 

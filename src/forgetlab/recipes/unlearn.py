@@ -26,6 +26,7 @@ from ..model import attach_lora, load_base
 from ..report import StepProgress, fmt
 from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
+from ..unlearning.chat import with_chat_keys
 
 
 def fact_sets(cfg: UnlearnConfig) -> dict[str, FactSet]:
@@ -191,12 +192,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
-    if cfg.method.chat_keys:
-        from ..unlearning.chat import ChatKeys, key_rows
-
-        keys = key_rows(model, tok, sets["forget"].qa(), cfg.eval.max_new_tokens, cfg.train.max_length)
-        state["chat_keys"] = len(keys)
-        method = ChatKeys(method, cfg.method.chat_keys, keys, cfg.train.batch_size, tok.pad_token_id)
+    method = with_chat_keys(method, model, tok, cfg, sets["forget"], state)  # method.chat_keys
     loss_sets = {k: fixed_batches(sets[k.replace("_eval", "")].rows(tok, cfg.train.max_length), 16, tok.pad_token_id)
                  for k in ("forget", "retain")}
     tc, gc = cfg.train, cfg.guard

@@ -1,8 +1,8 @@
 """`method.chat_keys`: forget the answer where the chat says it, not only where the plain text states it.
 
 Every method trains on the facts stated as plain text ("Question: q / Answer: a"), the form option log-likelihood
-scores. The model's chat answers can keep a fact that the plain form has lost ("What is the longest river in Africa?"
-→ "The Nile ..." with the option accuracy at chance). Training the whole chat answer away teaches the model to
+scores. The model's chat answers can keep a fact that the plain form has lost (words → geography in the README:
+option accuracy 1.00 → 0.20 while 16 of 25 chat answers stayed right). Training the whole chat answer away teaches the model to
 answer every chat question badly; this term is narrower: for each forget fact whose answer the starting model's own
 greedy chat answer holds, only the tokens that spell the answer in it are pushed down, each by unlikelihood
 (Welleck et al., 2019) —
@@ -76,3 +76,13 @@ class ChatKeys:
         loss = self.inner.loss(model, batch, ctx)
         keys = self.keys.next(next(model.parameters()).device)
         return loss + self.weight * unlikelihood(model, keys) if keys is not None else loss
+
+
+def with_chat_keys(method, model, tok, cfg, forget, state: dict):
+    """`method` with the chat-answer term when `cfg.method.chat_keys` > 0 (the rows from `forget`'s questions,
+    answered by `model` before its first step; their count goes to `state["chat_keys"]`); else `method` itself."""
+    if not cfg.method.chat_keys:
+        return method
+    rows = key_rows(model, tok, forget.qa(), cfg.eval.max_new_tokens, cfg.train.max_length)
+    state["chat_keys"] = len(rows)
+    return ChatKeys(method, cfg.method.chat_keys, rows, cfg.train.batch_size, tok.pad_token_id)
