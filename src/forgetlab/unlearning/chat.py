@@ -42,10 +42,10 @@ def key_rows(model, tok, questions: list[Example], max_new_tokens: int, max_leng
         if not pos:
             continue
         row = encode(tok, Example(ex.messages, answer), max_length)
-        start = len(row.labels) - (len(tok(answer, add_special_tokens=False)["input_ids"]) + 1)  # + end of turn
+        start = next(i for i, t in enumerate(row.labels) if t != IGNORE)  # where the answer's tokens begin
         labels = [IGNORE] * len(row.labels)
         for i in pos:
-            if 0 < start + i < len(labels):
+            if start + i < len(labels):
                 labels[start + i] = row.labels[start + i]
         if any(t != IGNORE for t in labels):
             rows.append(Encoded(row.input_ids, labels))
