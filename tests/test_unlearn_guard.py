@@ -37,6 +37,25 @@ def test_the_guard_module_example_by_hand():
     assert kept is b and "lowest forget accuracy" in why
 
 
+def test_the_chat_answers_count_once_the_options_say_forgotten():
+    """The module's QA example: option accuracy down far enough is not forgotten while the chat answers keep the
+    facts; the run goes on and the check where QA also falls is kept. No QA measured: no condition."""
+    from forgetlab.unlearning.guard import Check
+
+    g = guard(qa_target=0.2)
+    g.see(Check(0, 0, 0.8, 0.9, 1.0, qa=0.6))
+    b = g.see(Check(4, 1, 0.45, 0.85, 0.90, qa=0.30))  # down 0.35, but 30% of chat answers still right
+    assert g.options_forgotten(b.forget) and not b.forgotten and g.stop_reason(b) is None
+    at_target = g.see(Check(5, 1, 0.30, 0.85, 0.90, qa=0.25))  # at the option target, QA not there: go on
+    assert not at_target.acceptable and g.stop_reason(at_target) is None
+    assert "forget QA went only to 0.25 (needed ≤ 0.20)" in g.why_none()
+    d = g.see(Check(6, 2, 0.35, 0.84, 0.88, qa=0.20))  # QA exactly at its target, option accuracy at the target
+    assert d.acceptable and g.stop_reason(d) == "forget target reached"
+    assert g.kept()[0] is d
+    assert guard(qa_target=0.2).see(Check(2, 1, 0.4, 0.9, 1.0, qa=None)).forgotten
+    assert guard(qa_target=None).see(Check(2, 1, 0.4, 0.9, 1.0, qa=0.9)).forgotten
+
+
 def test_target_floors_and_the_nearest_miss():
     from forgetlab.unlearning.guard import Check, chance
 
@@ -99,6 +118,9 @@ def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_c
         assert share_correct(mcq_option_logprobs(merged, tok, items), [it.answer for it in items]) == pytest.approx(
             float(kept["forget_ll"]), abs=1e-5)
     assert "Kept step" in r.stdout
+    # min_drop 0: the options say forgotten at every check, so the chat answers (QA, the second condition) were
+    # generated at every one of them
+    assert all(x["forget_qa"] != "" for x in rows) and "with forget QA ≤ 0.200" in r.stdout
 
 
 def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best_under_another_name(
@@ -136,5 +158,6 @@ def test_the_shipped_unlearning_sets_ask_none_of_the_general_questions():
     root = Path(__file__).resolve().parents[1] / "examples" / "unlearn"
     shared = {p.stem: shared_questions([(f.question, f.answer) for f in read_facts(str(p)).facts])
               for p in sorted(root.glob("*.jsonl"))}
-    assert len(shared) == 5
-    assert shared == {"culture": [], "geography": [], "objects": [], "science": [], "words": []}
+    assert len(shared) == 8
+    assert shared == {"body": [], "culture": [], "geography": [], "nature": [], "objects": [], "science": [],
+                      "transport": [], "words": []}

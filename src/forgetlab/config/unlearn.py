@@ -105,7 +105,8 @@ class RTTConfig(Frozen):
 class GuardConfig(Frozen):
     """The guards of `forgetlab unlearn`: measure every few steps, stop at the target or at a floor, keep the best
     checkpoint. A checkpoint is *acceptable* when retain and general are at or above their floors and forgetting
-    went far enough (forget at or below the target, or down by at least min_drop); the kept one is the acceptable
+    went far enough (forget at or below the target, or down by at least min_drop, and forget QA at or below
+    qa_target); the kept one is the acceptable
     checkpoint with the lowest forget accuracy."""
 
     enabled: bool = Field(True, description="evaluate every eval_every steps, stop early, keep the best checkpoint; "
@@ -119,6 +120,9 @@ class GuardConfig(Frozen):
                                   "directory): its forget accuracy + margin is the target; --learn-first uses the "
                                   "model before it learned the task")
     min_drop: float = Field(0.3, ge=0, le=1, description="forget accuracy down by this much also counts as forgotten")
+    qa_target: float | None = Field(0.2, ge=0, le=1, description="forgotten also needs forget QA (greedy chat answers "
+                                    "that still hold the fact) at or below this, measured at the checks whose option "
+                                    "accuracy says forgotten; None: the option accuracy alone")
     retain_floor: float = Field(0.9, ge=0, le=1, description="stop when retain accuracy falls below this share of "
                                 "its start")
     general_floor: float = Field(0.8, ge=0, le=1, description="stop when the general score falls below this share "

@@ -22,7 +22,7 @@ from ..errors import BelowBar, Interrupted, UserError
 from ..evaluate import general_score, mcq_letter_probs, mcq_option_logprobs, mean_loss, qa_scores_of_sets
 from ..loop import steps_for, train
 from ..metrics.unlearning import calibrated_choice, share_correct
-from ..model import attach_lora, load_base
+from ..model import adapter_state, attach_lora, load_adapter_state, load_base
 from ..report import StepProgress, fmt
 from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
@@ -214,7 +214,8 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     if guard:
         guard.see(guard_check(start))
         state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
-                          "min_drop": gc.min_drop, "eval_every": every, "reference": reference}
+                          "min_drop": gc.min_drop, "qa_target": gc.qa_target, "eval_every": every,
+                          "reference": reference}
     finish(run_dir, cfg, state, "incomplete")
     snapshots: dict[int, dict] = {}
     stopped: dict = {}
@@ -225,6 +226,9 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         if not (row["step"] % every == 0 or end_of_epoch):
             return False
         result = measure(row["step"], row["epoch"], full=guard is None and end_of_epoch)
+        if (guard and guard.qa_target is not None and result.get("forget_ll") is not None
+                and guard.options_forgotten(result["forget_ll"]) and sets["forget_eval"].qa()):
+            result["forget_qa"] = forget_score(model, tok, sets, True, cfg.eval.max_new_tokens)  # only where it decides
         state["checks"].append(result)
         if guard is None:
             finish(run_dir, cfg, state, "incomplete")
@@ -233,7 +237,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         best, _ = guard.kept()
         if best is c or (best is None and guard.best_rejected() is c):
             snapshots.clear()
-            snapshots[c.step] = trainable_state(model)
+            snapshots[c.step] = adapter_state(model)
         reason = guard.stop_reason(c)
         finish(run_dir, cfg, state, "incomplete")
         if reason:
@@ -262,7 +266,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     state["kept"] = {"step": chosen.step, "epoch": chosen.epoch, "acceptable": kept is not None, "reason": why,
                      "stopped": stopped or None}
     if chosen.step != state["history"][-1]["step"]:
-        load_trainable(model, snapshots[chosen.step])
+        load_adapter_state(model, snapshots[chosen.step])
     final = measure(chosen.step, chosen.epoch, full=True)  # the restored weights, scored in full
     i = next(i for i, r in enumerate(state["checks"]) if r["step"] == chosen.step and i > 0)
     final["train_loss"] = state["checks"][i]["train_loss"]
@@ -278,7 +282,8 @@ def guard_check(row: dict):
 
     forget = row["forget_ll"] if row.get("forget_ll") is not None else row["forget_qa"]
     retain = row["retain_ll"] if row.get("retain_ll") is not None else row.get("retain_qa")
-    return Check(row["step"], row["epoch"], forget, retain, row.get("general"))
+    qa = row.get("forget_qa") if row.get("forget_ll") is not None else None  # QA as a second condition
+    return Check(row["step"], row["epoch"], forget, retain, row.get("general"), qa)
 
 
 def make_guard(cfg: UnlearnConfig, sets: dict[str, FactSet], start: dict, reference: float | None):
@@ -295,7 +300,8 @@ def make_guard(cfg: UnlearnConfig, sets: dict[str, FactSet], start: dict, refere
     else:
         items = sets["forget_eval"].mcq()
         target = (chance([len(it.options) for it in items]) if items else 0.0) + gc.margin
-    return Guard(first.forget, first.retain, first.general, target, gc.min_drop, gc.retain_floor, gc.general_floor)
+    return Guard(first.forget, first.retain, first.general, target, gc.min_drop, gc.retain_floor, gc.general_floor,
+                 gc.qa_target)
 
 
 def reference_accuracy(cfg: UnlearnConfig, tok, sets: dict[str, FactSet]) -> float | None:
@@ -308,23 +314,17 @@ def reference_accuracy(cfg: UnlearnConfig, tok, sets: dict[str, FactSet]) -> flo
     return score
 
 
-def forget_score(model, tok, sets: dict[str, FactSet]) -> float:
+def forget_score(model, tok, sets: dict[str, FactSet], qa: bool = False, max_new_tokens: int = 16) -> float:
+    """Forget accuracy by option log-likelihood, or (`qa`, or no choices) the share of greedy answers holding it."""
     items = sets["forget_eval"].mcq()
-    if items:
-        return share_correct(mcq_option_logprobs(model, tok, items), [it.answer for it in items])
-    return qa_scores_of_sets(model, tok, {"f": sets["forget_eval"].qa()}, 16)["f"]["contains"]
-
-
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    """A copy of the trainable weights (LoRA matrices, or the freed full weights), to restore a checkpoint."""
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
-
-
-@torch.no_grad()
-def load_trainable(model, saved: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, value in saved.items():
-        params[name].copy_(value.to(params[name].device))
+    was = model.training
+    model.eval()
+    try:
+        if items and not qa:
+            return share_correct(mcq_option_logprobs(model, tok, items), [it.answer for it in items])
+        return qa_scores_of_sets(model, tok, {"f": sets["forget_eval"].qa()}, max_new_tokens)["f"]["contains"]
+    finally:
+        model.train(was)
 
 
 def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig, loss_sets: dict | None) -> dict:

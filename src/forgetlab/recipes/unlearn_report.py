@@ -32,7 +32,8 @@ def guard_line(state: dict) -> str:
     floors = ", ".join(f"{name} ≥ {fmt(v)}" for name, v in (("retain", g["retain_min"]), ("general", g["general_min"]))
                        if v is not None)
     stopped = (kept.get("stopped") or {})
-    return (f"guards: forgotten at forget ≤ {fmt(g['target'])} or a drop of {fmt(g['min_drop'])}; floors {floors}; "
+    chat = f" with forget QA ≤ {fmt(g['qa_target'])}" if g.get("qa_target") is not None else ""
+    return (f"guards: forgotten at forget ≤ {fmt(g['target'])} or a drop of {fmt(g['min_drop'])}{chat}; floors {floors}; "
             f"evaluated every {g['eval_every']} steps. "
             + (f"Stopped at step {stopped['step']}: {stopped['reason']}. " if stopped else "Ran every epoch. ")
             + (f"Kept step {kept.get('step')}: {kept.get('reason')}." if kept.get("acceptable")
@@ -44,7 +45,7 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
     full = [r for r in checks if r.get("forget_loss") is not None or r.get("retain_loss") is not None]
     out = [(f"Unlearning {state['method']} (LoRA rank {state['lora_rank']}, lr {fmt(state['lr'])}): accuracy by "
             "step (acc: per-option log-likelihood; QA: greedy answers containing the reference, measured at the "
-            "start and the kept step; general: built-in general questions)",
+            "start, the kept step and the checks whose forget acc says forgotten; general: built-in general questions)",
             [h for _, h in CHECK_COLUMNS], [[r.get(k) for k, _ in CHECK_COLUMNS] for r in checks]),
            ("Letter choice and losses at the start and the kept step (letter: letter logits; cal: calibrated)",
             [h for _, h in LETTER_COLUMNS], [[r.get(k) for k, _ in LETTER_COLUMNS] for r in full])]

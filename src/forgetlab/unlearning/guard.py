@@ -7,6 +7,10 @@ Worked example (floors 0.9 × retain and 0.8 × general, target 0.35, min_drop 0
     step 4: forget 0.45, retain 0.85, general 0.90  floors held, down 0.35 ≥ min_drop: acceptable → go on
     step 6: forget 0.30, retain 0.70, general 0.85  retain below 0.81                             → stop (floor)
 Kept: step 4, the acceptable checkpoint with the lowest forget accuracy.
+
+With a QA target (0.2), the greedy chat answers count too: a check whose option accuracy says forgotten is
+forgotten only if at most 20% of its forget answers still hold the fact (QA is measured only at such checks: its
+generation costs more than the option scores). Step 4 above with QA 0.30 is not forgotten: training goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Check:
     forget: float
     retain: float | None
     general: float | None
+    qa: float | None = None  # forget QA; None: not measured here (no condition)
     floors_held: bool = True
     forgotten: bool = False
 
@@ -42,6 +47,7 @@ class Guard:
     min_drop: float
     retain_floor: float
     general_floor: float
+    qa_target: float | None = None
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -58,10 +64,16 @@ class Guard:
         low_general = (self.general_min is not None and check.general is not None
                        and check.general < self.general_min - eps)
         check.floors_held = not (low_retain or low_general)
-        check.forgotten = (check.forget <= self.target + eps
-                           or self.start_forget - check.forget >= self.min_drop - eps)
+        check.forgotten = self.options_forgotten(check.forget) and self.qa_ok(check.qa)
         self.checks.append(check)
         return check
+
+    def options_forgotten(self, forget: float) -> bool:
+        """Forgotten by the option accuracy alone: at or below the target, or down by at least min_drop."""
+        return forget <= self.target + 1e-9 or self.start_forget - forget >= self.min_drop - 1e-9
+
+    def qa_ok(self, qa: float | None) -> bool:
+        return self.qa_target is None or qa is None or qa <= self.qa_target + 1e-9
 
     def stop_reason(self, check: Check) -> str | None:
         """Why to stop after `check` (None: go on)."""
@@ -70,7 +82,7 @@ class Guard:
                                                     ("general", check.general, self.general_min))
                     if value is not None and floor is not None and value < floor - 1e-9]
             return f"{' and '.join(what)} below the floor"
-        if check.forget <= self.target + 1e-9:
+        if check.forget <= self.target + 1e-9 and self.qa_ok(check.qa):
             return "forget target reached"
         return None
 
@@ -95,6 +107,10 @@ class Guard:
         held = [c for c in self.checks if c.step > 0 and c.floors_held]
         if not held:
             return "no checkpoint kept retain and general above their floors"
+        chat = [c.qa for c in held if self.options_forgotten(c.forget) and c.qa is not None]
+        if chat:
+            return (f"the option accuracy came down but forget QA went only to {min(chat):.2f} (needed ≤ "
+                    f"{self.qa_target:.2f}) while retain and general held")
         lowest = min(c.forget for c in held)
         return (f"forgetting went only to {lowest:.2f} (needed ≤ {self.target:.2f} or a drop of {self.min_drop:.2f} "
                 f"from {self.start_forget:.2f}) while retain and general held")
