@@ -214,7 +214,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     if guard:
         guard.see(guard_check(start))
         state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
-                          "min_drop": gc.min_drop, "qa_target": gc.qa_target, "eval_every": every,
+                          "min_drop": gc.min_drop, "qa_target": guard.qa_target, "eval_every": every,
                           "reference": reference}
     finish(run_dir, cfg, state, "incomplete")
     snapshots: dict[int, dict] = {}
@@ -301,7 +301,7 @@ def make_guard(cfg: UnlearnConfig, sets: dict[str, FactSet], start: dict, refere
         items = sets["forget_eval"].mcq()
         target = (chance([len(it.options) for it in items]) if items else 0.0) + gc.margin
     return Guard(first.forget, first.retain, first.general, target, gc.min_drop, gc.retain_floor, gc.general_floor,
-                 gc.qa_target)
+                 gc.qa_target if sets["forget_eval"].mcq() else None)  # without options, QA is the forget score
 
 
 def reference_accuracy(cfg: UnlearnConfig, tok, sets: dict[str, FactSet]) -> float | None:
