@@ -106,8 +106,7 @@ class GuardConfig(Frozen):
     """The guards of `forgetlab unlearn`: measure every few steps, stop at the target or at a floor, keep the best
     checkpoint. A checkpoint is *acceptable* when retain and general are at or above their floors and forgetting
     went far enough (forget at or below the target, or down by at least min_drop, and forget QA at or below
-    qa_target); the kept one is the acceptable
-    checkpoint with the lowest forget accuracy."""
+    qa_target); the kept one is the acceptable checkpoint with the lowest forget accuracy."""
 
     enabled: bool = Field(True, description="evaluate every eval_every steps, stop early, keep the best checkpoint; "
                           "false: train every epoch and keep the last")
