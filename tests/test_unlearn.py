@@ -27,14 +27,14 @@ def test_every_method_unlearns_a_row_through_the_loop(method, tiny_dir, tmp_path
     assert r.returncode == 0, r.stderr
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     rows = list(csv.DictReader((run / "unlearn.csv").open()))
-    # measured twice an epoch (21 rows in batches of 16: every step; whp trains 3 wrong answers a fact: every 2nd),
-    # the last check in full
+    # measured twice an epoch but at most every second step (21 rows in batches of 16: 2 steps, checked at the
+    # second; whp trains 3 wrong answers a fact: 4 steps, checked at 2 and 4), the end of the epoch in full
     per_epoch = 4 if method == "whp" else 2
-    assert [(int(r["step"]), int(r["epoch"])) for r in rows] == [(0, 0), (per_epoch // 2, 1), (per_epoch, 1)]
+    assert [(int(r["step"]), int(r["epoch"])) for r in rows] == [(0, 0)] + [(s, 1) for s in range(2, per_epoch + 1, 2)]
     assert rows[0]["method"] == method and rows[0]["lora_rank"] == "2"
-    assert rows[1]["forget_loss"] == "" and rows[2]["forget_loss"] != ""
+    assert all(r["forget_loss"] == "" for r in rows[1:-1]) and rows[-1]["forget_loss"] != ""
     # the adapter trained: the forget loss moved (ga/gd/npo/simnpo/rmu push it up, whp/fwf train other answers)
-    assert float(rows[2]["forget_loss"]) != float(rows[0]["forget_loss"])
+    assert float(rows[-1]["forget_loss"]) != float(rows[0]["forget_loss"])
     state = json.loads((run / "metrics.json").read_text())
     assert state["status"] == "complete" and len(state["history"]) >= 1
     assert all(math.isfinite(h["loss"]) for h in state["history"])

@@ -56,6 +56,28 @@ def test_the_chat_answers_count_once_the_options_say_forgotten():
     assert guard(qa_target=None).see(Check(2, 1, 0.4, 0.9, 1.0, qa=0.9)).forgotten
 
 
+def test_patience_stops_only_after_that_many_checks_below_a_floor_and_never_keeps_one():
+    """patience 2: one check below the retain floor (0.81) goes on, and the run recovers; a second pair in a row
+    stops. A check below a floor is never kept, even where it forgot most; one at the target but below a floor
+    does not stop as 'target reached'."""
+    from forgetlab.unlearning.guard import Check
+
+    g = guard(patience=2)
+    g.see(Check(0, 0, 0.8, 0.9, 1.0))
+    dip = g.see(Check(1, 1, 0.30, 0.60, 0.95))  # at the target, retain 0.60 < 0.81: one in a row
+    assert not dip.acceptable and g.stop_reason(dip) is None
+    back = g.see(Check(2, 1, 0.45, 0.85, 0.90))  # recovered, down 0.35: acceptable, the count starts again
+    assert back.acceptable and g.stop_reason(back) is None
+    one = g.see(Check(3, 1, 0.40, 0.80, 0.90))
+    assert g.stop_reason(one) is None
+    two = g.see(Check(4, 2, 0.20, 0.75, 0.90))
+    assert g.stop_reason(two) == "retain below the floor"
+    assert g.kept()[0] is back  # lowest forget among acceptable: not the dip (0.30) nor step 4 (0.20)
+    g1 = guard()  # patience 1: the dip stops at once
+    g1.see(Check(0, 0, 0.8, 0.9, 1.0))
+    assert g1.stop_reason(g1.see(Check(1, 1, 0.30, 0.60, 0.95))) == "retain below the floor"
+
+
 def test_target_floors_and_the_nearest_miss():
     from forgetlab.unlearning.guard import Check, chance
 
@@ -86,8 +108,8 @@ def args(tiny_dir, out, *extra):
 def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_checkpoint(tiny_dir, tmp_path,
                                                                                            capsys):
     """Gradient ascent with the forget facts as the retain set: whatever it forgets, retain loses too. With the
-    target at 0 and min_drop 0, every checkpoint that forgot anything counts as forgotten: the kept one is the
-    lowest forget accuracy before retain broke its floor."""
+    target at 0 and min_drop 0, every checkpoint that forgot anything counts as forgotten: the run stops at the second
+    check in a row below the retain floor (guard.patience 2) and keeps the lowest forget accuracy above it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from forgetlab.data.unlearn import read_facts
@@ -102,10 +124,13 @@ def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_c
     rows = list(csv.DictReader((run / "unlearn.csv").open()))
     retain = [float(x["retain_ll"]) for x in rows]
     floor = 0.9 * retain[0]
-    broke = next(i for i, v in enumerate(retain) if v < floor - 1e-9)  # the first check below the floor, by hand
+    below = [v < floor - 1e-9 for v in retain]
+    broke = below.index(True)  # the first check below the floor, by hand
     assert broke >= 2, retain  # at least one acceptable checkpoint came before it
-    assert len(rows) == broke + 1 and "stop: retain below the floor" in rows[-1]["note"]  # it stopped right there
-    held = [x for x in rows[1:broke] if float(x["forget_ll"]) <= float(rows[0]["forget_ll"])]
+    stop = next(i for i in range(1, len(rows)) if below[i - 1] and below[i])  # patience 2: two in a row
+    assert len(rows) == stop + 1 and "stop: retain below the floor" in rows[-1]["note"]  # it stopped right there
+    held = [x for x, low in zip(rows[1:stop], below[1:stop], strict=True)
+            if not low and float(x["forget_ll"]) <= float(rows[0]["forget_ll"])]
     kept = min(held, key=lambda x: (float(x["forget_ll"]), -float(x["retain_ll"]), int(x["step"])))
     state = json.loads((run / "metrics.json").read_text())
     assert state["kept"]["step"] == int(kept["step"]) and state["kept"]["acceptable"] is True

@@ -225,6 +225,49 @@ def argmax_tokens(model, tok, rows: list[Encoded], batch_size: int = 32) -> list
     return per_row(model, rows, tok.pad_token_id, argmax, batch_size, by_length=True) if rows else []
 
 
+def answer_nlls(model, tok, rows: list[Encoded], batch_size: int = 16) -> list[float]:
+    """Per row, the mean negative log-likelihood per answer token (teacher-forced, one batched pass): TOFU's
+    length-normalised answer probability is exp(−this), and the truth ratio compares it across answers."""
+    from .forward import per_row
+    from .losses import answer_logprobs
+
+    def mean_nll(m, batch, chunk):
+        total, n = answer_logprobs(m, batch)
+        return (-total / n.clamp(min=1)).tolist()
+
+    return per_row(model, rows, tok.pad_token_id, mean_nll, batch_size, by_length=True) if rows else []
+
+
+def qa_rows(tok, pairs: list[tuple[str, str]], max_length: int = 256) -> list[Encoded]:
+    """(question, answer) pairs encoded as chat turns, the loss on the answer and its end-of-turn token: the form
+    TOFU's probability, truth ratio and min-k% read for a chat model."""
+    return [encode(tok, Example(user(q), a), max_length) for q, a in pairs]
+
+
+def token_statistics(model, tok, rows: list[Encoded], drop_last: bool = False, batch_size: int = 8) -> list[dict]:
+    """Per row, at each answer position (teacher-forced): the target token's log-probability ("logprob"), the mean
+    and variance of the log-probability under the model's next-token distribution ("mean", "var": min-k%++), and
+    the argmax token against the target ("predicted", "target": exact memorisation, extraction strength).
+    `drop_last`: leave out each row's last target (a QA row's end-of-turn token, as open-unlearning does)."""
+    from .forward import by_row, per_row
+    from .losses import answer_logits
+
+    def stats(m, batch, chunk):
+        logits, targets = answer_logits(m, batch)
+        logp = logits.float().log_softmax(-1)
+        p = logp.exp()
+        mean = (p * logp).sum(-1)
+        var = (p * logp * logp).sum(-1) - mean * mean
+        columns = (logp.gather(-1, targets[:, None])[:, 0], mean, var, logits.argmax(-1), targets)
+        out = []
+        for values in zip(*(by_row(c, chunk) for c in columns), strict=True):
+            lists = [v.tolist()[:-1] if drop_last else v.tolist() for v in values]
+            out.append(dict(zip(("logprob", "mean", "var", "predicted", "target"), lists, strict=True)))
+        return out
+
+    return per_row(model, rows, tok.pad_token_id, stats, batch_size, by_length=True) if rows else []
+
+
 def answer_labels(rows: list[Encoded]) -> list[list[int]]:
     """The answer tokens of each row, in the order `argmax_tokens` predicts them."""
     from .batching import IGNORE

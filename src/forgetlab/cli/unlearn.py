@@ -59,6 +59,9 @@ def add_unlearn(sub) -> None:
     p.add_argument("--forget-eval", metavar="FILE", help="facts to measure forgetting on [default: --forget]")
     p.add_argument("--retain", metavar="FILE", help="facts to keep [default: built-in food]")
     p.add_argument("--retain-eval", metavar="FILE", help="facts to measure retention on [default: --retain]")
+    p.add_argument("--holdout", metavar="FILE", help="facts like the forget ones that no model saw: the non-members "
+                   "of the min-k%% membership tests (min-k AUC, privleak) [default: none; with --learn-first, people "
+                   "the task never taught]")
     p.add_argument("--learn-first", metavar="TASK", help="fine-tune on TASK (e.g. facts:people) first, then unlearn "
                    "part of it")
     p.add_argument("--rtt", action="store_true", help="after unlearning, run RTT on the forget MCQ facts")
@@ -93,7 +96,7 @@ def lr_defaults() -> str:
 
 def unlearn_config(args) -> UnlearnConfig:
     flags = {"method.name": args.method, "lora.rank": args.lora_rank, "forget": args.forget,
-             "forget_eval": args.forget_eval, "retain": args.retain, "retain_eval": args.retain_eval,
+             "forget_eval": args.forget_eval, "retain": args.retain, "retain_eval": args.retain_eval, "holdout": args.holdout,
              "learn_first": args.learn_first, "rtt.enabled": True if args.rtt else None, "save": args.save,
              "guard.enabled": False if args.no_guard else None,
              "train.optimizer": args.optimizer, "train.epochs": args.epochs, "train.lr": args.lr, "train.seed": args.seed,

@@ -3,7 +3,9 @@ records, or the built-in known facts.
 
 - MCQ:     {"question", "choices": [...], "answer": int}  (the project's {"options", "answer": index or letter} too)
 - corpus:  {"text", "correct_answer"?, "wrong_answers"?: [...]}  (a sentence stating the fact)
-- QA:      {"question", "answer": str}  (TOFU); instruction / chat records as `file:` reads them
+- QA:      {"question", "answer": str, "paraphrased_answer"?: str, "perturbed_answer"?: [...]}  (TOFU's layout:
+           the last two give the truth ratio); instruction / chat records as `file:` reads them
+- text:    {"text"}  (MUSE's raw layout: passages to forget or keep, scored by their token log-probs)
 - built-in: `builtin:animals`, `builtin:food` (see data/known.py)
 
 A fact trains as plain text: a corpus sentence, or "Question: q\\nAnswer:" + " answer" with the loss on the answer
@@ -33,6 +35,8 @@ class Fact:
     answer_index: int | None = None
     text: str | None = None
     wrong: tuple[str, ...] = field(default=())
+    paraphrased: str | None = None  # TOFU: the answer reworded (the truth ratio's "correct" on forget and retain)
+    perturbed: tuple[str, ...] = ()  # TOFU: false answers in the same style (the truth ratio's "wrong")
 
 
 @dataclass
@@ -133,7 +137,14 @@ def parse_fact(path: Path, where: str, r: dict, i: int) -> Fact:
         q, a = r["question"], r["answer"]
         if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
             raise UserError(f"{path} {where}: 'question' and 'answer' must be non-empty strings")
-        return Fact(fid, q, a)
+        para, pert = r.get("paraphrased_answer"), r.get("perturbed_answer", [])
+        if para is not None and (not isinstance(para, str) or not para.strip()):
+            raise UserError(f"{path} {where}: 'paraphrased_answer' must be a non-empty string")
+        if isinstance(pert, str):
+            pert = [pert]
+        if not isinstance(pert, list) or not all(isinstance(w, str) and w.strip() for w in pert):
+            raise UserError(f"{path} {where}: 'perturbed_answer' must be a list of non-empty strings (TOFU's layout)")
+        return Fact(fid, q, a, wrong=tuple(pert), paraphrased=para, perturbed=tuple(pert))
     if "instruction" in r or "messages" in r:
         ex = parse_example(path, where, r)
         return Fact(fid, ex.messages[-1]["content"], ex.target)

@@ -19,14 +19,13 @@ from ..config import TrainConfig, UnlearnConfig, dump_yaml
 from ..data import load_task
 from ..data.unlearn import Fact, FactSet, read_facts
 from ..errors import BelowBar, Interrupted, UserError
-from ..evaluate import general_score, mcq_letter_probs, mcq_option_logprobs, mean_loss, qa_scores_of_sets
 from ..loop import steps_for, train
-from ..metrics.unlearning import calibrated_choice, share_correct
 from ..model import adapter_state, attach_lora, load_adapter_state, load_base
 from ..report import StepProgress, fmt
 from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
 from ..unlearning.chat import with_chat_keys
+from .unlearn_scores import evaluate_unlearning, forget_score, reference_scores
 
 
 def fact_sets(cfg: UnlearnConfig) -> dict[str, FactSet]:
@@ -35,6 +34,8 @@ def fact_sets(cfg: UnlearnConfig) -> dict[str, FactSet]:
     retain = read_facts(cfg.retain or "builtin:food")
     sets = {"forget": forget, "forget_eval": read_facts(cfg.forget_eval) if cfg.forget_eval else forget,
             "retain": retain, "retain_eval": read_facts(cfg.retain_eval) if cfg.retain_eval else retain}
+    if cfg.holdout:
+        sets["holdout"] = read_facts(cfg.holdout)
     if not sets["forget_eval"].mcq() and not sets["forget_eval"].qa():
         raise UserError(f"{sets['forget_eval'].name}: nothing to measure forgetting on (no questions); "
                         "give --forget-eval FILE with MCQ or question/answer records")
@@ -68,8 +69,9 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         if cfg.learn_first:
             sets, reference = learn_first(model, tok, cfg, progress, run_dir)
         else:
-            reference = reference_accuracy(cfg, tok, sets)
+            reference = reference_of(cfg, tok, sets)
         state["sets"] = {k: {"name": v.name, "facts": len(v.facts)} for k, v in sets.items()}
+        state["reference"] = reference  # what forget quality and privleak compare with (None: no such model)
         model = unlearn(model, tok, cfg, method, sets, state, run_dir, progress, console, reference)
         state["train_seconds"] = time.perf_counter() - t0
         from .rtt import step_seconds
@@ -130,20 +132,28 @@ def original_source(cfg: UnlearnConfig, run_dir: Path) -> str:
     return str(run_dir / "original") if cfg.learn_first else cfg.model.name
 
 
-def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tuple[dict[str, FactSet], float]:
-    """Teach the model `cfg.learn_first` (LoRA r16 on all projections, merged into the weights in float32), save it
-    as run_dir/original, and split its facts by entity into forget and retain sets. Also returns the forget
-    accuracy of the model before it learned them: the guards' reference (forgotten = back where it started)."""
-    from ..config import KLConfig, LoraSettings, StrategyConfig
-    from ..methods import MethodContext, build_method
-
-    task = load_task(cfg.learn_first, _data_cfg())
+def task_facts(task) -> dict[str, Fact]:
+    """A facts task's facts by id: the first MCQ of each fact gives its question and choices."""
     facts: dict[str, Fact] = {}
-    for item in task.mcq["seen"]:  # the first MCQ of each fact gives its question and choices
+    for item in task.mcq["seen"]:
         fid = item.meta["fact_id"]
         if fid not in facts:
             facts[fid] = Fact(fid, item.question, item.options[item.answer], item.options, item.answer,
                               wrong=tuple(o for j, o in enumerate(item.options) if j != item.answer))
+    return facts
+
+
+def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tuple[dict[str, FactSet], dict]:
+    """Teach the model `cfg.learn_first` (LoRA r16 on all projections, merged into the weights in float32), save it
+    as run_dir/original, and split its facts by entity into forget and retain sets; the holdout (unless --holdout)
+    is as many facts about people of another invented world, never taught. Also returns the model before it
+    learned them as the reference (`reference_of`): the guards' target (forgotten = back where it started), forget
+    quality and privleak."""
+    from ..config import DataConfig, FactsConfig, KLConfig, LoraSettings, StrategyConfig
+    from ..methods import MethodContext, build_method
+
+    task = load_task(cfg.learn_first, _data_cfg())
+    facts = task_facts(task)
     entities = list(dict.fromkeys(f.split("/")[0] for f in facts))
     cut = max(1, min(len(entities) - 1, round(len(entities) * cfg.learn.forget_share)))
     forget = FactSet(f"{cfg.learn_first} (first {cut} entities)", [f for k, f in facts.items()
@@ -152,7 +162,13 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tupl
                                                                           if k.split("/")[0] not in entities[:cut]])
     everything = FactSet(cfg.learn_first, list(facts.values()))
     sets = {"forget": forget, "forget_eval": forget, "retain": retain, "retain_eval": retain}
-    before = reference_accuracy(cfg, tok, sets) if cfg.guard.reference else forget_score(model, tok, sets)
+    if cfg.holdout:
+        sets["holdout"] = read_facts(cfg.holdout)
+    else:
+        other = task_facts(load_task(cfg.learn_first, DataConfig(facts=FactsConfig(seed=_data_cfg().facts.seed + 1))))
+        untaught = [f for k, f in other.items() if k.split("/")[0] not in entities][:len(forget.facts)]
+        sets["holdout"] = FactSet(f"{cfg.learn_first} (people never taught)", untaught)
+    before = reference_of(cfg, tok, sets, None if cfg.guard.reference else model)
     rows = everything.rows(tok, cfg.train.max_length)
     torch.manual_seed(cfg.train.seed)
     lora = LoraSettings(rank=16, alpha=32, dropout=0.0, targets=cfg.lora.targets)
@@ -175,7 +191,7 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tupl
 
 
 def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: Path, progress, console,
-            reference: float | None = None):
+            reference: dict | None = None):
     """Attach the adapter (or free the weights), evaluate, train with the guards (unlearning/guard.py): a cheap
     evaluation every `guard.eval_every` steps, a stop at the target or a floor, the best checkpoint restored at the
     end and measured in full. Returns the model holding the kept weights."""
@@ -196,34 +212,35 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     loss_sets = {k: fixed_batches(sets[k.replace("_eval", "")].rows(tok, cfg.train.max_length), 16, tok.pad_token_id)
                  for k in ("forget", "retain")}
     tc, gc = cfg.train, cfg.guard
-    per_epoch = steps_for(len(rows), tc) // tc.epochs
-    every = gc.eval_every or max(1, per_epoch // 2)
+    total = steps_for(len(rows), tc)
+    per_epoch, every = total // tc.epochs, gc.eval_every or max(2, total // tc.epochs // 2)
     seen: list[dict] = []
     base = {"method": state["method"], "lora_rank": cfg.lora.rank, "lr": cfg.train.lr, "rc": cfg.method.rc}
 
     def measure(step: int, epoch: int, full: bool) -> dict:
         since = [h for h in seen if h["step"] > (state["checks"][-1]["step"] if state["checks"] else 0)]
         row = {**base, "step": step, "epoch": epoch,
-               **evaluate_unlearning(model, tok, sets, cfg, loss_sets if full else None),
+               **evaluate_unlearning(model, tok, sets, cfg, loss_sets if full else None, reference),
                "train_loss": sum(h["loss"] for h in since) / len(since) if since else None, "note": ""}
         return row
 
     start = measure(0, 0, full=True)
     state["checks"] = [start]
-    guard = make_guard(cfg, sets, start, reference) if gc.enabled else None
+    accuracy = reference["accuracy"] if reference else None
+    guard = make_guard(cfg, sets, start, accuracy) if gc.enabled else None
     if guard:
         guard.see(guard_check(start))
         state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
                           "min_drop": gc.min_drop, "qa_target": guard.qa_target, "eval_every": every,
-                          "reference": reference}
+                          "reference": accuracy}
     finish(run_dir, cfg, state, "incomplete")
     snapshots: dict[int, dict] = {}
     stopped: dict = {}
 
     def check(row: dict) -> bool:
         seen.append(row)
-        end_of_epoch = row["step"] % per_epoch == 0
-        if not (row["step"] % every == 0 or end_of_epoch):
+        end_of_epoch = row["step"] % per_epoch == 0  # the unguarded table's rows; guarded, the last step is checked
+        if not (row["step"] % every == 0 or row["step"] == total or (guard is None and end_of_epoch)):
             return False
         result = measure(row["step"], row["epoch"], full=guard is None and end_of_epoch)
         if (guard and guard.qa_target is not None and result.get("forget_ll") is not None
@@ -246,7 +263,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
             return True
         return False
 
-    with progress.task(f"unlearn {state['method']} (rank {cfg.lora.rank})", steps_for(len(rows), tc)) as tick:
+    with progress.task(f"unlearn {state['method']} (rank {cfg.lora.rank})", total) as tick:
         def on_step(row):
             tick(row)
             return check(row)
@@ -301,57 +318,20 @@ def make_guard(cfg: UnlearnConfig, sets: dict[str, FactSet], start: dict, refere
         items = sets["forget_eval"].mcq()
         target = (chance([len(it.options) for it in items]) if items else 0.0) + gc.margin
     return Guard(first.forget, first.retain, first.general, target, gc.min_drop, gc.retain_floor, gc.general_floor,
-                 gc.qa_target if sets["forget_eval"].mcq() else None)  # without options, QA is the forget score
+                 gc.qa_target if sets["forget_eval"].mcq() else None,  # without options, QA is the forget score
+                 patience=gc.patience)
 
 
-def reference_accuracy(cfg: UnlearnConfig, tok, sets: dict[str, FactSet]) -> float | None:
-    """guard.reference's forget accuracy (option log-likelihood; QA where the facts have no choices)."""
-    if not cfg.guard.reference:
+def reference_of(cfg: UnlearnConfig, tok, sets: dict[str, FactSet], model=None) -> dict | None:
+    """What a model that never saw the forget facts scores (guard.reference, loaded here, or `model`): its forget
+    accuracy ("accuracy": option log-likelihood, QA where the facts have no choices; the guards' target) and
+    `reference_scores` (its truth ratios and min-k% AUCs, for forget quality and privleak). None without one."""
+    if model is None and not cfg.guard.reference:
         return None
-    ref, _ = load_base(cfg.model.model_copy(update={"name": cfg.guard.reference}))
-    score = forget_score(ref, tok, sets)
+    ref = model if model is not None else load_base(cfg.model.model_copy(update={"name": cfg.guard.reference}))[0]
+    out = {"accuracy": forget_score(ref, tok, sets),
+           **reference_scores(ref, tok, sets, sets.get("holdout"), cfg.train.max_length)}
     del ref
-    return score
-
-
-def forget_score(model, tok, sets: dict[str, FactSet], qa: bool = False, max_new_tokens: int = 16) -> float:
-    """Forget accuracy by option log-likelihood, or (`qa`, or no choices) the share of greedy answers holding it."""
-    items = sets["forget_eval"].mcq()
-    was = model.training
-    model.eval()
-    try:
-        if items and not qa:
-            return share_correct(mcq_option_logprobs(model, tok, items), [it.answer for it in items])
-        return qa_scores_of_sets(model, tok, {"f": sets["forget_eval"].qa()}, max_new_tokens)["f"]["contains"]
-    finally:
-        model.train(was)
-
-
-def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig, loss_sets: dict | None) -> dict:
-    """Forget and retain accuracy by option log-likelihood and the general questions; in full (`loss_sets` given)
-    also letters, calibrated letters, QA contains and the text losses. The cheap part is what the guards read."""
-    was_training = model.training
-    model.eval()
-    out = {}
-    full = loss_sets is not None
-    qa = {k: sets[f"{k}_eval"].qa() for k in ("forget", "retain")}
-    cheap_qa = {k: v for k, v in qa.items() if not sets[f"{k}_eval"].mcq()}  # QA is the only score of such a set
-    answers = qa_scores_of_sets(model, tok, qa if full else cheap_qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
-    for k in ("forget", "retain"):
-        items = sets[f"{k}_eval"].mcq()
-        if items:
-            answers_ = [it.answer for it in items]
-            out[f"{k}_ll"] = share_correct(mcq_option_logprobs(model, tok, items), answers_)
-            if full:
-                probs = mcq_letter_probs(model, tok, items, cfg.eval.batch_size)
-                out[f"{k}_letter"] = share_correct(probs, answers_)
-                out[f"{k}_letter_cal"] = (sum(c == a for c, a in zip(calibrated_choice(probs), answers_, strict=True))
-                                          / len(items))
-        out[f"{k}_qa"] = answers[k]["contains"] if k in answers and answers[k]["n"] else None
-        if full:
-            out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
-    out["general"] = general_score(model, tok, cfg.general) if cfg.general.enabled else None
-    model.train(was_training)
     return out
 
 

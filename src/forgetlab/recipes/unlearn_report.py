@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..report import fmt, print_tables, save_plot, write_page
+from .unlearn_scores import COLUMNS as FIELD_COLUMNS
 
 CHECK_COLUMNS = [("step", "step"), ("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_qa", "forget QA"),
                  ("retain_ll", "retain acc"), ("retain_qa", "retain QA"), ("general", "general"),
@@ -49,6 +50,13 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
             [h for _, h in CHECK_COLUMNS], [[r.get(k) for k, _ in CHECK_COLUMNS] for r in checks]),
            ("Letter choice and losses at the start and the kept step (letter: letter logits; cal: calibrated)",
             [h for _, h in LETTER_COLUMNS], [[r.get(k) for k, _ in LETTER_COLUMNS] for r in full])]
+    field = [(k, h) for k, h in FIELD_COLUMNS if any(r.get(k) is not None for r in full)]
+    if field:
+        out.append(("The field's measures at the start and the kept step (TOFU: answer prob, ROUGE-L recall of the "
+                    "greedy answer, truth ratio — forget: closer to 1 is better, retain: higher —, model utility, "
+                    "forget quality = KS p-value against the reference model; min-k% AUC of forget vs holdout facts "
+                    "and MUSE's privleak against the reference; definitions in metrics/tofu.py and metrics/mia.py)",
+                    ["step"] + [h for _, h in field], [[r["step"]] + [r.get(k) for k, _ in field] for r in full]))
     if state.get("rtt"):
         out.append(rtt_table(state["rtt"]))
     return out

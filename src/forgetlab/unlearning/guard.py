@@ -48,6 +48,7 @@ class Guard:
     retain_floor: float
     general_floor: float
     qa_target: float | None = None
+    patience: int = 1  # checks in a row below a floor before stopping
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -76,8 +77,12 @@ class Guard:
         return self.qa_target is None or qa is None or qa <= self.qa_target + 1e-9
 
     def stop_reason(self, check: Check) -> str | None:
-        """Why to stop after `check` (None: go on)."""
+        """Why to stop after `check` (None: go on). A floor stops the run after `patience` checks in a row below one
+        (the damage of a first step is often undone by the next few)."""
         if not check.floors_held:
+            recent = self.checks[-self.patience:]
+            if len(recent) < self.patience or any(c.floors_held for c in recent):
+                return None
             what = [name for name, value, floor in (("retain", check.retain, self.retain_min),
                                                     ("general", check.general, self.general_min))
                     if value is not None and floor is not None and value < floor - 1e-9]
