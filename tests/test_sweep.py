@@ -54,6 +54,11 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
     assert "failed" in r.stderr + r.stdout and "Recovery by LoRA rank" in r.stdout
     ranks = list(csv.DictReader((out / "recovery_vs_rank.csv").open()))
     assert sorted(int(x["lora_rank"]) for x in ranks) == [1, 2] and all(x["count"] == "1" for x in ranks)
+    for x in ranks:  # the recovery epochs: the mean over the points that reached the threshold, and how many did
+        point = next(v for v in good.values() if v["lora.rank"] == x["lora_rank"])
+        for key in ("recovery_epoch", "recovery_epoch_abs"):
+            assert x[f"{key}_count"] == ("1" if point[key] else "0")
+            assert x[f"{key}_mean"] == (str(float(point[key])) if point[key] else "")
     assert (out / "report.html").is_file() and (out / "recovery_vs_rank.png").is_file() and (out / "pareto.png").is_file()
 
     # A point run alone (its config, as `forgetlab unlearn`) gives the numbers the sweep gave it.

@@ -142,11 +142,11 @@ def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_c
     with torch.no_grad():
         assert share_correct(mcq_option_logprobs(merged, tok, items), [it.answer for it in items]) == pytest.approx(
             float(kept["forget_ll"]), abs=1e-5)
-    assert "Kept step" in r.stdout
+    assert "Kept step" in " ".join(r.stdout.split())
     # min_drop 0: the options say forgotten at every check at or below the start, so the chat answers (QA, the
     # second condition) were generated at every one of those
     assert all(x["forget_qa"] != "" for x in rows if float(x["forget_ll"]) <= float(rows[0]["forget_ll"]))
-    assert "with forget QA ≤ 0.200" in r.stdout
+    assert "with forget QA ≤ 0.200" in " ".join(r.stdout.split())
 
 
 def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best_under_another_name(
@@ -160,7 +160,7 @@ def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best
     assert str(run / "rejected-model") in lines[0]
     state = json.loads((run / "metrics.json").read_text())
     assert state["status"] == "below bar" and state["kept"]["acceptable"] is False
-    assert "No acceptable checkpoint" in r.stdout
+    assert "No acceptable checkpoint" in " ".join(r.stdout.split())  # the console wraps long lines
     assert "skipped" in state["rtt"] and "RTT: not run" in r.stdout and not (run / "rtt.csv").exists()  # no RTT
     assert (run / "report.html").is_file()
 

@@ -163,6 +163,21 @@ class UnlearnEvalConfig(EvalConfig):
     max_new_tokens: int = Field(16, gt=0, description="answer length of the greedy QA scoring")
 
 
+class QuantAttackConfig(Frozen):
+    enabled: bool = Field(False, description="after unlearning, round the weights to fewer bits and measure how much "
+                          "of the forgotten accuracy comes back (Zhang et al., ICLR 2025); also: --attacks quant")
+    bits: tuple[int, ...] = Field((8, 4), min_length=1, description="the precisions tried (round-to-nearest, "
+                                  "asymmetric, per group)")
+    group_size: int = Field(128, gt=0, description="weights per quantization group along each layer's input")
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 2 <= b <= 16 for b in v):
+            raise ValueError("every quant.bits value must be 2..16")
+        return v
+
+
 class UnlearnConfig(Frozen):
     method: UnlearnMethodConfig = UnlearnMethodConfig()
     lora: UnlearnLora = UnlearnLora()
@@ -179,6 +194,7 @@ class UnlearnConfig(Frozen):
                                     "part of what was learned (the fine-tuned-knowledge case)")
     learn: LearnFirstConfig = LearnFirstConfig()
     rtt: RTTConfig = RTTConfig()
+    quant: QuantAttackConfig = QuantAttackConfig()
     guard: GuardConfig = GuardConfig()
     save: Literal["merged", "adapter", "none"] = Field("merged", description="merged: a plain transformers model "
                                                        "directory (adapter merged in float32); adapter: the PEFT "

@@ -22,6 +22,10 @@ from ..loop import train
 from ..metrics.unlearning import recovered_share, recovery_epoch, recovery_rate, rtt_splits, share_correct
 from ..runs import write_csv
 
+ABSOLUTE = 0.8
+"""The unlearning design's absolute recovery threshold: the first RTT epoch whose V accuracy reaches 0.8, beside
+the relative one (0.8 × the original's V accuracy)."""
+
 
 def rtt_text(item: MCQItem) -> str:
     """The RTT training text: the question with its lettered choices, then the answer letter and text."""
@@ -132,7 +136,9 @@ def run_rtt(model, tok, facts: FactSet, cfg: RTTConfig, out: Path, original: str
     (u_rtt, u_lr, u_ep), (o_rtt, o_lr, _) = best(unlearned), best(orig)
     summary = {"original": o_acc, "unlearned": u_acc, "unlearned_rtt": u_rtt, "original_rtt": o_rtt,
                "recovery_rate": recovery_rate(u_rtt, o_rtt), "recovered_share": recovered_share(u_rtt, u_acc, o_acc),
-               "recovery_epoch": recovery_epoch(unlearned[u_lr][1:], o_acc), "best_lr": u_lr, "best_epoch": u_ep,
+               "recovery_epoch": recovery_epoch(unlearned[u_lr][1:], o_acc),
+               "recovery_epoch_abs": recovery_epoch(unlearned[u_lr][1:], 1.0, ABSOLUTE),
+               "best_lr": u_lr, "best_epoch": u_ep,
                "original_best_lr": o_lr, "train_seconds": clock.get("train_seconds", 0.0), "facts": len(items),
                "splits": cfg.splits, "holdout_splits": cfg.holdout_splits,
                "curves": {"unlearned": {str(k): v for k, v in unlearned.items()},

@@ -20,8 +20,12 @@ from ..runs import child_run, clean_partial, index_run, new_run_dir, slug, write
 
 POINT_COLUMNS = ["status", "forget_before", "forget_after", "retain_before", "retain_after", "general_after",
                  "rtt_original", "rtt_unlearned", "rtt_unlearned_rtt", "rtt_original_rtt", "recovery_rate",
-                 "recovered_share", "recovery_epoch", "seconds", "peak_memory_mb", "run_dir", "error"]
-RANK_METRICS = ["recovery_rate", "recovered_share", "forget_after", "retain_after", "general_after"]
+                 "recovered_share", "recovery_epoch", "recovery_epoch_abs", "seconds", "peak_memory_mb", "run_dir",
+                 "error"]
+RANK_METRICS = ["recovery_rate", "recovered_share", "recovery_epoch", "recovery_epoch_abs", "forget_after",
+                "retain_after", "general_after"]
+EPOCHS = ("recovery_epoch", "recovery_epoch_abs")
+"""Recovery epochs: None where a point's RTT never reached the threshold, so each has a count of points that did."""
 
 
 def run_sweep(cfg: SweepConfig, resume: Path | None = None, console=None) -> Path:
@@ -93,7 +97,8 @@ def point_row(name: str, point: dict, state: dict, run_dir: Path | None) -> dict
             "rtt_original": rtt.get("original"), "rtt_unlearned": rtt.get("unlearned"),
             "rtt_unlearned_rtt": rtt.get("unlearned_rtt"), "rtt_original_rtt": rtt.get("original_rtt"),
             "recovery_rate": rtt.get("recovery_rate"), "recovered_share": rtt.get("recovered_share"),
-            "recovery_epoch": rtt.get("recovery_epoch"), "peak_memory_mb": state.get("peak_memory_mb"),
+            "recovery_epoch": rtt.get("recovery_epoch"), "recovery_epoch_abs": rtt.get("recovery_epoch_abs"),
+            "peak_memory_mb": state.get("peak_memory_mb"),
             "run_dir": str(run_dir) if run_dir else None, "error": None}
 
 
@@ -110,6 +115,8 @@ def by_rank(rows: list[dict]) -> list[dict]:
             values = [m[key] for m in members if m.get(key) is not None]
             row[f"{key}_mean"] = float(np.mean(values)) if values else None
             row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            if key in EPOCHS:
+                row[f"{key}_count"] = len(values)
         out.append(row)
     return out
 
@@ -126,11 +133,13 @@ def rank_label(rank) -> str:
 def tables(cfg: SweepConfig, rows: list[dict], ranks: list[dict]) -> list[tuple[str, list[str], list[list]]]:
     def pm(r, key):
         mean, std = r.get(f"{key}_mean"), r.get(f"{key}_std")
-        return "-" if mean is None else fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")
+        reached = f" ({r[f'{key}_count']} of {r['count']})" if key in EPOCHS else ""
+        return ("-" if mean is None else fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")) + reached
 
     rank_table = ("Recovery by LoRA rank (RTT: retraining on part of the forgotten facts; mean ± std over points)",
-                  ["method", "LoRA rank", "points", "recovery rate", "recovered share", "forget acc after",
-                   "retain acc after", "general after"],
+                  ["method", "LoRA rank", "points", "recovery rate", "recovered share",
+                   "recovery epoch (0.8 × original; points reaching it)", "recovery epoch (V acc 0.8)",
+                   "forget acc after", "retain acc after", "general after"],
                   [[r["method"], rank_label(r["lora_rank"]), r["count"]] + [pm(r, k) for k in RANK_METRICS]
                    for r in ranks])
     axes = list(cfg.axes)
@@ -153,7 +162,8 @@ def finish(cfg: SweepConfig, out: Path, results: list[dict], status: str, consol
     axes = list(cfg.axes)
     write_csv(out / "sweep.csv", ["point", *axes, *POINT_COLUMNS], [[r.get(k) for k in ["point", *axes, *POINT_COLUMNS]]
                                                                      for r in rows])
-    header = ["method", "lora_rank", "count"] + [f"{k}_{s}" for k in RANK_METRICS for s in ("mean", "std")]
+    header = ["method", "lora_rank", "count"] + [f"{k}_{s}" for k in RANK_METRICS
+                                                 for s in ("mean", "std", *(("count",) if k in EPOCHS else ()))]
     write_csv(out / "recovery_vs_rank.csv", header, [[r.get(h) for h in header] for r in ranks])
     write_json(out / "sweep.json", {"status": status, "axes": cfg.axes, "points": rows, "recovery_vs_rank": ranks})
     failed = sum(r.get("status") != "complete" for r in rows)

@@ -88,6 +88,13 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         elif cfg.rtt.enabled:
             state["rtt"] = {"skipped": "the unlearned model is below the floors or forgot too little: RTT on it "
                                        "would measure a broken model, not hidden knowledge"}
+        if cfg.quant.enabled and accepted:
+            from .attacks import quant_attack
+
+            state["quant"] = quant_attack(model, tok, sets, cfg, original_source(cfg, run_dir),
+                                          log=console.print if console else print)
+        elif cfg.quant.enabled:
+            state["quant"] = {"skipped": "the unlearned model is below the floors or forgot too little"}
     except KeyboardInterrupt:
         finish(run_dir, cfg, state, "interrupted")
         raise Interrupted(run_dir, "unlearn", f"forgetlab unlearn --config {run_dir / 'config.yaml'}") from None
@@ -232,6 +239,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         guard.see(guard_check(start))
         state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
                           "min_drop": gc.min_drop, "qa_target": guard.qa_target, "eval_every": every,
+                          "patience": gc.patience,
                           "reference": accuracy}
     finish(run_dir, cfg, state, "incomplete")
     snapshots: dict[int, dict] = {}

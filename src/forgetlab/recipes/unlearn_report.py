@@ -20,9 +20,9 @@ def rtt_table(rtt: dict) -> tuple[str, list[str], list[list]]:
         return ("RTT: not run", ["why"], [[rtt["skipped"]]])
     return ("RTT: held-out forget facts (V) after retraining on the others (T); best over lr × epoch",
             ["original", "unlearned", "unlearned + RTT", "original + RTT", "recovery rate", "recovered share",
-             "recovery epoch", "best lr"],
+             "recovery epoch (0.8 × original)", "recovery epoch (V acc 0.8)", "best lr"],
             [[rtt["original"], rtt["unlearned"], rtt["unlearned_rtt"], rtt["original_rtt"], rtt["recovery_rate"],
-              rtt["recovered_share"], rtt["recovery_epoch"], rtt["best_lr"]]])
+              rtt["recovered_share"], rtt["recovery_epoch"], rtt.get("recovery_epoch_abs"), rtt["best_lr"]]])
 
 
 def guard_line(state: dict) -> str:
@@ -34,6 +34,8 @@ def guard_line(state: dict) -> str:
                        if v is not None)
     stopped = (kept.get("stopped") or {})
     chat = f" with forget QA ≤ {fmt(g['qa_target'])}" if g.get("qa_target") is not None else ""
+    patience = g.get("patience", 1)
+    floors += f" (a stop after {patience} checks in a row below one)" if patience > 1 else ""
     return (f"guards: forgotten at forget ≤ {fmt(g['target'])} or a drop of {fmt(g['min_drop'])}{chat}; floors {floors}; "
             f"evaluated every {g['eval_every']} steps. "
             + (f"Stopped at step {stopped['step']}: {stopped['reason']}. " if stopped else "Ran every epoch. ")
@@ -59,7 +61,20 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                     ["step"] + [h for _, h in field], [[r["step"]] + [r.get(k) for k, _ in field] for r in full]))
     if state.get("rtt"):
         out.append(rtt_table(state["rtt"]))
+    if state.get("quant"):
+        out.append(quant_table(state["quant"]))
     return out
+
+
+def quant_table(q: dict) -> tuple[str, list[str], list[list]]:
+    if q.get("skipped"):
+        return ("Quantization attack: not run", ["why"], [[q["skipped"]]])
+    return (f"Quantization attack: the weights rounded to {', '.join(map(str, q['bits']))} bits (round-to-nearest, "
+            f"groups of {q['group_size']}); comes back: share of the forget accuracy unlearning removed that the "
+            "rounding restores",
+            ["model", "bits", "forget acc", "forget QA", "retain acc", "comes back"],
+            [[r["model"], r["bits"], r["forget_acc"], r["forget_qa"], r["retain_acc"], r.get("comes_back")]
+             for r in q["rows"]])
 
 
 def print_unlearn(console, state: dict) -> None:
@@ -115,6 +130,20 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         ax.set_title("Retraining on T: accuracy on the held-out forget facts V")
         ax.legend(fontsize=7)
         made.append(save_plot(fig, run_dir / "rtt.png", "RTT recovery curves"))
+    quant = state.get("quant")
+    if quant and quant.get("rows"):
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        labels = list(dict.fromkeys(str(r["bits"]) for r in quant["rows"]))
+        for i, (name, colour) in enumerate((("original", "tab:grey"), ("unlearned", "tab:red"))):
+            values = {str(r["bits"]): r["forget_acc"] for r in quant["rows"] if r["model"] == name}
+            ax.bar([j + 0.38 * i for j in range(len(labels))], [values[b] for b in labels], 0.36, color=colour,
+                   label=name)
+        ax.set_xticks([j + 0.19 for j in range(len(labels))], [b if b == "full" else f"{b}-bit" for b in labels])
+        ax.set_ylabel("forget accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.set_title("Quantization attack: forget accuracy by precision")
+        ax.legend(fontsize=8)
+        made.append(save_plot(fig, run_dir / "quant.png", "Quantization attack"))
     return made
 
 

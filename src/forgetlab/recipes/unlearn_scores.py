@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from statistics import fmean
 
+from ..batching import encode_text
 from ..config import UnlearnConfig
 from ..data.unlearn import Fact, FactSet
 from ..evaluate import (
@@ -73,11 +74,13 @@ def probability(facts: list[Fact], losses: list[dict]) -> float:
 
 
 def membership(model, tok, members: list[Fact], holdout: list[Fact], max_length: int) -> dict:
-    """min-k% and min-k%++ scores of each fact's answer tokens (end of turn left out), and their AUCs with the
-    forget facts as members and the holdout facts as non-members."""
+    """min-k% and min-k%++ scores of each fact's scored tokens — a QA fact's answer as the chat turn, a text
+    (MUSE's raw layout) every token after the first; the last left out, as open-unlearning does — and their AUCs
+    with the forget facts as members and the holdout facts as non-members."""
     def scores(facts):
-        stats = token_statistics(model, tok, qa_rows(tok, [(f.question, f.answer) for f in facts], max_length),
-                                 drop_last=True)
+        rows = [qa_rows(tok, [(f.question, f.answer)], max_length)[0] if f.question else
+                encode_text(tok, f.text, max_length) for f in facts]
+        stats = token_statistics(model, tok, rows, drop_last=True)
         return ([mia.min_k(s["logprob"], K) for s in stats],
                 [mia.min_k_plus_plus(s["logprob"], s["mean"], s["var"], K) for s in stats])
 
@@ -85,12 +88,17 @@ def membership(model, tok, members: list[Fact], holdout: list[Fact], max_length:
     return {"mink_auc": mia.auc(mk_in, mk_out), "minkpp_auc": mia.auc(pp_in, pp_out)}
 
 
+def scorable(facts: FactSet) -> list[Fact]:
+    """The facts a membership test can score: a question with its answer, or a text."""
+    return [f for f in facts.facts if (f.question and f.answer) or f.text]
+
+
 def reference_scores(model, tok, sets: dict[str, FactSet], holdout: FactSet | None, max_length: int) -> dict:
     """What forget quality and privacy leakage compare against, read once from the reference model: its per-fact
     truth ratios on the forget facts and its min-k% AUC."""
     out = {"forget_tr_items": truth_ratios(answer_losses(model, tok, answered(sets["forget_eval"]), max_length))}
     if holdout is not None:
-        out.update(membership(model, tok, answered(sets["forget_eval"]), answered(holdout), max_length))
+        out.update(membership(model, tok, scorable(sets["forget"]), scorable(holdout), max_length))
     return out
 
 
@@ -119,7 +127,7 @@ def field_scores(model, tok, sets: dict[str, FactSet], answers: dict[str, list[s
     if reference and items and reference.get("forget_tr_items"):
         out["forget_quality"] = tofu.forget_quality(items, reference["forget_tr_items"])
     if holdout is not None:
-        out.update(membership(model, tok, answered(sets["forget_eval"]), answered(holdout), max_length))
+        out.update(membership(model, tok, scorable(sets["forget"]), scorable(holdout), max_length))
         # without a reference model, open-unlearning compares with an AUC of 0.5 (no membership signal)
         out["privleak"] = mia.privleak(out["mink_auc"], (reference or {}).get("mink_auc", 0.5))
     return out
