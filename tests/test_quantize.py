@@ -74,5 +74,5 @@ def test_an_unknown_attack_is_one_line(capsys):
     from tests.conftest import call_main
 
     r = call_main(capsys, "unlearn", "--attacks", "rtt,relearnx")
-    assert r.returncode == 2 and "unknown attack relearnx; valid: rtt, quant" in r.stderr
+    assert r.returncode == 2 and "unknown attack relearnx; valid: rtt, relearn, quant" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

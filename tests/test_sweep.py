@@ -129,3 +129,16 @@ def test_rank_table_and_pareto_front_by_hand():
     assert sorted(r["point"] for r in pareto_front(rows)) == ["a", "b"]  # c is beaten by a on both counts
     assert point_name({"method.name": "gd", "lora.rank": 8, "seed": 1}) == "gd-rank8-seed1"
     assert point_names([{"forget": "a/x.jsonl"}, {"forget": "b/x.jsonl"}]) == ["forgetx.jsonl-1", "forgetx.jsonl-2"]
+
+
+def test_log_spaced_axis_values_by_hand(tmp_path, capsys):
+    from forgetlab.config import SweepConfig
+
+    # 1e-6 · 100^(i/4): 1e-6, 10^-5.5 = 3.16e-6, 1e-5, 3.16e-5, 1e-4
+    assert SweepConfig(axes={"lr": {"logspace": [1e-6, 1e-4, 5]}}).axes["lr"] == [1e-6, 3.16e-6, 1e-5, 3.16e-5, 1e-4]
+    assert SweepConfig(axes={"lr": {"logspace": [1e-4, 1e-3, 2]}}).axes["lr"] == [1e-4, 1e-3]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("axes:\n  lr: {logspace: [0, 1e-4, 5]}\n")
+    r = call_main(capsys, "sweep", "--config", str(bad), "--out", str(tmp_path / "runs"))
+    assert r.returncode == 2 and "logspace takes [start, stop, count]" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()

@@ -270,3 +270,13 @@ def test_bad_rtt_input(tmp_path, capsys):
     assert r.returncode == 2 and "not a model directory" in r.stderr
     r = call_main(capsys, "rtt", "--model", str(tmp_path / "nope"))
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_max_samples_keeps_the_first_forget_facts_and_measures_on_them():
+    from forgetlab.config import UnlearnConfig
+    from forgetlab.recipes.unlearn import fact_sets
+
+    every = fact_sets(UnlearnConfig())
+    sets = fact_sets(UnlearnConfig(max_samples=5))
+    assert [f.fact_id for f in sets["forget"].facts] == [f.fact_id for f in every["forget"].facts[:5]]
+    assert sets["forget_eval"] is sets["forget"] and len(sets["retain"].facts) == len(every["retain"].facts)

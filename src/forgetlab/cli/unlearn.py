@@ -25,7 +25,7 @@ UNLEARN_EXAMPLES = """examples:
   forgetlab unlearn --method npo --lora-rank 0 --rtt  # full weights, then retrain on part of them (RTT)
   forgetlab unlearn --method rmu --forget wmdp_forget.jsonl --retain retain.jsonl --save adapter
   forgetlab unlearn --method gd --learn-first facts:people --rtt   # knowledge learned by fine-tuning
-  forgetlab unlearn --attacks rtt,quant               # then retraining and 8/4-bit rounding try to bring it back
+  forgetlab unlearn --attacks rtt,relearn,quant       # then retraining, benign text, 8/4-bit rounding try to bring it back
   forgetlab unlearn --list
 """
 
@@ -67,8 +67,9 @@ def add_unlearn(sub) -> None:
                    "part of it")
     p.add_argument("--rtt", action="store_true", help="after unlearning, run RTT on the forget MCQ facts")
     p.add_argument("--attacks", type=attack_list, metavar="LIST", help="after unlearning, try to bring the facts "
-                   "back: rtt (retraining on part of them, as --rtt), quant (the weights rounded to 8 and 4 bits: "
-                   "quant.bits); comma-separated, e.g. rtt,quant")
+                   "back: rtt (retraining on part of them, as --rtt), relearn (fine-tuning on benign text that states "
+                   "none of them: relearn.file, default the retain facts), quant (the weights rounded to 8 and 4 "
+                   "bits: quant.bits); comma-separated, e.g. rtt,relearn,quant")
     p.add_argument("--no-guard", action="store_true", help="train every epoch and keep the last step: no early stop, "
                    "no floors (writes guard.enabled=false)")
     p.add_argument("--save", choices=("merged", "adapter", "none"), help="merged: plain transformers directory "
@@ -98,7 +99,7 @@ def lr_defaults() -> str:
     return "; ".join([pair(LEARNING_RATES)] + [f"{m} {pair(d['lr'])}" for m, d in METHOD_DEFAULTS.items() if "lr" in d])
 
 
-ATTACKS = ("rtt", "quant")
+ATTACKS = ("rtt", "relearn", "quant")
 
 
 def attack_list(text: str) -> tuple[str, ...]:
@@ -118,6 +119,7 @@ def unlearn_config(args) -> UnlearnConfig:
              "learn_first": args.learn_first, "save": args.save,
              "rtt.enabled": True if args.rtt or "rtt" in (args.attacks or ()) else None,
              "quant.enabled": True if "quant" in (args.attacks or ()) else None,
+             "relearn.enabled": True if "relearn" in (args.attacks or ()) else None,
              "guard.enabled": False if args.no_guard else None,
              "train.optimizer": args.optimizer, "train.epochs": args.epochs, "train.lr": args.lr, "train.seed": args.seed,
              "model.name": args.model, "run.name": args.name, "run.root": args.out}

@@ -178,6 +178,17 @@ class QuantAttackConfig(Frozen):
         return v
 
 
+class RelearnAttackConfig(Frozen):
+    enabled: bool = Field(False, description="after unlearning, fine-tune on benign text that states none of the "
+                          "forget answers and measure how much of the forget accuracy comes back (Hu et al., 2024); "
+                          "also: --attacks relearn")
+    file: str | None = Field(None, description="the benign text: JSON(L) records in any layout unlearn reads (MUSE's "
+                             "{text}, QA, MCQ); texts that state a forget answer are left out; None: the retain facts")
+    lrs: tuple[float, ...] = Field((1e-4, 3e-4), min_length=1, description="learning-rate grid (full weights, as RTT)")
+    epochs: int = Field(3, gt=0, description="epochs per run; forget accuracy is recorded after each")
+    batch_size: int = Field(4, gt=0, description="examples per step")
+
+
 class UnlearnConfig(Frozen):
     method: UnlearnMethodConfig = UnlearnMethodConfig()
     lora: UnlearnLora = UnlearnLora()
@@ -187,6 +198,9 @@ class UnlearnConfig(Frozen):
                                     "it can be scored")
     retain: str | None = Field(None, description="facts to keep (trained on by the retain terms); None: built-in (food)")
     retain_eval: str | None = Field(None, description="facts to measure retention on; None: --retain")
+    max_samples: int | None = Field(None, gt=0, description="unlearn only the first N forget facts (and measure "
+                                    "forgetting on them where forget_eval is the same file); None: all — an axis of "
+                                    "the unlearning design's sweeps")
     holdout: str | None = Field(None, description="facts of the forget set's kind that no model was trained on: the "
                                 "non-members of the min-k% membership tests (AUC, privleak); None: none (with "
                                 "learn_first: people the task never taught)")
@@ -195,6 +209,7 @@ class UnlearnConfig(Frozen):
     learn: LearnFirstConfig = LearnFirstConfig()
     rtt: RTTConfig = RTTConfig()
     quant: QuantAttackConfig = QuantAttackConfig()
+    relearn: RelearnAttackConfig = RelearnAttackConfig()
     guard: GuardConfig = GuardConfig()
     save: Literal["merged", "adapter", "none"] = Field("merged", description="merged: a plain transformers model "
                                                        "directory (adapter merged in float32); adapter: the PEFT "
@@ -277,6 +292,17 @@ SWEEP_ALIASES = {"seed": "train.seed", "method": "method.name", "rank": "lora.ra
 """Short axis names."""
 
 
+def logspace(key: str, spec: Any) -> list[float]:
+    """[start, stop, n] -> n values spaced evenly on a log scale from start to stop, each to 3 significant digits."""
+    ok = (isinstance(spec, list) and len(spec) == 3 and all(isinstance(x, (int, float)) for x in spec)
+          and spec[0] > 0 and spec[1] > 0 and isinstance(spec[2], int) and spec[2] >= 2)
+    if not ok:
+        raise ValueError(f"axes: {key}: logspace takes [start, stop, count] with start, stop > 0 and count ≥ 2, "
+                         f"e.g. {{logspace: [1e-6, 1e-4, 5]}}; got {spec!r}")
+    a, b, n = spec
+    return [float(f"{a * (b / a) ** (i / (n - 1)):.3g}") for i in range(n)]
+
+
 class SweepConfig(Frozen):
     """`forgetlab sweep`: every combination of the axes' values is one point, an unlearn run followed by RTT."""
 
@@ -284,9 +310,18 @@ class SweepConfig(Frozen):
                                     "(the keys of `forgetlab unlearn --config`); RTT is on and save is none unless "
                                     "set here")
     axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted unlearn keys -> values (also seed, "
-                                       "method, rank, rc, lr), e.g. lora.rank: [1, 8, 0]")
+                                       "method, rank, rc, lr), e.g. lora.rank: [1, 8, 0]; log-spaced: lr: {logspace: "
+                                       "[1e-6, 1e-4, 5]} (5 values from 1e-6 to 1e-4, 3 significant digits)")
     executor: ExecutorConfig = ExecutorConfig()
     run: RunConfig = RunConfig()
+
+    @field_validator("axes", mode="before")
+    @classmethod
+    def _spaced(cls, axes: Any) -> Any:
+        if not isinstance(axes, dict):
+            return axes
+        return {k: logspace(k, v["logspace"]) if isinstance(v, dict) and set(v) == {"logspace"} else v
+                for k, v in axes.items()}
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:

@@ -49,33 +49,44 @@ def rtt_curves(model, tok, items: list[MCQItem], cfg: RTTConfig, label: str, pro
     """{lr: [V accuracy at epoch 0..E, averaged over the held-out splits]} for `model` (restored after each run);
     the seconds spent in optimizer steps are added to clock["train_seconds"] when a clock is given."""
     splits = rtt_splits([it.meta["fact_id"] for it in items], cfg.splits, cfg.seed)
+    runs = []
+    for h in range(cfg.holdout_splits):
+        held = set(splits[h])
+        runs.append(([encode_text(tok, rtt_text(it), 512) for it in items if it.meta["fact_id"] not in held],
+                     [it for it in items if it.meta["fact_id"] in held]))
+    return retrain_curves(model, tok, runs, cfg.lrs, cfg.epochs, cfg.batch_size, cfg.seed, label, progress, clock)
+
+
+def retrain_curves(model, tok, runs: list[tuple[list, list[MCQItem]]], lrs, epochs: int, batch_size: int, seed: int,
+                   label: str, progress=None, clock: dict | None = None) -> dict:
+    """The one retraining loop of the attacks: for each learning rate and each (rows to train on, MCQ facts to
+    measure) run, fine-tune the full weights on the rows for `epochs`, recording the facts' option accuracy before
+    and after each epoch, and restore the weights. {lr: [accuracy at epoch 0..E, averaged over the runs]}."""
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.requires_grad_(True)
     curves: dict[float, list[float]] = {}
     try:
-        for lr in cfg.lrs:
-            per_split = []
-            for h in range(cfg.holdout_splits):
-                held = set(splits[h])
-                v = [it for it in items if it.meta["fact_id"] in held]
-                t = [encode_text(tok, rtt_text(it), 512) for it in items if it.meta["fact_id"] not in held]
-                curve = [option_accuracy(model, tok, v)]
-                tc = TrainConfig(epochs=cfg.epochs, lr=lr, batch_size=cfg.batch_size, warmup_ratio=0.0,
-                                 min_lr_ratio=1.0, seed=cfg.seed, max_length=512)
+        for lr in lrs:
+            per_run = []
+            for h, (rows, items) in enumerate(runs):
+                curve = [option_accuracy(model, tok, items)]
+                tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, warmup_ratio=0.0, min_lr_ratio=1.0,
+                                 seed=seed, max_length=512)
 
-                def on_epoch(ck, v=v, curve=curve):
+                def on_epoch(ck, items=items, curve=curve):
                     model.eval()
-                    curve.append(option_accuracy(model, tok, v))
+                    curve.append(option_accuracy(model, tok, items))
                     model.train()
 
-                history = train(model, t, tc, _NLL(), None, tok.pad_token_id, seed=cfg.seed, on_epoch=on_epoch)
+                history = train(model, rows, tc, _NLL(), None, tok.pad_token_id, seed=seed, on_epoch=on_epoch)
                 if clock is not None:
                     clock["train_seconds"] = clock.get("train_seconds", 0.0) + step_seconds(history)
                 model.load_state_dict(start)
-                per_split.append(curve)
+                per_run.append(curve)
                 if progress:
-                    progress(f"{label} lr {lr:g} split {h + 1}: V accuracy {curve[0]:.2f} → best {max(curve[1:]):.2f}")
-            curves[lr] = [sum(c[e] for c in per_split) / len(per_split) for e in range(cfg.epochs + 1)]
+                    where = f" split {h + 1}" if len(runs) > 1 else ""
+                    progress(f"{label} lr {lr:g}{where}: V accuracy {curve[0]:.2f} → best {max(curve[1:]):.2f}")
+            curves[lr] = [sum(c[e] for c in per_run) / len(per_run) for e in range(epochs + 1)]
     finally:
         model.requires_grad_(False)
         model.eval()

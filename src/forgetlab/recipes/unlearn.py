@@ -31,6 +31,8 @@ from .unlearn_scores import evaluate_unlearning, forget_score, reference_scores
 def fact_sets(cfg: UnlearnConfig) -> dict[str, FactSet]:
     """forget, forget_eval, retain, retain_eval (the built-in known facts where nothing is given)."""
     forget = read_facts(cfg.forget or "builtin:animals")
+    if cfg.max_samples:
+        forget = FactSet(f"{forget.name} (first {cfg.max_samples})", forget.facts[:cfg.max_samples])
     retain = read_facts(cfg.retain or "builtin:food")
     sets = {"forget": forget, "forget_eval": read_facts(cfg.forget_eval) if cfg.forget_eval else forget,
             "retain": retain, "retain_eval": read_facts(cfg.retain_eval) if cfg.retain_eval else retain}
@@ -47,6 +49,13 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
     name = canonical(cfg.method.name)
     method = build_unlearning(cfg)
     sets = None if cfg.learn_first else fact_sets(cfg)
+    if sets and cfg.relearn.enabled and not sets["forget_eval"].mcq():
+        raise UserError(f"{sets['forget_eval'].name}: --attacks relearn measures MCQ forget facts and found none; "
+                        "give MCQ records with --forget-eval")
+    if sets and cfg.relearn.enabled:
+        from .attacks import benign_texts
+
+        benign_texts(sets, cfg)  # a relearn file that is missing, bad or all answers fails before the model loads
     if sets and cfg.rtt.enabled and len(sets["forget_eval"].mcq()) < cfg.rtt.splits:
         raise UserError(f"{sets['forget_eval'].name}: --rtt needs at least {cfg.rtt.splits} MCQ facts (one per split), "
                         f"found {len(sets['forget_eval'].mcq())}; give MCQ records with --forget-eval or fewer rtt.splits")
@@ -88,13 +97,13 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         elif cfg.rtt.enabled:
             state["rtt"] = {"skipped": "the unlearned model is below the floors or forgot too little: RTT on it "
                                        "would measure a broken model, not hidden knowledge"}
-        if cfg.quant.enabled and accepted:
-            from .attacks import quant_attack
+        from .attacks import quant_attack, relearn_attack
 
-            state["quant"] = quant_attack(model, tok, sets, cfg, original_source(cfg, run_dir),
-                                          log=console.print if console else print)
-        elif cfg.quant.enabled:
-            state["quant"] = {"skipped": "the unlearned model is below the floors or forgot too little"}
+        for key, attack in (("relearn", relearn_attack), ("quant", quant_attack)):
+            if getattr(cfg, key).enabled:
+                state[key] = attack(model, tok, sets, cfg, original_source(cfg, run_dir),
+                                    log=console.print if console else print) if accepted else \
+                    {"skipped": "the unlearned model is below the floors or forgot too little"}
     except KeyboardInterrupt:
         finish(run_dir, cfg, state, "interrupted")
         raise Interrupted(run_dir, "unlearn", f"forgetlab unlearn --config {run_dir / 'config.yaml'}") from None

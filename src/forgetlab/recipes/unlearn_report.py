@@ -61,9 +61,23 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                     ["step"] + [h for _, h in field], [[r["step"]] + [r.get(k) for k, _ in field] for r in full]))
     if state.get("rtt"):
         out.append(rtt_table(state["rtt"]))
+    if state.get("relearn"):
+        out.append(relearn_table(state["relearn"]))
     if state.get("quant"):
         out.append(quant_table(state["quant"]))
     return out
+
+
+def relearn_table(r: dict) -> tuple[str, list[str], list[list]]:
+    if r.get("skipped"):
+        return ("Benign relearning attack: not run", ["why"], [[r["skipped"]]])
+    return (f"Benign relearning attack: fine-tuned on {r['texts']} texts from {r['source']} that state no forget "
+            f"answer ({r['left_out']} left out); forget accuracy, best over lr × epoch; comes back: share of what "
+            "unlearning removed",
+            ["original", "original relearned", "unlearned", "unlearned relearned", "comes back", "best lr",
+             "best epoch"],
+            [[r["original"], r["original_relearned"], r["unlearned"], r["unlearned_relearned"], r["comes_back"],
+              r["best_lr"], r["best_epoch"]]])
 
 
 def quant_table(q: dict) -> tuple[str, list[str], list[list]]:
@@ -117,19 +131,26 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         made.append(save_plot(fig, run_dir / "unlearn.png", "Forget and retain accuracy by step"))
     else:
         plt.close(fig)
-    rtt = state.get("rtt")
-    if rtt and rtt.get("curves"):
+    for key, file, xlabel, ylabel, title, caption in (
+            ("rtt", "rtt.png", "RTT epoch", "V accuracy", "Retraining on T: accuracy on the held-out forget facts V",
+             "RTT recovery curves"),
+            ("relearn", "relearn.png", "relearning epoch", "forget accuracy",
+             "Benign relearning: accuracy on the forget facts", "Benign relearning curves")):
+        attack = state.get(key)
+        if not (attack and attack.get("curves")):
+            continue
         fig, ax = plt.subplots(figsize=(7, 3.8))
         for cond, style in (("unlearned", "-"), ("original", "--")):
-            for lr, curve in rtt["curves"][cond].items():
+            for lr, curve in attack["curves"][cond].items():
                 ax.plot(range(len(curve)), curve, style, marker=".", label=f"{cond}, lr {float(lr):g}")
-        ax.axhline(0.8 * rtt["original"], color="grey", lw=0.8, ls=":", label="0.8 × original")
-        ax.set_xlabel("RTT epoch")
-        ax.set_ylabel("V accuracy")
+        if key == "rtt":
+            ax.axhline(0.8 * attack["original"], color="grey", lw=0.8, ls=":", label="0.8 × original")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title("Retraining on T: accuracy on the held-out forget facts V")
+        ax.set_title(title)
         ax.legend(fontsize=7)
-        made.append(save_plot(fig, run_dir / "rtt.png", "RTT recovery curves"))
+        made.append(save_plot(fig, run_dir / file, caption))
     quant = state.get("quant")
     if quant and quant.get("rows"):
         fig, ax = plt.subplots(figsize=(7, 3.8))

@@ -1,0 +1,57 @@
+"""The benign-relearning attack (recipes/attacks.py): which texts count as benign, and a run on the tiny model whose
+numbers follow from its own curves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import call_main
+
+
+def test_a_text_states_an_answer_only_as_a_whole_word():
+    from forgetlab.recipes.attacks import comes_back, states
+
+    assert states("The capital is Paris.", "Paris") and states("paris is big", "PARIS")
+    assert not states("A Parisian cafe", "Paris") and not states("100 metres", "0")
+    assert states("It boils at 0 degrees", "0") and states("solar energy comes from the Sun", "solar energy")
+    assert comes_back(0.6, 0.2, 1.0) == pytest.approx(0.5) and comes_back(0.5, 0.5, 0.5) is None
+
+
+def test_texts_that_state_a_forget_answer_are_left_out(tmp_path):
+    from forgetlab.config import UnlearnConfig
+    from forgetlab.errors import UserError
+    from forgetlab.recipes.attacks import benign_texts
+    from forgetlab.recipes.unlearn import fact_sets
+
+    sets = fact_sets(UnlearnConfig())
+    a = sets["forget"].facts[0].answer  # a built-in animals answer
+    text = tmp_path / "text.jsonl"
+    texts = [f"Something about {a} here.", f"Words like {a}ish.", "Zzyzx qwerty."]
+    text.write_text("\n".join(json.dumps({"text": t}) for t in texts) + "\n")
+    cfg = UnlearnConfig(relearn={"enabled": True, "file": str(text)})
+    keep, dropped = benign_texts(fact_sets(cfg), cfg)
+    assert (keep, dropped) == (texts[1:], 1)
+    only = tmp_path / "only.jsonl"
+    only.write_text(json.dumps({"text": f"It is {a}."}) + "\n")
+    with pytest.raises(UserError, match="not benign"):
+        benign_texts(sets, UnlearnConfig(relearn={"enabled": True, "file": str(only)}))
+
+
+def test_unlearn_attacks_relearn_reports_best_over_its_own_curves(tiny_dir, tmp_path, capsys):
+    r = call_main(capsys, "unlearn", "--model", str(tiny_dir), "--out", str(tmp_path), "--save", "none",
+                  "--lora-rank", "4", "--epochs", "1", "--attacks", "relearn", "--set", "general.enabled=false",
+                  "--set", "guard.enabled=false", "--set", "train.batch_size=16", "--set", "relearn.epochs=2",
+                  "--set", "relearn.lrs=[0.001]")
+    assert r.returncode == 0, r.stderr
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    state = json.loads((run / "metrics.json").read_text())
+    rl = state["relearn"]
+    curve, orig = rl["curves"]["unlearned"]["0.001"], rl["curves"]["original"]["0.001"]
+    assert len(curve) == 3 and rl["unlearned"] == curve[0] == pytest.approx(state["final"]["forget_ll"])
+    assert rl["unlearned_relearned"] == max(curve[1:]) and rl["original_relearned"] == max(orig[1:])
+    gone = orig[0] - curve[0]
+    assert rl["comes_back"] == (pytest.approx((max(curve[1:]) - curve[0]) / gone) if gone > 1e-9 else None)
+    assert rl["texts"] + rl["left_out"] == state["sets"]["retain"]["facts"]  # the retain facts by default
+    assert "Benign relearning attack" in " ".join(r.stdout.split()) and (run / "relearn.png").is_file()
