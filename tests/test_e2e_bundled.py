@@ -116,17 +116,18 @@ def test_chat_learns_facts_and_keeps_them_after_kill_9(tmp_path):
 
 
 def test_unlearn_with_defaults_keeps_a_checkpoint_above_the_floors_and_saves_it(tmp_path):
-    """`forgetlab unlearn --rtt` with its defaults (gd, rank-8 LoRA, the guards on) over the built-in known facts,
-    RTT cut to one epoch at one learning rate: the run keeps an acceptable checkpoint, forget fell far enough while
-    retain and general stayed above their floors, and the merged save scores like the kept checkpoint."""
+    """`forgetlab unlearn --attacks rtt,quant` with its defaults (gd, rank-8 LoRA, the guards on) over the built-in
+    known facts, RTT cut to one epoch at one learning rate and quantization to 4 bits: the run keeps an acceptable
+    checkpoint, forget fell far enough while retain and general stayed above their floors, and the merged save
+    scores like the kept checkpoint."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from forgetlab.data.unlearn import read_facts
     from forgetlab.evaluate import mcq_option_logprobs
     from forgetlab.metrics.unlearning import share_correct
 
-    r = run_cli("unlearn", "--rtt", "--out", str(tmp_path), "--set", "rtt.lrs=[3e-4]", "--set", "rtt.epochs=1",
-                timeout=900)
+    r = run_cli("unlearn", "--attacks", "rtt,quant", "--out", str(tmp_path), "--set", "rtt.lrs=[3e-4]",
+                "--set", "rtt.epochs=1", "--set", "quant.bits=[4]", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next(p for p in tmp_path.iterdir() if p.is_dir())
     state = json.loads((run / "metrics.json").read_text())
@@ -137,7 +138,13 @@ def test_unlearn_with_defaults_keeps_a_checkpoint_above_the_floors_and_saves_it(
     assert kept["retain_ll"] >= guard["retain_min"] - 1e-9 and kept["general"] >= guard["general_min"] - 1e-9, kept
     assert state["chat_keys"] > 0 and kept["forget_qa"] <= 0.2, kept  # the chat answers forget too (method.chat_keys)
     assert guard["retain_min"] == 0.9 * first["retain_ll"] and guard["general_min"] == 0.8 * first["general"]
-    assert f"Kept step {kept['step']}" in r.stdout
+    assert f"Kept step {kept['step']}" in " ".join(r.stdout.split())
+    # the field's measures at the start and the kept step, and the quantization attack on the saved weights
+    assert all(first[k] is not None and kept[k] is not None for k in ("forget_prob", "forget_tr", "utility"))
+    quant = {(q["model"], q["bits"]): q for q in state["quant"]["rows"]}
+    assert quant[("original", "full")]["forget_acc"] == 1.0
+    assert quant[("unlearned", "full")]["forget_acc"] == pytest.approx(kept["forget_ll"], abs=1e-9)
+    assert quant[("unlearned", 4)]["comes_back"] is not None and (run / "quant.png").is_file()
     rtt = state["rtt"]
     assert rtt["original"] == 1.0 and rtt["unlearned"] < rtt["original"] and 0 <= rtt["recovery_rate"] <= 2
     assert (run / "rtt.csv").is_file() and (run / "rtt.png").is_file() and "recovery rate" in r.stdout

@@ -155,7 +155,13 @@ def general_score(model, tok, general: GeneralConfig, answer=None) -> float:
     contains the reference: what the base model knew and a run should keep. One definition, one batch and one token
     budget (`general.max_new_tokens`) in every workflow, so the same model gets the same number wherever it is
     measured (sequential, sessions, unlearn, the online learner). `answer(examples, max_new_tokens)` replaces plain
-    generation where something decides how each prompt is answered (the online learner's router)."""
+    generation where something decides how each prompt is answered (the online learner's router). With
+    `general.lm_eval`, the mean score of those lm-evaluation-harness tasks instead (lmeval.py)."""
+    if general.lm_eval:  # lm-evaluation-harness on the model as it is (the router, if any, is not consulted)
+        from .lmeval import lm_eval_scores
+
+        scores = lm_eval_scores(model, tok, general.lm_eval, general.lm_eval_limit)
+        return sum(scores.values()) / len(scores)
     examples = retention_examples()
     answers = answer(examples, general.max_new_tokens) if answer else \
         generate_answers(model, tok, examples, general.max_new_tokens, batch_size=64)

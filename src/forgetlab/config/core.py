@@ -4,9 +4,10 @@ run directory, executor. Defaults live here and only here: code reads `cfg.train
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -148,6 +149,38 @@ class GeneralConfig(Frozen):
     enabled: bool = Field(True, description="score the built-in general questions (base retention) as the run goes")
     max_new_tokens: int = Field(12, gt=0, description="answer length of the general questions (the same in every "
                                 "workflow, so 'general answers kept' compares across them)")
+    lm_eval: tuple[str, ...] = Field((), description="lm-evaluation-harness tasks (names, or local task "
+                               "YAML files) whose mean score is the general score instead of the built-in questions "
+                               "(the lm-eval extra); empty: the built-in questions")
+    lm_eval_limit: int | None = Field(None, gt=0, description="at most this many documents per lm-eval task")
+
+    @field_validator("lm_eval")
+    @classmethod
+    def _task_files(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        lm_eval_tasks(list(tasks))  # a missing or nameless task file fails here, before anything loads
+        return tasks
+
+
+def lm_eval_tasks(tasks: list[str]) -> tuple[list[str], list[str]]:
+    """(names to run, directories lm-eval should search): a local YAML file stands for the task its `task:` key
+    names, and its directory joins the search path; anything else is an lm-eval task name. ValueError for a task
+    file that is missing or names no task."""
+    import yaml
+
+    names, paths = [], []
+    for t in tasks:
+        path = Path(t).expanduser()
+        if path.suffix in (".yaml", ".yml"):
+            if not path.is_file():
+                raise ValueError(f"task file {t} not found")
+            doc = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(doc, dict) or not isinstance(doc.get("task"), str):
+                raise ValueError(f"{t} has no 'task:' name; an lm-eval task YAML names its task")
+            names.append(doc["task"])
+            paths.append(str(path.resolve().parent))
+        else:
+            names.append(t)
+    return names, list(dict.fromkeys(paths))
 
 
 class RunConfig(Frozen):
