@@ -81,6 +81,7 @@ def test_auc_and_privleak_by_hand():
     assert mia.privleak(8 / 9, 0.5) == pytest.approx((1 / 9 - 0.5) / 0.5 * 100) == pytest.approx(-77.78, abs=0.01)
     assert mia.privleak(8 / 9, 0.55) == pytest.approx(-75.31, abs=0.01)
     assert mia.privleak(0.55, 0.55) == 0.0
+    assert mia.privleak(0.9, 1.0) == pytest.approx(0.1 / 1e-10 * 100)  # a perfect reference: finite, as theirs
     with pytest.raises(ValueError):
         mia.auc([], [1.0])
 

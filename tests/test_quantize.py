@@ -45,6 +45,16 @@ def test_the_model_rounds_its_linear_layers_not_embeddings(tiny):
     assert not torch.equal(after, q_proj) and torch.equal(after, quantize_tensor(q_proj, 4, 8))
 
 
+def test_quantized_rounds_for_the_block_and_puts_the_weights_back(tiny):
+    from forgetlab.quantize import linear_layers, quantized
+
+    before = [m.weight.clone() for m in linear_layers(tiny)]
+    with quantized(tiny, 4, 8):
+        assert all(torch.equal(m.weight, quantize_tensor(w, 4, 8)) for m, w in zip(linear_layers(tiny), before,
+                                                                                    strict=True))
+    assert all(torch.equal(m.weight, w) for m, w in zip(linear_layers(tiny), before, strict=True))
+
+
 def test_unlearn_attacks_quant_measures_both_models_at_each_precision(tiny_dir, tmp_path, capsys):
     import json
 

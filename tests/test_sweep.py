@@ -137,6 +137,11 @@ def test_log_spaced_axis_values_by_hand(tmp_path, capsys):
     # 1e-6 · 100^(i/4): 1e-6, 10^-5.5 = 3.16e-6, 1e-5, 3.16e-5, 1e-4
     assert SweepConfig(axes={"lr": {"logspace": [1e-6, 1e-4, 5]}}).axes["lr"] == [1e-6, 3.16e-6, 1e-5, 3.16e-5, 1e-4]
     assert SweepConfig(axes={"lr": {"logspace": [1e-4, 1e-3, 2]}}).axes["lr"] == [1e-4, 1e-3]
+    good = tmp_path / "good.yaml"  # YAML reads 1e-6 (no dot) as a string: still the number it spells
+    good.write_text("axes:\n  lr: {logspace: [1e-6, 1e-4, 5]}\n")
+    from forgetlab.config import read_yaml
+
+    assert SweepConfig(**read_yaml(good)).axes["lr"] == [1e-6, 3.16e-6, 1e-5, 3.16e-5, 1e-4]
     bad = tmp_path / "bad.yaml"
     bad.write_text("axes:\n  lr: {logspace: [0, 1e-4, 5]}\n")
     r = call_main(capsys, "sweep", "--config", str(bad), "--out", str(tmp_path / "runs"))

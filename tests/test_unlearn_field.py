@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import call_main
 
@@ -99,3 +100,31 @@ def test_membership_reads_muse_texts_and_a_set_against_itself_is_a_coin_flip(tin
     qa = scorable(read_facts(str(TOFU)))
     mixed = membership(tiny, tokenizer, texts, qa, 256)
     assert all(0 <= v <= 1 for v in mixed.values())
+
+
+def test_texts_the_model_was_trained_on_read_as_members(tiny, tokenizer):
+    """The orientation through the model: after a few steps on three texts, those texts score as members against
+    three it never saw (min-k AUC above 0.5, privleak below 0 against a coin-flip reference)."""
+    from forgetlab.batching import collate, encode_text
+    from forgetlab.data.unlearn import Fact
+    from forgetlab.losses import nll
+    from forgetlab.metrics import mia
+    from forgetlab.recipes.unlearn_scores import membership
+
+    seen = [Fact(f"s/{i}", text=t) for i, t in enumerate(["the red fox jumps over the lazy dog every morning",
+                                                          "seven blue whales sing under the cold northern sea",
+                                                          "a quiet library keeps old maps of forgotten towns"])]
+    unseen = [Fact(f"u/{i}", text=t) for i, t in enumerate(["green apples fall from the tall tree in autumn",
+                                                            "the train leaves the station at nine sharp",
+                                                            "bright stars shine above the desert at night"])]
+    batch = collate([encode_text(tokenizer, f.text, 64) for f in seen], tokenizer.pad_token_id)
+    opt = torch.optim.AdamW(tiny.parameters(), lr=1e-2)
+    tiny.train()
+    for _ in range(30):
+        opt.zero_grad()
+        nll(tiny, batch).backward()
+        opt.step()
+    tiny.eval()
+    scores = membership(tiny, tokenizer, seen, unseen, 64)
+    assert scores["mink_auc"] > 0.5 and scores["minkpp_auc"] > 0.5
+    assert mia.privleak(scores["mink_auc"], 0.5) < 0

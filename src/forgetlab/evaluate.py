@@ -261,9 +261,9 @@ def token_statistics(model, tok, rows: list[Encoded], drop_last: bool = False, b
     def stats(m, batch, chunk):
         logits, targets = answer_logits(m, batch)
         logp = logits.float().log_softmax(-1)
-        p = logp.exp()
-        mean = (p * logp).sum(-1)
-        var = (p * logp * logp).sum(-1) - mean * mean
+        plogp = logp.exp().mul_(logp)  # p log p, in place: one (tokens × vocab) temporary fewer
+        mean = plogp.sum(-1)
+        var = plogp.mul_(logp).sum(-1) - mean * mean
         columns = (logp.gather(-1, targets[:, None])[:, 0], mean, var, logits.argmax(-1), targets)
         out = []
         for values in zip(*(by_row(c, chunk) for c in columns), strict=True):

@@ -48,11 +48,26 @@ def lm_eval_scores(model, tok, tasks: list[str], limit: int | None = None, batch
     was = lm_model.training
     lm = HFLM(pretrained=lm_model, tokenizer=tok, batch_size=batch_size,
               device=str(next(lm_model.parameters()).device))
+    import random
+
+    import numpy as np
+    import torch
+
+    # lm-eval seeds Python, NumPy and torch by default and draws from them; mid-training that would replay or shift
+    # the run's dropout and data order after every check: the generators are put back as they were
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     try:
         out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, log_samples=False,
-                                      verbosity="ERROR", bootstrap_iters=0)
+                                      verbosity="ERROR", bootstrap_iters=0, random_seed=None, numpy_random_seed=None,
+                                      torch_random_seed=None)
     finally:
         lm_model.train(was)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
     scores = {}
     for name in names:
         result = out["results"].get(name, {})

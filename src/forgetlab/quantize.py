@@ -4,12 +4,15 @@ precision, 83% after 4-bit quantization, because unlearning's small weight chang
 
 Asymmetric, group-wise along each linear layer's input dimension: per group of `group_size` weights, the range
 [min, max] is split into 2^bits − 1 equal steps and every weight moves to its nearest step. The weights stay in
-their float dtype (simulated quantization): the numbers a model loaded in 8 or 4 bits would compute, to float
-rounding. Worked example (4 bits, one group): weights [−1.0, −0.1, 0.2, 0.5] → step (0.5 − (−1.0)) / 15 = 0.1, levels
+their float dtype (simulated quantization): the numbers a model stored in 8 or 4 bits would compute, to float
+rounding for float32 weights, though the zero point is not itself rounded to an integer as GPTQ and AWQ store it.
+Worked example (4 bits, one group): weights [−1.0, −0.1, 0.2, 0.5] → step (0.5 − (−1.0)) / 15 = 0.1, levels
 −1.0 + 0.1·k → [−1.0, −0.1, 0.2, 0.5] (already on the grid); 0.23 would become 0.2 and 0.26 0.3.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 
@@ -32,13 +35,34 @@ def quantize_tensor(w: torch.Tensor, bits: int, group_size: int = 128) -> torch.
     return q.view(out, -1)[:, :inp].to(w.dtype)
 
 
+SKIP = ("lm_head", "embed")
+"""Layers left at full precision, as weight-only quantizers such as GPTQ and AWQ leave them."""
+
+
+def linear_layers(model) -> list[torch.nn.Linear]:
+    return [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not any(s in name for s in SKIP)]
+
+
 @torch.no_grad()
-def quantize_model(model, bits: int, group_size: int = 128, skip: tuple[str, ...] = ("lm_head", "embed")) -> int:
-    """Quantize every linear layer's weight in place (not the embeddings or the output head, as weight-only
-    quantizers such as GPTQ and AWQ leave them); returns how many layers were rounded."""
-    n = 0
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and not any(s in name for s in skip):
-            module.weight.copy_(quantize_tensor(module.weight, bits, group_size))
-            n += 1
-    return n
+def quantize_model(model, bits: int, group_size: int = 128) -> int:
+    """Quantize every linear layer's weight in place (not the embeddings or the output head); returns how many
+    layers were rounded."""
+    layers = linear_layers(model)
+    for module in layers:
+        module.weight.copy_(quantize_tensor(module.weight, bits, group_size))
+    return len(layers)
+
+
+@contextmanager
+def quantized(model, bits: int, group_size: int = 128):
+    """`model` rounded in place for the block, its weights put back after: one copy of the linear weights (on the
+    CPU), not a second model."""
+    layers = linear_layers(model)
+    saved = [m.weight.detach().to("cpu", copy=True) for m in layers]
+    try:
+        quantize_model(model, bits, group_size)
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, w in zip(layers, saved, strict=True):
+                m.weight.copy_(w)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -161,22 +162,32 @@ class GeneralConfig(Frozen):
         return tasks
 
 
+class _TaskLoader(yaml.SafeLoader):
+    """Reads an lm-eval task YAML for its name: lm-eval's own tags (!function utils.process_docs) read as None."""
+
+
+_TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
 def lm_eval_tasks(tasks: list[str]) -> tuple[list[str], list[str]]:
     """(names to run, directories lm-eval should search): a local YAML file stands for the task its `task:` key
     names, and its directory joins the search path; anything else is an lm-eval task name. ValueError for a task
     file that is missing or names no task."""
-    import yaml
-
     names, paths = [], []
     for t in tasks:
         path = Path(t).expanduser()
         if path.suffix in (".yaml", ".yml"):
             if not path.is_file():
                 raise ValueError(f"task file {t} not found")
-            doc = yaml.safe_load(path.read_text()) or {}
-            if not isinstance(doc, dict) or not isinstance(doc.get("task"), str):
-                raise ValueError(f"{t} has no 'task:' name; an lm-eval task YAML names its task")
-            names.append(doc["task"])
+            try:
+                doc = yaml.load(path.read_text(), Loader=_TaskLoader) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(f"task file {t}: not valid YAML ({getattr(e, 'problem', e)})") from None
+            name = next((doc[k] for k in ("task", "group") if isinstance(doc.get(k), str)), None) \
+                if isinstance(doc, dict) else None  # a group file lists its tasks under task: and is run by group
+            if not isinstance(name, str):
+                raise ValueError(f"{t} has no 'task:' (or 'group:') name; an lm-eval task YAML names its task")
+            names.append(name)
             paths.append(str(path.resolve().parent))
         else:
             names.append(t)

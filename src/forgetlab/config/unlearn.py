@@ -292,8 +292,21 @@ SWEEP_ALIASES = {"seed": "train.seed", "method": "method.name", "rank": "lora.ra
 """Short axis names."""
 
 
+def _number(x: Any) -> Any:
+    if isinstance(x, str):
+        try:
+            value = float(x)
+        except ValueError:
+            return x
+        return int(value) if value.is_integer() and "e" not in x.lower() and "." not in x else value
+    return x
+
+
 def logspace(key: str, spec: Any) -> list[float]:
-    """[start, stop, n] -> n values spaced evenly on a log scale from start to stop, each to 3 significant digits."""
+    """[start, stop, n] -> n values spaced evenly on a log scale from start to stop, each to 3 significant digits.
+    (YAML reads 1e-6 without a dot as a string: such strings count as the numbers they spell.)"""
+    if isinstance(spec, list):
+        spec = [_number(x) for x in spec]
     ok = (isinstance(spec, list) and len(spec) == 3 and all(isinstance(x, (int, float)) for x in spec)
           and spec[0] > 0 and spec[1] > 0 and isinstance(spec[2], int) and spec[2] >= 2)
     if not ok:

@@ -1,6 +1,7 @@
 """Pure membership-inference and memorisation metrics, defined as open-unlearning computes them: min-k% and
 min-k%++ scores, the AUC between forget (members) and holdout (non-members) texts, MUSE's privacy leakage against a
-reference model, and exact memorisation / extraction strength of teacher-forced predictions.
+reference model; and exact memorisation / extraction strength of teacher-forced predictions (extraction strength
+by its definition: 0 where no suffix is right, where open-unlearning's loop gives 1/N).
 
 Scores are loss-like, as in open-unlearning: higher = less likely the text was trained on. Worked example (k 0.4):
 token log-probs [−0.1, −2.0, −0.5, −3.0, −0.2] → the lowest int(5 × 0.4) = 2 are −3.0 and −2.0 → min-k = 2.5.
@@ -51,7 +52,7 @@ def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> fl
 def privleak(auc_unlearned: float, auc_reference: float) -> float:
     """MUSE's privacy leakage in percent: the relative difference of (1 − AUC) between the unlearned model and a
     reference that never saw the forget set. Near 0 is the goal; negative: under-unlearned; positive: over-."""
-    return ((1 - auc_unlearned) - (1 - auc_reference)) / (1 - auc_reference) * 100
+    return ((1 - auc_unlearned) - (1 - auc_reference)) / (1 - auc_reference + 1e-10) * 100  # 1e-10: as open-unlearning
 
 
 def exact_memorisation(predicted: Sequence[int], target: Sequence[int]) -> float | None:

@@ -27,12 +27,12 @@ def truth_ratio(correct_nll: float, wrong_nlls: Sequence[float]) -> float:
     arithmetic mean). Below 1: the model prefers the truth."""
     if not wrong_nlls:
         raise ValueError("the truth ratio needs at least one perturbed answer")
-    return math.exp(correct_nll - sum(wrong_nlls) / len(wrong_nlls))
+    return math.exp(-sum(wrong_nlls) / len(wrong_nlls)) / (math.exp(-correct_nll) + 1e-10)  # 1e-10: as theirs
 
 
 def truth_ratio_forget(ratios: Sequence[float]) -> float:
     """The forget set's aggregate: mean of min(tr, 1/tr), in (0, 1]; 1 = the model cannot tell true from false."""
-    return sum(min(r, 1 / r) for r in ratios) / len(ratios)
+    return sum(min(r, 1 / (r + 1e-10)) for r in ratios) / len(ratios)
 
 
 def truth_ratio_kept(ratios: Sequence[float]) -> float:

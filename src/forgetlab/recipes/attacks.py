@@ -16,8 +16,8 @@ a drop the rounding causes by itself is seen as such).
 
 from __future__ import annotations
 
-import copy
 import re
+from contextlib import nullcontext
 
 from ..batching import encode_text
 from ..config import UnlearnConfig
@@ -25,7 +25,7 @@ from ..data.unlearn import FactSet, read_facts
 from ..errors import UserError
 from ..metrics.unlearning import share_correct
 from ..model import load_base
-from ..quantize import quantize_model
+from ..quantize import quantized
 from .unlearn_scores import forget_score
 
 
@@ -39,27 +39,24 @@ def quant_attack(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig, origi
     """The quantization attack's rows (see the module docstring); `model` is the unlearned model, merged."""
     from ..evaluate import mcq_option_logprobs
 
-    before, _ = load_base(cfg.model.model_copy(update={"name": original}))
     rows = []
     retain = sets["retain_eval"].mcq()
-    for label, base in (("original", before), ("unlearned", model)):
+    for label in ("original", "unlearned"):  # one model in memory at a time, rounded in place and put back
+        m = load_base(cfg.model.model_copy(update={"name": original}))[0] if label == "original" else model
         for bits in (None, *cfg.quant.bits):
-            m = base if bits is None else copy.deepcopy(base)
-            if bits is not None:
-                quantize_model(m, bits, cfg.quant.group_size)
-            row = {"model": label, "bits": bits or "full", "forget_acc": forget_score(m, tok, sets),
-                   "forget_qa": forget_score(m, tok, sets, qa=True, max_new_tokens=cfg.eval.max_new_tokens),
-                   "retain_acc": share_correct(mcq_option_logprobs(m, tok, retain), [it.answer for it in retain])
-                   if retain else None}
+            with nullcontext() if bits is None else quantized(m, bits, cfg.quant.group_size):
+                row = {"model": label, "bits": bits or "full", "forget_acc": forget_score(m, tok, sets),
+                       "forget_qa": forget_score(m, tok, sets, qa=True, max_new_tokens=cfg.eval.max_new_tokens),
+                       "retain_acc": share_correct(mcq_option_logprobs(m, tok, retain), [it.answer for it in retain])
+                       if retain else None}
             rows.append(row)
             log(f"quant: {label} {row['bits']}{'-bit' if bits else ''}: forget {row['forget_acc']:.2f}, "
                 f"QA {row['forget_qa']:.2f}")
-            del m
+        del m
     full = {r["model"]: r for r in rows if r["bits"] == "full"}
     for r in rows:
         if r["model"] == "unlearned" and r["bits"] != "full":
             r["comes_back"] = comes_back(r["forget_acc"], full["unlearned"]["forget_acc"], full["original"]["forget_acc"])
-    del before
     return {"rows": rows, "bits": list(cfg.quant.bits), "group_size": cfg.quant.group_size, "original": original}
 
 

@@ -56,6 +56,8 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         from .attacks import benign_texts
 
         benign_texts(sets, cfg)  # a relearn file that is missing, bad or all answers fails before the model loads
+    elif cfg.relearn.enabled and cfg.relearn.file:
+        read_facts(cfg.relearn.file)  # --learn-first: the answers are known later, the file is read now
     if sets and cfg.rtt.enabled and len(sets["forget_eval"].mcq()) < cfg.rtt.splits:
         raise UserError(f"{sets['forget_eval'].name}: --rtt needs at least {cfg.rtt.splits} MCQ facts (one per split), "
                         f"found {len(sets['forget_eval'].mcq())}; give MCQ records with --forget-eval or fewer rtt.splits")

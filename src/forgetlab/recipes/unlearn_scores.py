@@ -154,27 +154,29 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
     read."""
     was_training = model.training
     model.eval()
-    out = {}
-    full = loss_sets is not None
-    qa = {k: sets[f"{k}_eval"].qa() for k in ("forget", "retain")}
-    cheap_qa = {k: v for k, v in qa.items() if not sets[f"{k}_eval"].mcq()}  # QA is the only score of such a set
-    answers = qa_scores_of_sets(model, tok, qa if full else cheap_qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
-    for k in ("forget", "retain"):
-        items = sets[f"{k}_eval"].mcq()
-        if items:
-            answers_ = [it.answer for it in items]
-            out[f"{k}_ll"] = share_correct(mcq_option_logprobs(model, tok, items), answers_)
+    try:
+        out = {}
+        full = loss_sets is not None
+        qa = {k: sets[f"{k}_eval"].qa() for k in ("forget", "retain")}
+        cheap_qa = {k: v for k, v in qa.items() if not sets[f"{k}_eval"].mcq()}  # QA is the only score of such a set
+        answers = qa_scores_of_sets(model, tok, qa if full else cheap_qa, cfg.eval.max_new_tokens, cfg.eval.batch_size * 4)
+        for k in ("forget", "retain"):
+            items = sets[f"{k}_eval"].mcq()
+            if items:
+                answers_ = [it.answer for it in items]
+                out[f"{k}_ll"] = share_correct(mcq_option_logprobs(model, tok, items), answers_)
+                if full:
+                    probs = mcq_letter_probs(model, tok, items, cfg.eval.batch_size)
+                    out[f"{k}_letter"] = share_correct(probs, answers_)
+                    out[f"{k}_letter_cal"] = (sum(c == a for c, a in zip(calibrated_choice(probs), answers_, strict=True))
+                                              / len(items))
+            out[f"{k}_qa"] = answers[k]["contains"] if k in answers and answers[k]["n"] else None
             if full:
-                probs = mcq_letter_probs(model, tok, items, cfg.eval.batch_size)
-                out[f"{k}_letter"] = share_correct(probs, answers_)
-                out[f"{k}_letter_cal"] = (sum(c == a for c, a in zip(calibrated_choice(probs), answers_, strict=True))
-                                          / len(items))
-        out[f"{k}_qa"] = answers[k]["contains"] if k in answers and answers[k]["n"] else None
+                out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
+        out["general"] = general_score(model, tok, cfg.general) if cfg.general.enabled else None
         if full:
-            out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
-    out["general"] = general_score(model, tok, cfg.general) if cfg.general.enabled else None
-    if full:
-        out.update(field_scores(model, tok, sets, {k: answers[k].get("answers") for k in answers}, sets.get("holdout"),
-                                reference, cfg.train.max_length))
-    model.train(was_training)
+            out.update(field_scores(model, tok, sets, {k: answers[k].get("answers") for k in answers}, sets.get("holdout"),
+                                    reference, cfg.train.max_length))
+    finally:
+        model.train(was_training)
     return out
