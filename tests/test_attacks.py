@@ -55,3 +55,36 @@ def test_unlearn_attacks_relearn_reports_best_over_its_own_curves(tiny_dir, tmp_
     assert rl["comes_back"] == (pytest.approx((max(curve[1:]) - curve[0]) / gone) if gone > 1e-9 else None)
     assert rl["texts"] + rl["left_out"] == state["sets"]["retain"]["facts"]  # the retain facts by default
     assert "Benign relearning attack" in " ".join(r.stdout.split()) and (run / "relearn.png").is_file()
+
+
+def test_forgetlab_attack_on_a_saved_run_measures_the_saved_model(tiny_dir, tmp_path, capsys):
+    r = call_main(capsys, "unlearn", "--model", str(tiny_dir), "--out", str(tmp_path / "runs"), "--save", "merged",
+                  "--lora-rank", "4", "--epochs", "1", "--set", "general.enabled=false", "--set", "guard.enabled=false",
+                  "--set", "train.batch_size=16")
+    assert r.returncode == 0, r.stderr
+    run = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    final = json.loads((run / "metrics.json").read_text())["final"]
+    r = call_main(capsys, "attack", "--model", str(run), "--attacks", "relearn,quant", "--bits", "4",
+                  "--set", "relearn.epochs=1", "--set", "relearn.lrs=[0.001]", "--set", "quant.group_size=16",
+                  "--out", str(tmp_path / "attacks"))
+    assert r.returncode == 0, r.stderr
+    out = next(p for p in (tmp_path / "attacks").iterdir() if p.is_dir())
+    state = json.loads((out / "metrics.json").read_text())
+    assert state["status"] == "complete" and state["attacks"] == ["relearn", "quant"]
+    full = {(q["model"], q["bits"]): q for q in state["quant"]["rows"]}
+    assert set(full) == {("original", "full"), ("original", 4), ("unlearned", "full"), ("unlearned", 4)}
+    # the saved merged model is the run's kept one: the attack starts where the run ended
+    assert full[("unlearned", "full")]["forget_acc"] == pytest.approx(final["forget_ll"], abs=1e-6)
+    assert state["relearn"]["unlearned"] == pytest.approx(final["forget_ll"], abs=1e-6)
+    text = " ".join(r.stdout.split())
+    assert "Benign relearning attack" in text and "Quantization attack" in text and (out / "report.html").is_file()
+
+
+def test_forgetlab_attack_bad_input_is_one_line(tiny_dir, tmp_path, capsys):
+    for args, message in ((["--model", str(tmp_path / "nope"), "--attacks", "quant"], "not a directory"),
+                          (["--model", str(tiny_dir), "--attacks", "quant"], "--forget MCQ_FILE is needed"),
+                          (["--model", str(tiny_dir), "--attacks", "hack"], "unknown attack hack")):
+        r = call_main(capsys, "attack", *args, "--out", str(tmp_path / "runs"))
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -280,3 +280,38 @@ def test_max_samples_keeps_the_first_forget_facts_and_measures_on_them():
     sets = fact_sets(UnlearnConfig(max_samples=5))
     assert [f.fact_id for f in sets["forget"].facts] == [f.fact_id for f in every["forget"].facts[:5]]
     assert sets["forget_eval"] is sets["forget"] and len(sets["retain"].facts) == len(every["retain"].facts)
+
+
+def test_freeze_layers_leaves_the_first_layers_as_they_were(tiny_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    r = call_main(capsys, *unlearn_args(tiny_dir, tmp_path, "--method", "ga", "--lora-rank", "0", "--lr", "1e-3",
+                                        "--save", "merged", "--set", "freeze_layers=1"))
+    assert r.returncode == 0, r.stderr
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    before = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(run / "model").state_dict()
+    layer0 = [k for k in before if ".layers.0." in k]
+    layer1 = [k for k in before if ".layers.1." in k]
+    assert layer0 and all(torch.equal(before[k], after[k]) for k in layer0)
+    assert any(not torch.equal(before[k], after[k]) for k in layer1)
+
+
+def test_k_shot_option_scores_read_the_solved_items_first(tiny, tokenizer):
+    from forgetlab.data.records import MCQItem
+    from forgetlab.data.unlearn import qa_prompt
+    from forgetlab.evaluate import mcq_option_logprobs
+
+    items = [MCQItem("What do bees make?", ("honey", "milk"), 0, {}), MCQItem("What barks?", ("a cat", "a dog"), 1, {}),
+             MCQItem("What is ice?", ("frozen water", "hot sand"), 0, {})]
+    plain, one = mcq_option_logprobs(tiny, tokenizer, items), mcq_option_logprobs(tiny, tokenizer, items, shots=1)
+    assert plain != one
+    # item 0 with one shot: item 1 solved before it
+    prompt = f"{qa_prompt('What barks?')} a dog\n\n{qa_prompt('What do bees make?')}"
+    for j, option in enumerate(items[0].options):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        o = tokenizer(" " + option, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = tiny(torch.tensor([p + o])).logits[0].float().log_softmax(-1)
+        expected = sum(float(logp[len(p) - 1 + t, o[t]]) for t in range(len(o)))
+        assert one[0][j] == pytest.approx(expected, abs=1e-4)

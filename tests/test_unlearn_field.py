@@ -41,11 +41,12 @@ def test_unlearn_reports_the_field_measures_against_a_reference(tiny_dir, tmp_pa
     r = call_main(capsys, "unlearn", "--model", str(tiny_dir), "--out", str(tmp_path / "runs"), "--save", "none",
                   "--forget", str(forget), "--holdout", str(holdout), "--lora-rank", "4", "--epochs", "1",
                   "--set", "general.enabled=false", "--set", "guard.enabled=false", "--set", "train.batch_size=4",
-                  "--set", f"guard.reference={tiny_dir}")
+                  "--set", f"guard.reference={tiny_dir}", "--set", "eval.retain_shots=2")
     assert r.returncode == 0, r.stderr
     run = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     rows = list(csv.DictReader((run / "unlearn.csv").open()))
     start, last = rows[0], rows[-1]
+    assert 0 <= float(start["retain_kshot"]) <= 1 and last["retain_kshot"] != ""  # 2-shot retain accuracy
     for key in ("forget_prob", "forget_rouge", "forget_tr", "retain_prob", "retain_rouge", "retain_tr", "utility",
                 "forget_quality", "mink_auc", "minkpp_auc", "privleak"):
         assert start[key] != "" and last[key] != "", key

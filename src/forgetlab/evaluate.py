@@ -51,12 +51,13 @@ def mcq_predictions(model, tok, items: list[MCQItem], batch_size: int = 16) -> l
 
 
 @torch.no_grad()
-def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[list[float]]:
+def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 16, shots: int = 0) -> list[list[float]]:
     """Per item, the summed log-probability of each option as the continuation of "Question: q\nAnswer:" (plain
     text, no chat template): how lm-eval-harness scores multiple choice, and what a small model gets right even
     where its letter choice is at chance. The prompt runs once per item and its key/value cache is shared by the
     item's options (the same numbers as scoring each prompt + option row alone, to float rounding; about twice as
-    fast, since the prompt is most of each row)."""
+    fast, since the prompt is most of each row). `shots`: each prompt follows that many other items of the list,
+    solved ("Question: q\nAnswer: a", the next ones in turn), as a k-shot prompt."""
     import inspect
 
     from .data.unlearn import qa_prompt
@@ -66,7 +67,11 @@ def mcq_option_logprobs(model, tok, items: list[MCQItem], batch_size: int = 16) 
     device = next(model.parameters()).device
     pad = tok.pad_token_id
     cache_key = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    prompts = [tok(qa_prompt(it.question), add_special_tokens=False)["input_ids"] for it in items]
+    def prompt(i: int) -> str:
+        solved = [items[(i + j) % len(items)] for j in range(1, min(shots, len(items) - 1) + 1)]
+        return "".join(f"{qa_prompt(o.question)} {o.options[o.answer]}\n\n" for o in solved) + qa_prompt(items[i].question)
+
+    prompts = [tok(prompt(i), add_special_tokens=False)["input_ids"] for i in range(len(items))]
     options = [[tok(" " + o, add_special_tokens=False)["input_ids"] for o in it.options] for it in items]
     out: list[list[float]] = [[] for _ in items]
     was_training = model.training

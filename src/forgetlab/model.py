@@ -180,6 +180,20 @@ def lora_config(model, lora: LoraSettings):
                       layers_to_transform=layers, task_type="CAUSAL_LM")
 
 
+def freeze_below(model, n: int) -> int:
+    """Stop training the first `n` decoder layers (LoRA adapters there stay at their zero start; the embeddings,
+    tied to the output head in many models, are left as the method chose); returns how many tensors were frozen."""
+    import re
+
+    frozen = 0
+    for name, p in model.named_parameters():
+        at = re.search(r"\.layers\.(\d+)\.", name)
+        if p.requires_grad and at and int(at.group(1)) < n:
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def add_trainable_adapter(model, name: str, lora: LoraSettings):
     """The model with a new trainable LoRA adapter `name`: a plain model is wrapped; on a PEFT model the adapters it
     has stay active and frozen, and only `name` trains."""

@@ -16,7 +16,7 @@ from .common import Parser
 COMMANDS = (
     study.add_sequential, study.add_compare, study.add_methods, study.add_runs,
     sessions.add_session, chat.add_chat, chat.add_serve, chat.add_online_eval,
-    unlearn.add_unlearn, unlearn.add_rtt, unlearn.add_sweep,
+    unlearn.add_unlearn, unlearn.add_rtt, unlearn.add_attack, unlearn.add_sweep,
 )
 """Every subcommand, in the order `forgetlab --help` lists them: each adds its parser to the table."""
 

@@ -194,6 +194,51 @@ def cmd_rtt(args) -> int:
     return 0
 
 
+def add_attack(sub) -> None:
+    p = sub.add_parser("attack", help="try to bring unlearned facts back: retraining, benign text, quantization",
+                       description="The attacks of `unlearn --attacks` on a model already unlearned and saved: rtt "
+                       "(retrain on part of the forget facts, measure the rest), relearn (fine-tune on benign text "
+                       "that states none of them), quant (round the weights to 8 and 4 bits). Each is run on the "
+                       "model and on the original; prints one table per attack with the share of what unlearning "
+                       "removed that comes back, writes metrics.json, plots and report.html in a new run directory.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  forgetlab attack --model runs/<unlearn run> --attacks quant\n"
+                              "  forgetlab attack --model runs/<unlearn run> --attacks relearn "
+                              "--relearn-file examples/attacks/animals_text.jsonl\n"
+                              "  forgetlab attack --model ./unlearned --forget forget.jsonl --retain retain.jsonl "
+                              "--attacks rtt,quant")
+    p.add_argument("--model", required=True, metavar="DIR|RUN_DIR", help="the unlearned model: an `unlearn` run "
+                   "directory (its saved merged model, facts and original), or a transformers directory")
+    p.add_argument("--attacks", type=attack_list, required=True, metavar="LIST", help="rtt, relearn, quant; "
+                   "comma-separated")
+    p.add_argument("--forget", metavar="MCQ_FILE", help="the forget facts [default with a run directory: the run's]")
+    p.add_argument("--retain", metavar="FILE", help="the retain facts [default with a run directory: the run's]")
+    p.add_argument("--relearn-file", metavar="FILE", help="benign text for relearn (writes relearn.file) [default: "
+                   "the retain facts]")
+    p.add_argument("--bits", metavar="A,B", help="quant precisions (writes quant.bits) [default: 8,4]")
+    p.add_argument("--original", metavar="MODEL", help="the model before unlearning [default: the run's, else bundled]")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any unlearn key (rtt.*, "
+                   "relearn.*, quant.*)")
+    root = RunConfig().root
+    p.add_argument("--out", metavar="DIR", default=root, help=f"where the run directory goes [default: {root}]")
+    p.set_defaults(func=cmd_attack)
+
+
+def cmd_attack(args) -> int:
+    from ..recipes.attack_cmd import run_attack_command
+
+    source = Path(args.model).expanduser()
+    if not source.is_dir():
+        raise UserError(f"--model {args.model}: not a directory; pass an unlearn run or a transformers model directory")
+    overrides = given({"relearn.file": args.relearn_file, "rtt.original": args.original,
+                       "quant.bits": comma_list(args.bits, int, "--bits", "8,4")})
+    console = terminal()
+    out = run_attack_command(source, args.attacks, args.forget, args.retain, overrides, args.set, Path(args.out),
+                             console)
+    console.print(f"run directory: {out}\nreport: {out / 'report.html'}")
+    return 0
+
+
 SWEEP_EXAMPLES = """examples:
   forgetlab sweep --config configs/sweep/small.yaml                    # minutes on a laptop: ranks 1, 8 and full
   forgetlab sweep --config configs/sweep/lora_rank.yaml                # ranks 1-32 × gd, npo × 2 seeds

@@ -161,6 +161,9 @@ class UnlearnTrainConfig(TrainConfig):
 
 class UnlearnEvalConfig(EvalConfig):
     max_new_tokens: int = Field(16, gt=0, description="answer length of the greedy QA scoring")
+    retain_shots: int = Field(0, ge=0, description="also score retain accuracy with this many other retain facts, "
+                              "solved, before each question (the retain_kshot column at the start and the kept "
+                              "step); 0: off")
 
 
 class QuantAttackConfig(Frozen):
@@ -198,6 +201,8 @@ class UnlearnConfig(Frozen):
                                     "it can be scored")
     retain: str | None = Field(None, description="facts to keep (trained on by the retain terms); None: built-in (food)")
     retain_eval: str | None = Field(None, description="facts to measure retention on; None: --retain")
+    freeze_layers: int = Field(0, ge=0, description="the first N decoder layers stay as they are: LoRA trains no "
+                               "adapter there, full weights leave them frozen; 0: none")
     max_samples: int | None = Field(None, gt=0, description="unlearn only the first N forget facts (and measure "
                                     "forgetting on them where forget_eval is the same file); None: all — an axis of "
                                     "the unlearning design's sweeps")

@@ -20,7 +20,7 @@ from ..data import load_task
 from ..data.unlearn import Fact, FactSet, read_facts
 from ..errors import BelowBar, Interrupted, UserError
 from ..loop import steps_for, train
-from ..model import adapter_state, attach_lora, load_adapter_state, load_base
+from ..model import adapter_state, attach_lora, freeze_below, load_adapter_state, load_base
 from ..report import StepProgress, fmt
 from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
@@ -221,6 +221,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         chosen = method.trainable(model) if hasattr(method, "trainable") else list(model.parameters())
         for p in chosen:
             p.requires_grad_(True)
+    freeze_below(model, cfg.freeze_layers)
     state["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ctx = UnlearnContext(tok, cfg.train, retain=sets["retain"].rows(tok, cfg.train.max_length))
     rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)

@@ -12,7 +12,8 @@ CHECK_COLUMNS = [("step", "step"), ("epoch", "epoch"), ("forget_ll", "forget acc
                  ("train_loss", "train loss"), ("note", "")]
 LETTER_COLUMNS = [("step", "step"), ("forget_letter", "forget letter"), ("forget_letter_cal", "forget letter cal"),
                   ("retain_letter", "retain letter"), ("retain_letter_cal", "retain letter cal"),
-                  ("forget_loss", "forget loss"), ("retain_loss", "retain loss")]
+                  ("forget_loss", "forget loss"), ("retain_loss", "retain loss"),
+                  ("retain_kshot", "retain acc k-shot")]
 
 
 def rtt_table(rtt: dict) -> tuple[str, list[str], list[list]]:
@@ -46,12 +47,14 @@ def guard_line(state: dict) -> str:
 def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
     checks = state.get("checks") or []
     full = [r for r in checks if r.get("forget_loss") is not None or r.get("retain_loss") is not None]
+    letters = [(k, h) for k, h in LETTER_COLUMNS if k == "step" or any(r.get(k) is not None for r in full)]
     out = [(f"Unlearning {state['method']} (LoRA rank {state['lora_rank']}, lr {fmt(state['lr'])}): accuracy by "
             "step (acc: per-option log-likelihood; QA: greedy answers containing the reference, measured at the "
             "start, the kept step and the checks whose forget acc says forgotten; general: built-in general questions)",
             [h for _, h in CHECK_COLUMNS], [[r.get(k) for k, _ in CHECK_COLUMNS] for r in checks]),
-           ("Letter choice and losses at the start and the kept step (letter: letter logits; cal: calibrated)",
-            [h for _, h in LETTER_COLUMNS], [[r.get(k) for k, _ in LETTER_COLUMNS] for r in full])]
+           ("Letter choice and losses at the start and the kept step (letter: letter logits; cal: calibrated; "
+            "k-shot: option log-likelihood after eval.retain_shots solved retain facts)",
+            [h for _, h in letters], [[r.get(k) for k, _ in letters] for r in full])]
     field = [(k, h) for k, h in FIELD_COLUMNS if any(r.get(k) is not None for r in full)]
     if field:
         out.append(("The field's measures at the start and the kept step (TOFU: answer prob, ROUGE-L recall of the "
@@ -125,7 +128,7 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{state['method']}, LoRA rank {state['lora_rank']}: forget vs retain")
+    ax.set_title(f"{state.get('method')}, LoRA rank {state.get('lora_rank')}: forget vs retain")
     ax.legend(fontsize=8)
     if rows:
         made.append(save_plot(fig, run_dir / "unlearn.png", "Forget and retain accuracy by step"))

@@ -170,6 +170,9 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
                     out[f"{k}_letter"] = share_correct(probs, answers_)
                     out[f"{k}_letter_cal"] = (sum(c == a for c, a in zip(calibrated_choice(probs), answers_, strict=True))
                                               / len(items))
+                    if k == "retain" and cfg.eval.retain_shots:
+                        shot = mcq_option_logprobs(model, tok, items, shots=cfg.eval.retain_shots)
+                        out["retain_kshot"] = share_correct(shot, answers_)
             out[f"{k}_qa"] = answers[k]["contains"] if k in answers and answers[k]["n"] else None
             if full:
                 out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
