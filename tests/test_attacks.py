@@ -78,6 +78,19 @@ def test_forgetlab_attack_on_a_saved_run_measures_the_saved_model(tiny_dir, tmp_
     assert state["relearn"]["unlearned"] == pytest.approx(final["forget_ll"], abs=1e-6)
     text = " ".join(r.stdout.split())
     assert "Benign relearning attack" in text and "Quantization attack" in text and (out / "report.html").is_file()
+    # the attacked model's own scores, the field's measures included, are the kept step's
+    assert "The model attacked, as it is" in text and state["reference"] is None
+    for key in ("forget_ll", "retain_ll", "forget_prob", "forget_tr", "retain_prob", "utility"):
+        assert state["scores"][key] == pytest.approx(final[key], abs=1e-4), key
+
+    # `forgetlab rtt` on the same run reports them too, beside RTT
+    r = call_main(capsys, "rtt", "--model", str(run), "--lrs", "0.001", "--epochs", "1", "--holdout-splits", "1",
+                  "--out", str(tmp_path / "rtt"))
+    assert r.returncode == 0, r.stderr
+    rtt = json.loads(next(p for p in (tmp_path / "rtt").iterdir() if p.is_dir()).joinpath("metrics.json").read_text())
+    for key in ("forget_ll", "retain_ll", "forget_tr", "utility"):
+        assert rtt["scores"][key] == pytest.approx(final[key], abs=1e-4), key
+    assert rtt["rtt"]["unlearned"] is not None and "The model attacked, as it is" in " ".join(r.stdout.split())
 
 
 def test_forgetlab_attack_bad_input_is_one_line(tiny_dir, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The real `forgetlab` entry point: a full run on the tiny model, determinism, interrupt + resume, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,14 +39,51 @@ def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path, capsys):
     assert metrics["status"] == "complete" and metrics["stages"][0] == "before"
     rows = (run / "accuracy_matrix.csv").read_text().splitlines()
     assert rows[0] == "stage,facts:people/seen,facts:people/held_out,facts:elements/seen,facts:elements/held_out"
-    assert (run / "retention.csv").read_text().startswith("stage,general_accuracy,base_retention")
+    assert (run / "retention.csv").read_text().startswith(
+        "stage,general_accuracy,general_retention,task1_accuracy,task1_retention")
     assert len(rows) == 4  # header + before + one row per task
     assert len(metrics["estimates"]) == 1 and metrics["estimates"][0]["task"] == "facts:people"
     assert len(metrics["checkpoints"][0]["eigenvalues"]) == 2
-    for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL", "spike factor", "base retention"):
+    for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL", "spike factor", "general retention",
+                  "task-1 retention"):
         assert table in r.stdout
     listing = call_main(capsys, "runs", "--out", str(tmp_path))
     assert listing.returncode == 0 and "sequential" in listing.stdout
+    check_predictions_and_flips(run, metrics)
+    assert "Items that changed at each boundary" in " ".join(r.stdout.split())
+
+
+def check_predictions_and_flips(run: Path, metrics: dict) -> None:
+    """predictions.csv holds each item at each stage, agrees with the accuracy matrix, and the flips at each
+    boundary are its differences: (wrong → right) − (right → wrong) = the accuracy change × items."""
+    import csv
+
+    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    stages, tasks = metrics["stages"], metrics["tasks"]
+    counted = 0
+    for k, stage in enumerate(stages):
+        for task in tasks:
+            for split in metrics["splits"]:
+                mine = [r for r in rows if (r["stage"], r["task"], r["split"]) == (stage, task, split)]
+                n = metrics["accuracy"][k][task][split]["n"]
+                assert [int(r["item"]) for r in mine] == list(range(n))
+                assert sum(int(r["correct"]) for r in mine) / n == pytest.approx(
+                    metrics["accuracy"][k][task][split]["accuracy"])
+                for r in mine:  # the letter is the best option, and the log-probabilities a distribution
+                    logp = [float(x) for x in r["option_logprobs"].split(";")]
+                    assert "ABCD"[logp.index(max(logp))] == r["answer"]
+                    assert sum(math.exp(x) for x in logp) == pytest.approx(1, abs=1e-3)
+                if k:
+                    flip = next(f for f in metrics["flips"] if (f["stage"], f["task"], f["split"]) == (stage, task, split))
+                    before = {int(r["item"]): int(r["correct"]) for r in rows if (r["stage"], r["task"], r["split"])
+                              == (stages[k - 1], task, split)}
+                    assert flip["lost"] == [int(r["item"]) for r in mine if before[int(r["item"])] and not int(r["correct"])]
+                    change = metrics["accuracy"][k][task][split]["accuracy"] - metrics["accuracy"][k - 1][task][split]["accuracy"]
+                    assert len(flip["gained"]) - len(flip["lost"]) == round(change * n)
+                    counted += len(flip["gained"]) + len(flip["lost"])
+    assert counted > 0  # the run changed some answers (lr 1e-2 on the tiny model)
+    page = (run / "report.html").read_text()
+    assert "Items that changed at each boundary" in page and "flipped items each way" in page
 
 
 def test_same_seed_same_numbers_through_the_cli(tiny_dir, tmp_path):

@@ -2,7 +2,9 @@
 
 import math
 
-from forgetlab.metrics.diagnostics import base_retention, mean_spread, spike_factors, stagnation
+import pytest
+
+from forgetlab.metrics.diagnostics import flips, mean_spread, retention, spike_factors, stagnation
 
 
 def test_spike_factor_worked_example():
@@ -23,9 +25,19 @@ def test_stagnation():
     assert stagnation([3.0, 0.04, 0.04, 0.04, 0.04, 0.04], window=2, tol=0.01, floor=0.05) is None
 
 
-def test_base_retention_and_mean_spread():
-    assert base_retention(0.45, 0.9) == 0.5
-    assert math.isnan(base_retention(0.5, 0.0))
+def test_retention_and_mean_spread():
+    assert retention(0.45, 0.9) == 0.5
+    assert math.isnan(retention(0.5, 0.0))
     mean, spread = mean_spread([0.5, 0.7, float("nan"), None])
     assert mean == 0.6 and abs(spread - 0.1) < 1e-12
     assert all(math.isnan(x) for x in mean_spread([]))
+
+
+def test_flips_by_hand():
+    before = [True, True, False, False, True]
+    after = [True, False, True, False, False]
+    lost, gained = flips(before, after)
+    assert lost == [1, 4] and gained == [2]
+    assert (len(gained) - len(lost)) / 5 == pytest.approx(sum(after) / 5 - sum(before) / 5)
+    with pytest.raises(ValueError, match="3 items before, 2 after"):
+        flips([True] * 3, [True] * 2)

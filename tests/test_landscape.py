@@ -1,5 +1,6 @@
 """Lanczos against a dense eigendecomposition; power iteration; displacement norms."""
 
+import pytest
 import torch
 
 from forgetlab.batching import encode, fixed_batches
@@ -75,3 +76,44 @@ def test_delta_w_norm_equals_merged_update(tokenizer):
     assert abs(delta_w_norm(before, after, lora.alpha / lora.rank) - explicit ** 0.5) < 1e-4 * explicit ** 0.5
     assert delta_w_norm(after, after, 2.0) == 0.0
     assert len(flat(after)) == sum(p.numel() for _, p in trainable_named(model))
+
+
+def test_the_bound_row_equals_the_dense_hessian_and_bound_held_follows(tokenizer):
+    """The forgetting estimate's row on a tiny model: ½λ_max||Δθ||² and ½ΔθᵀHΔθ as the report computes them
+    (Lanczos at the task's checkpoint, one Hessian-vector product) equal the values from the dense Hessian of that
+    task's loss at its checkpoint, and `bound_held` is the measured loss increase against that bound."""
+    from forgetlab.config import SequentialConfig
+    from forgetlab.evaluate import mean_loss
+    from forgetlab.landscape import checkpoint_landscape, forgetting_estimates
+    from forgetlab.model import flat_diff, load_adapter_state
+
+    lora = LoraSettings(rank=2, alpha=4, dropout=0.0, targets=("v_proj",))
+    model, land_a = trained_tiny(tokenizer, torch.float64, lora)  # the checkpoint after task A
+    _, n = make_hvp(model, land_a)  # Lanczos run to n iterations: exact up to rounding
+    cfg = SequentialConfig(lora=lora, landscape={"enabled": True, "top_k": 2, "iterations": n})
+    after_a = adapter_state(model)
+    ck_a = checkpoint_landscape(model, cfg, land_a, [after_a, after_a], "A", 0.0)
+    task_b = load_task("facts:elements", DataConfig(facts={"entities": 2}))
+    enc_b = [encode(tokenizer, ex, 128) for ex in task_b.train]
+    from forgetlab.config import TrainConfig
+
+    train(model, enc_b, TrainConfig(epochs=3, lr=5e-2, batch_size=4), build_method("naive"), MethodContext(1),
+          tokenizer.pad_token_id, seed=1)
+    after_b = adapter_state(model)
+    land_b = fixed_batches(enc_b[:4], 4, tokenizer.pad_token_id)
+    [row] = forgetting_estimates(model, cfg, ["A", "B"], [land_a, land_b], [after_a, after_a, after_b], [ck_a])
+
+    load_adapter_state(model, after_a)
+    hvp, _ = make_hvp(model, land_a)
+    dense = torch.stack([hvp(torch.eye(n, dtype=torch.float64)[i]) for i in range(n)])
+    loss_a = mean_loss(model, land_a)
+    load_adapter_state(model, after_b)
+    d = flat_diff(after_b, after_a).double()
+    lam = float(torch.linalg.eigvalsh(dense).max())
+    assert row["lambda_max"] == pytest.approx(lam, rel=1e-4)
+    assert row["dtheta"] == pytest.approx(float(d.norm()), rel=1e-6) and float(d.norm()) > 0
+    assert row["bound"] == pytest.approx(0.5 * lam * float(d @ d), rel=1e-4)
+    assert row["quadratic"] == pytest.approx(0.5 * float(d @ dense @ d), rel=1e-3)
+    increase = mean_loss(model, land_a) - loss_a
+    assert row["loss_increase"] == pytest.approx(increase, rel=1e-6, abs=1e-9) and abs(increase) > 1e-3
+    assert row["bound_held"] is (increase <= 0.5 * lam * float(d @ d))

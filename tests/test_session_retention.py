@@ -68,6 +68,33 @@ def test_settings_follow_the_data_size(n, rephrase, rank, epochs, max_length):
     assert s.replay == 0 and s.replay_per_batch == 0 and s.source["replay"] == "-"
 
 
+@pytest.mark.parametrize("n, rephrase, rank, epochs, batch, accum, max_length", [
+    (40, 0, 8, 10, 2, 4, 512), (40, 3, 8, 10, 2, 4, 512), (300, 3, 16, 5, 2, 4, 640), (600, 0, 32, 3, 4, 2, 768)])
+def test_the_size_tiers_preset_is_the_designs_table(n, rephrase, rank, epochs, batch, accum, max_length):
+    rows = n * (1 + rephrase)
+    s = resolve(SessionConfig(rephrase=rephrase, preset="size-tiers"), n, [900] + [40] * (rows - 1), old_rows=0)
+    assert (s.rank, s.alpha, s.epochs, s.batch_size, s.grad_accum, s.max_length) == (
+        rank, 2.0 * rank, epochs, batch, accum, max_length)
+    assert s.warmup_steps == min(round(0.1 * rows), 50, s.total_steps)  # 0.1 × examples, not steps
+    assert s.gradient_checkpointing and s.source["epochs"] == "size-tiers" == s.source["gradient_checkpointing"]
+    assert {k: v for k, v, _ in s.table("merge")}["gradient checkpointing"] == "on"
+    # what is given still wins over the preset
+    s = resolve(SessionConfig(preset="size-tiers", epochs=2, batch_size=8), n, [40] * rows, old_rows=0)
+    assert (s.epochs, s.batch_size, s.source["epochs"]) == (2, 8, "set")
+
+
+def test_the_size_tiers_preset_asks_for_bf16_only_where_the_device_runs_it(monkeypatch):
+    from forgetlab.recipes import session
+
+    assert session.tier_model(SessionConfig()).dtype == "auto"  # the default leaves the dtype alone
+    assert session.tier_model(SessionConfig(preset="size-tiers")).dtype == "float32"  # this CPU
+    for device in ("cuda", "mps"):
+        monkeypatch.setattr(session, "resolve_device", lambda pref, d=device: torch.device(d))
+        assert session.tier_model(SessionConfig(preset="size-tiers")).dtype == "bfloat16"
+    given = SessionConfig(preset="size-tiers", model={"dtype": "float32"})
+    assert session.tier_model(given).dtype == "float32"
+
+
 def test_settings_overrides_and_short_records():
     s = resolve(SessionConfig(rank=4, epochs=2, batch_size=2, rephrase=0), 3, [30, 40, 50], 0)
     assert (s.rank, s.alpha, s.epochs, s.batch_size, s.grad_accum) == (4, 8.0, 2, 2, 4)

@@ -70,6 +70,8 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
     assert float(good[kept]["retain_after"]) == pytest.approx(alone["final"]["retain_ll"], abs=1e-5)
     assert float(good[kept]["rtt_unlearned_rtt"]) == pytest.approx(alone["rtt"]["unlearned_rtt"], abs=1e-5)
     assert float(good[kept]["recovery_rate"]) == pytest.approx(alone["rtt"]["recovery_rate"], abs=1e-5)
+    for key in ("forget_tr", "forget_prob", "utility"):  # the field's measures at the kept step, one column each
+        assert float(good[kept][key]) == pytest.approx(alone["final"][key], abs=1e-5), key
 
     # Remove one finished point: --resume reruns it and the failed ones, and reads the other back untouched.
     kept_dir = good[kept]["run_dir"]

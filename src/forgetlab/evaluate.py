@@ -47,7 +47,12 @@ def mcq_letter_probs(model, tok, items: list[MCQItem], batch_size: int = 16) -> 
 
 def mcq_predictions(model, tok, items: list[MCQItem], batch_size: int = 16) -> list[int]:
     """Predicted option index per item: argmax of the letter logits at the answer position."""
-    return [max(range(len(p)), key=p.__getitem__) for p in mcq_letter_probs(model, tok, items, batch_size)]
+    return picks(mcq_letter_probs(model, tok, items, batch_size))
+
+
+def picks(probs: list[list[float]]) -> list[int]:
+    """The option each row of scores picks (the first of equal best)."""
+    return [max(range(len(p)), key=p.__getitem__) for p in probs]
 
 
 @torch.no_grad()
@@ -202,19 +207,33 @@ def mean_loss(model, batches: list[dict]) -> float:
     return sum(float(nll(model, to_device(b, device))) for b in batches) / max(1, len(batches))
 
 
-def evaluate_task(model, tok, task: Task, cfg: EvalConfig) -> dict[str, dict[str, float]]:
+def evaluate_task(model, tok, task: Task, cfg: EvalConfig, items: bool = False) -> dict[str, dict]:
     """Per split: `accuracy` (MCQ letter accuracy, or QA `contains` for tasks without MCQ items), plus QA
-    exact/contains when `cfg.qa` is on or the task has only QA records."""
-    result: dict[str, dict[str, float]] = {}
-    for split, items in task.mcq.items():
-        result[split] = {"accuracy": mcq_accuracy(model, tok, items, cfg.batch_size), "n": len(items),
-                         "chance": sum(1 / len(it.options) for it in items) / max(1, len(items))}
+    exact/contains when `cfg.qa` is on or the task has only QA records. `items`: also each item's prediction
+    ("items": the predicted letter or the greedy answer, whether it is right, and for MCQ the log-softmax of the
+    option letters' logits — what the accuracy reads)."""
+    import math
+
+    result: dict[str, dict] = {}
+    for split, mcq in task.mcq.items():
+        probs = mcq_letter_probs(model, tok, mcq, cfg.batch_size) if mcq else []
+        picked = picks(probs)
+        right = [p == it.answer for p, it in zip(picked, mcq, strict=True)]
+        result[split] = {"accuracy": sum(right) / len(right) if right else float("nan"), "n": len(mcq),
+                         "chance": sum(1 / len(it.options) for it in mcq) / max(1, len(mcq))}
+        if items:
+            result[split]["items"] = [{"answer": LETTERS[k], "correct": ok,
+                                       "logprobs": [round(math.log(max(x, 1e-30)), 4) for x in p]}
+                                      for k, ok, p in zip(picked, right, probs, strict=True)]
     if cfg.qa or not task.mcq:
         for split, examples in task.qa.items():
             scores = qa_scores(model, tok, examples, cfg.max_new_tokens, cfg.batch_size)
             row = result.setdefault(split, {"n": len(examples), "chance": 0.0})
             row.update({"qa_exact": scores["exact"], "qa_contains": scores["contains"]})
             row.setdefault("accuracy", scores["contains"])
+            if items and not task.mcq:
+                row["items"] = [{"answer": a, "correct": contains(a, ex.target), "logprobs": None}
+                                for a, ex in zip(scores.get("answers", []), examples, strict=True)]
     return result
 
 

@@ -61,8 +61,9 @@ def gated_stages(state: dict) -> list[tuple[str, dict]]:
             if info.get("gates_by_task")]
 
 
-def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
-    """(title, header, rows) for each table the run ends with; shared by the terminal and report.html."""
+def summary_tables(state: dict, detail: bool = False) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) for each table the run ends with; shared by the terminal and report.html (`detail`:
+    also the first items that flipped at each boundary, with their questions)."""
     tasks, splits = state["tasks"], state["splits"]
     chance = {t: state["accuracy"][0][t].get(splits[0], {}).get("chance") for t in tasks}
     acc = [[stage] + [row[t].get(s, {}).get("accuracy") for t in tasks for s in splits]
@@ -76,10 +77,12 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                         + [m["forgetting"][k] for k in range(len(tasks))])
         out.append(("Continual metrics (per split)", ["split", "avg acc", "BWT", "FWT", "plasticity"]
                     + [f"forgetting {t}" for t in tasks], rows))
+    out += flip_tables(state, detail)
     cks = state.get("checkpoints", [])
     if cks:
         k = max((len(c["eigenvalues"]) for c in cks), default=0)
-        out.append(("Checkpoints: loss, Hessian top eigenvalues, displacement from the previous stage",
+        out.append((f"Checkpoints: loss, the top {k} Hessian eigenvalues (landscape.top_k), displacement from the "
+                    "previous stage",
                     ["checkpoint", "own loss", "||Δθ||", "||ΔW||", "train s"] + [f"λ{r + 1}" for r in range(k)],
                     [[c["task"], c["loss"], c["dtheta_prev"], c["dW_prev"], c["train_seconds"]]
                      + (c["eigenvalues"] + [None] * k)[:k] for c in cks]))
@@ -94,9 +97,13 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
             rows.append([stage, spike["factor"] if spike else None,
                          ("SPIKE" if spike["flagged"] else "ok") if spike else None,
                          stalls.get(task, "-") if k else None,
-                         _at(diag["general_accuracy"], k), _at(diag["base_retention"], k)])
-        out.append(("Diagnostics: loss spike at each boundary, stagnation, base retention (general questions)",
-                    ["stage", "spike factor", "spike", "stagnant from step", "general acc", "base retention"], rows))
+                         _at(diag["general_accuracy"], k), _at(diag.get("general_retention"), k),
+                         _at(diag.get("task1_retention"), k)])
+        out.append(("Diagnostics: loss spike at each boundary, stagnation; general retention (the general questions "
+                    "against the base model) and task-1 retention (the first task against its accuracy right after "
+                    "it was learned)",
+                    ["stage", "spike factor", "spike", "stagnant from step", "general acc", "general retention",
+                     "task-1 retention"], rows))
     gated = gated_stages(state)
     if gated:
         tasks = state["tasks"]
@@ -109,6 +116,36 @@ def summary_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
                      "ΔL ≤ bound"],
                     [[e["task"], e["after"], e["dtheta"], e["dW"], e["lambda_max"], e["quadratic"], e["bound"],
                       e["loss_increase"], e["bound_held"]] for e in state["estimates"]]))
+    return out
+
+
+FIRST_FLIPS = 5
+"""The flipped items the report lists per boundary, task, split and direction."""
+
+
+def flip_tables(state: dict, detail: bool) -> list[tuple[str, list[str], list[list]]]:
+    """The items that changed at each stage boundary: counts, and (`detail`) the first few with their question and
+    the answer before → after."""
+    rows = state.get("flips") or []
+    if not rows:
+        return []
+    out = [("Items that changed at each boundary (right → wrong, wrong → right; predictions.csv has every item)",
+            ["after", "task", "split", "items", "right → wrong", "wrong → right", "accuracy change"],
+            [[r["stage"].removeprefix("after "), r["task"], r["split"], r["items"], len(r["lost"]), len(r["gained"]),
+              (len(r["gained"]) - len(r["lost"])) / r["items"]] for r in rows])]
+    if detail:
+        stage_of = {stage: k for k, stage in enumerate(state["stages"])}
+        preds, questions, listed = state["predictions"], state.get("questions") or {}, []
+        for r in rows:
+            k = stage_of[r["stage"]]
+            for direction, items in (("right → wrong", r["lost"]), ("wrong → right", r["gained"])):
+                for i in items[:FIRST_FLIPS]:
+                    q = (questions.get(r["task"], {}).get(r["split"]) or [""] * (i + 1))[i]
+                    before, after = (preds[j][r["task"]][r["split"]][i]["answer"] for j in (k - 1, k))
+                    listed.append([r["stage"].removeprefix("after "), r["task"], r["split"], i, direction,
+                                   q if len(q) <= 120 else q[:117] + "...", f"{before} → {after}"])
+        out.append((f"The first {FIRST_FLIPS} flipped items each way, per boundary",
+                    ["after", "task", "split", "item", "flip", "question", "answer"], listed))
     return out
 
 
@@ -180,9 +217,11 @@ def _plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for c in cks:
             ax.plot(range(1, len(c["eigenvalues"]) + 1), c["eigenvalues"], marker="o", label=c["task"])
-        ax.set_xlabel("rank")
+        top = max(len(c["eigenvalues"]) for c in cks)
+        ax.set_xticks(range(1, top + 1))  # whole indices: the i-th largest eigenvalue, not a LoRA rank
+        ax.set_xlabel("eigenvalue index (1 = largest)")
         ax.set_ylabel("Hessian eigenvalue")
-        ax.set_title("Top Hessian eigenvalues at each task's checkpoint")
+        ax.set_title(f"Top {top} Hessian eigenvalues at each task's checkpoint (landscape.top_k)")
         ax.legend(fontsize=8)
         made.append(save_plot(fig, run_dir / "eigenvalues.png", "Eigenvalue spectrum"))
     gates = gated_stages(state)
@@ -220,7 +259,8 @@ def write_report(run_dir: Path, state: dict) -> Path:
     plots = _plots(run_dir, state)
     intro = (f"status: {state.get('status', '?')} · tasks: {', '.join(state['tasks'])} · trainable parameters: "
              f"{state.get('trainable_params', '?')}")
-    return write_page(run_dir, f"forgetlab {state['kind']}: {run_dir.name}", intro, summary_tables(state), plots)
+    return write_page(run_dir, f"forgetlab {state['kind']}: {run_dir.name}", intro, summary_tables(state, detail=True),
+                      plots)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

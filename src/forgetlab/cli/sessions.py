@@ -27,7 +27,12 @@ def add_session(sub) -> None:
     t = ss.add_parser("train", help="train the next session on a JSON/JSONL file of Q&A records",
                       description="Train the next session: validate the file, choose settings from its size (printed, "
                       "each overridable), train a new adapter on top of the earlier sessions (earlier data replayed), "
-                      "then score every session's held-out questions. Ctrl-C keeps the last epoch: --resume carries on.",
+                      "then score every session's held-out questions. Ctrl-C keeps the last epoch: --resume carries on."
+                      "\n\nSettings by the file's size (records < 100 / 100-500 / > 500): LoRA rank 8 / 16 / 32 (alpha "
+                      "2 × rank), max length 512 / 640 / 768, epochs 5 / 3 / 2 with rephrasings (the default, 3 per "
+                      "record) and 10 / 5 / 3 without (--rephrase 0); effective batch 8. --preset size-tiers: the "
+                      "continual-assistant design's tiers (epochs 10 / 5 / 3 always, batch × accumulation 2×4 / 2×4 / "
+                      "4×2, warmup min(0.1 × rows, 50), gradient checkpointing, bf16 on CUDA and MPS).",
                       formatter_class=argparse.RawDescriptionHelpFormatter,
                       epilog=SESSION_EXAMPLES + "\n" + config_epilog(SessionConfig))
     t.add_argument("data", nargs="?", metavar="FILE", help="JSON array or JSONL of {instruction, response}, "
@@ -55,6 +60,8 @@ def add_session(sub) -> None:
         t.add_argument(flag, type=kind, help=f"writes {key} [default: "
                        + ("chosen from the data's size, see below" if default == "None" else default) + "]")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about a third slower")
+    t.add_argument("--preset", choices=["size-tiers"], help="size-tiers: the design's size tiers in place of the "
+                   "measured default (see above)")
     t.add_argument("--model", help="base model of a new assistant: 'bundled', a hub id or a local HF directory")
     t.add_argument("--config", metavar="YAML", help="session settings file (keys below)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting (repeat)")
@@ -169,7 +176,8 @@ def session_flags(args) -> dict:
              "lora.alpha": args.alpha,
              "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
              "max_length": args.max_length, "warmup_steps": args.warmup_steps, "seed": args.seed,
-             "model.name": args.model, "gradient_checkpointing": True if args.gradient_checkpointing else None}
+             "model.name": args.model, "gradient_checkpointing": True if args.gradient_checkpointing else None,
+             "preset": args.preset}
 
 
 def session_config(args, store) -> SessionConfig:

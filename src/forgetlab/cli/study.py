@@ -98,7 +98,8 @@ def add_compare(sub) -> None:
     p = sub.add_parser("compare", help="run several strategies on the same tasks and seeds; one table, one report",
                        description="Run `forgetlab sequential` once per strategy and seed (each in its own process, "
                        "same tasks and budget), then tabulate mean ± std over seeds: final average accuracy, BWT, "
-                       "largest forgetting, plasticity, base retention, train time, peak memory, trainable parameters. "
+                       "largest forgetting, plasticity, general and task-1 retention, train time, peak memory, "
+                       "trainable parameters. "
                        "A strategy that fails is reported with its error; the others still run. The Hessian "
                        "landscape is off by default here (--set landscape.enabled=true turns it on).",
                        formatter_class=argparse.RawDescriptionHelpFormatter,

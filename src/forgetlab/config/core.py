@@ -147,7 +147,7 @@ class EvalConfig(Frozen):
 class GeneralConfig(Frozen):
     """The built-in general questions (what the base model knew): one score, one token budget, in every workflow."""
 
-    enabled: bool = Field(True, description="score the built-in general questions (base retention) as the run goes")
+    enabled: bool = Field(True, description="score the built-in general questions (general retention) as the run goes")
     max_new_tokens: int = Field(12, gt=0, description="answer length of the general questions (the same in every "
                                 "workflow, so 'general answers kept' compares across them)")
     lm_eval: tuple[str, ...] = Field((), description="lm-evaluation-harness tasks (names, or local task "

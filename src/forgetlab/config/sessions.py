@@ -37,7 +37,12 @@ class SessionConfig(Frozen):
     holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention, taken only "
                            "from questions whose answer another record also gives (a fact is never left untrained)")
     lora: SessionLora = SessionLora()
-    epochs: int | None = Field(None, gt=0, description="None: 10 / 5 / 3 by data size")
+    preset: Literal["size-tiers"] | None = Field(None, description="size-tiers: the continual-assistant design's tiers "
+                                                 "(rank 8/16/32, epochs 10/5/3 whatever the rephrasings, batch × "
+                                                 "accumulation 2×4 / 2×4 / 4×2, warmup min(0.1 × rows, 50), gradient "
+                                                 "checkpointing, bf16 on CUDA and MPS); None: the measured default")
+    epochs: int | None = Field(None, gt=0, description="None: by data size, 5 / 3 / 2 with rephrasings (the default), "
+                               "10 / 5 / 3 without")
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
     batch_size: int | None = Field(None, gt=0, description="examples per forward pass; None: 8, or 4 for long records")
     grad_accum: int | None = Field(None, gt=0, description="forward passes per step; None: effective batch of 8")

@@ -1,6 +1,6 @@
-"""General knowledge the base model already has: the yardstick for base retention and the anchors of `kl`.
+"""General knowledge the base model already has: the yardstick for general retention and the anchors of `kl`.
 
-`RETENTION` is a fixed set of easy questions scored by greedy generation (`contains`): base retention after a
+`RETENTION` is a fixed set of easy questions scored by greedy generation (`contains`): general retention after a
 stage is the model's accuracy on them divided by the base model's, so 1.0 means nothing general was lost. The set
 was curated so the bundled SmolLM2-135M-Instruct answers every question correctly. Letter-choice MCQs were tried
 first and dropped: the 135M model picks letters near chance even on questions it answers correctly in words.

@@ -1,4 +1,4 @@
-"""Training diagnostics on plain loss histories: loss spikes at task boundaries, stagnation, base retention.
+"""Training diagnostics on plain loss histories: loss spikes at task boundaries, stagnation, retention.
 
 Worked example (two stages, window 2):
 
@@ -53,9 +53,11 @@ def stagnation(losses: list[float], window: int, tol: float, floor: float) -> in
     return None
 
 
-def base_retention(accuracy: float, base_accuracy: float) -> float:
-    """Accuracy on the general set relative to the base model's: 1.0 keeps everything. 0.45 / 0.9 = 0.5."""
-    return accuracy / base_accuracy if base_accuracy else math.nan
+def retention(accuracy: float, reference: float) -> float:
+    """Accuracy relative to a reference accuracy: 1.0 keeps everything. 0.45 / 0.9 = 0.5. General retention: the
+    general questions against the base model's score; task-1 retention: task 1 against its accuracy right after
+    it was learned."""
+    return accuracy / reference if reference else math.nan
 
 
 def mean_spread(values: list[float]) -> tuple[float, float]:
@@ -67,3 +69,13 @@ def mean_spread(values: list[float]) -> tuple[float, float]:
     if not len(v):
         return math.nan, math.nan
     return float(v.mean()), float(v.std())
+
+
+def flips(before: list[bool], after: list[bool]) -> tuple[list[int], list[int]]:
+    """The items (indices) that went right → wrong and wrong → right between two evaluations of the same items.
+    len(second) − len(first) = (accuracy after − accuracy before) × items."""
+    if len(before) != len(after):
+        raise ValueError(f"flips: {len(before)} items before, {len(after)} after")
+    lost = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a and not b]
+    gained = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if b and not a]
+    return lost, gained

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import RTTConfig, UnlearnConfig, build_config, read_yaml
 from ..errors import UserError
 from ..model import load_base
-from ..runs import index_run, new_run_dir, write_json
+from ..runs import index_run, new_run_dir, read_json, write_json
 from .rtt_cmd import resolve
 
 
@@ -51,6 +51,7 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
     say = console.print if console else print
     state = {"kind": "attack", "model": str(model_dir), "forget": sets["forget"].name, "retain": sets["retain"].name,
              "original_model": original, "attacks": list(attacks), "status": "incomplete"}
+    state["scores"], state["reference"] = attacked_scores(model, tok, sets, cfg, source)
     if "rtt" in attacks:
         state["rtt"] = run_rtt(model, tok, sets["forget_eval"], cfg.rtt,
                                out, original=original, model_cfg=cfg.model, console=console)
@@ -61,12 +62,28 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
     state["status"] = "complete"
     write_json(out / "metrics.json", state)
     from ..report import print_tables, write_page
-    from .unlearn_report import plots, quant_table, relearn_table, rtt_table
+    from .unlearn_report import plots, quant_table, relearn_table, rtt_table, scores_table
 
-    tables = [t for key, make in (("rtt", rtt_table), ("relearn", relearn_table), ("quant", quant_table))
-              if key in state for t in [make(state[key])]]
+    tables = [scores_table(state["scores"], state["reference"])]
+    tables += [t for key, make in (("rtt", rtt_table), ("relearn", relearn_table), ("quant", quant_table))
+               if key in state for t in [make(state[key])]]
     write_page(out, f"forgetlab attack: {out.name}", f"model: {model_dir} · forget: {sets['forget'].name} · "
                f"original: {original}", tables, plots(out, state))
     print_tables(console, tables, first_left=False)
     index_run(root, out, "attack", out.name, "complete", {})
     return out
+
+
+def attacked_scores(model, tok, sets: dict, cfg: UnlearnConfig, source: Path) -> tuple[dict, str | None]:
+    """The full scoring of the model before any attack, and what its forget quality and privleak compared with: an
+    unlearn run's own reference model (kept in its metrics.json), else `guard.reference` where given."""
+    from .unlearn import reference_of
+    from .unlearn_scores import model_scores
+
+    run = source / "metrics.json"
+    if run.is_file() and (source / "config.yaml").is_file():
+        reference = read_json(run).get("reference")
+        name = "the run's reference model" if reference else None
+    else:
+        reference, name = reference_of(cfg, tok, sets), cfg.guard.reference
+    return model_scores(model, tok, sets, cfg, reference), name

@@ -14,7 +14,8 @@ from ..runs import read_json, write_csv, write_text
 
 COLUMNS = [  # (key, header)
     ("average_accuracy", "final avg acc"), ("bwt", "BWT"), ("max_forgetting", "max forgetting"),
-    ("plasticity", "plasticity"), ("base_retention", "base retention"), ("train_seconds", "train s"),
+    ("plasticity", "plasticity"), ("general_retention", "general retention"), ("task1_retention", "task-1 retention"),
+    ("train_seconds", "train s"),
     ("peak_memory_mb", "peak MiB"), ("trainable_params", "trainable params"),
 ]
 
@@ -23,10 +24,13 @@ def run_numbers(metrics: dict) -> dict:
     """One run's headline numbers (on its first split, 'seen' for facts tasks)."""
     m = metrics["metrics"].get(metrics["splits"][0], {})
     forgetting = [f for f in m.get("forgetting", []) if f is not None and math.isfinite(f)]
-    retention = [r for r in metrics.get("diagnostics", {}).get("base_retention", []) if r is not None]
+    diag = metrics.get("diagnostics", {})
+    general = [r for r in diag.get("general_retention", diag.get("base_retention", [])) if r is not None]
+    task1 = [r for r in diag.get("task1_retention", []) if r is not None]
     return {"average_accuracy": m.get("average_accuracy"), "bwt": m.get("bwt"),
             "max_forgetting": max(forgetting) if forgetting else math.nan, "plasticity": m.get("plasticity"),
-            "base_retention": retention[-1] if retention else math.nan,
+            "general_retention": general[-1] if general else math.nan,
+            "task1_retention": task1[-1] if task1 else math.nan,
             "train_seconds": sum(c["train_seconds"] for c in metrics.get("checkpoints", [])),
             "peak_memory_mb": metrics.get("peak_memory_mb"), "trainable_params": metrics.get("trainable_params")}
 

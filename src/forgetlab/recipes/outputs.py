@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import DiagnosticsConfig
 from ..metrics.continual import summary
-from ..metrics.diagnostics import base_retention, spike_factors, stagnation
+from ..metrics.diagnostics import flips, retention, spike_factors, stagnation
 from ..runs import write_csv
 
 
@@ -38,20 +38,44 @@ def split_metrics(state: dict) -> dict:
 
 
 def diagnostics(state: dict, cfg: DiagnosticsConfig) -> dict:
-    """Loss spikes at stage boundaries, stagnating stages and base retention after every stage."""
+    """Loss spikes at stage boundaries, stagnating stages, and after every stage two retentions named apart: general
+    retention (the general questions against the base model's score) and task-1 retention (the first task learned,
+    on the first split, against its accuracy right after its own stage: what the forgetting study's documents call
+    base retention)."""
     stages = [s.removeprefix("after ") for s in state["stages"][1:]]
     losses = [[h["loss"] for h in state["history"] if h["task"] == t] for t in stages]
     spikes = spike_factors(losses, cfg.spike_window)
     stalls = [stagnation(ls, cfg.stagnation_window, cfg.stagnation_tol, cfg.converged_loss) for ls in losses]
-    retention = state.get("retention") or []
-    base = retention[0] if retention else None
+    general = state.get("retention") or []
+    base = general[0] if general else None
+    first = accuracy_matrix(state, state["splits"][0])[:, 0] if state["accuracy"] and state["splits"] else []
+    learned = first[1] if len(first) > 1 and state.get("plan", "sequential") == "sequential" else None
     return {
         "spikes": [{"task": t, "factor": f, "flagged": bool(f > cfg.spike_threshold)}
                    for t, f in zip(stages[1:], spikes, strict=False)],
         "stagnation": [{"task": t, "step": s} for t, s in zip(stages, stalls, strict=False) if s is not None],
-        "general_accuracy": retention,
-        "base_retention": [base_retention(a, base) if a is not None and base is not None else None for a in retention],
+        "general_accuracy": general,
+        "general_retention": [retention(a, base) if a is not None and base is not None else None for a in general],
+        "task1_accuracy": [float(a) for a in first],
+        "task1_retention": [retention(float(a), float(learned)) if k and learned is not None else None
+                            for k, a in enumerate(first)],
     }
+
+
+def boundary_flips(state: dict) -> list[dict]:
+    """Per stage boundary, task and split: the items that went right → wrong ("lost") and wrong → right
+    ("gained"), from the kept predictions (none where a stage has none)."""
+    preds, out = state.get("predictions") or [], []
+    for k in range(1, len(preds)):
+        for task, splits in preds[k].items():
+            for split, after in splits.items():
+                before = (preds[k - 1].get(task) or {}).get(split)
+                if before is None or len(before) != len(after):
+                    continue
+                lost, gained = flips([b["correct"] for b in before], [a["correct"] for a in after])
+                out.append({"stage": state["stages"][k], "task": task, "split": split, "items": len(after),
+                            "lost": lost, "gained": gained})
+    return out
 
 
 def nan_if_none(x):
@@ -59,8 +83,8 @@ def nan_if_none(x):
 
 
 def save_outputs(run_dir: Path, cfg: DiagnosticsConfig, state: dict) -> None:
-    """Fill state["metrics"] and state["diagnostics"]; write accuracy_matrix.csv, retention.csv, history.csv and
-    eigenvalues.csv."""
+    """Fill state["metrics"], state["diagnostics"] and state["flips"]; write accuracy_matrix.csv, retention.csv,
+    history.csv, predictions.csv (each evaluated item at each stage) and eigenvalues.csv."""
     state["metrics"] = split_metrics(state)
     state["diagnostics"] = diagnostics(state, cfg)
     cols = [(t, s) for t in state["tasks"] for s in state["splits"]]
@@ -68,10 +92,19 @@ def save_outputs(run_dir: Path, cfg: DiagnosticsConfig, state: dict) -> None:
               [[stage] + [row[t].get(s, {}).get("accuracy", float("nan")) for t, s in cols]
                for stage, row in zip(state["stages"], state["accuracy"], strict=False)])
     diag = state["diagnostics"]
-    write_csv(run_dir / "retention.csv", ["stage", "general_accuracy", "base_retention"],
-              [[stage, nan_if_none(a), nan_if_none(r)] for stage, a, r in
-               zip(state["stages"], diag["general_accuracy"], diag["base_retention"], strict=False)])
+    write_csv(run_dir / "retention.csv",
+              ["stage", "general_accuracy", "general_retention", "task1_accuracy", "task1_retention"],
+              [[stage, nan_if_none(a), nan_if_none(r), t, nan_if_none(tr)] for stage, a, r, t, tr in
+               zip(state["stages"], diag["general_accuracy"], diag["general_retention"], diag["task1_accuracy"],
+                   diag["task1_retention"], strict=False)])
     keys = ["global_step", "task", "step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_per_s"]
     write_csv(run_dir / "history.csv", keys, [[h[k] for k in keys] for h in state["history"]])
+    state["flips"] = boundary_flips(state)
+    write_csv(run_dir / "predictions.csv",
+              ["task", "split", "item", "stage", "answer", "correct", "option_logprobs"],
+              [[task, split, i, stage, p["answer"], int(p["correct"]),
+                "" if p["logprobs"] is None else ";".join(f"{x:.4f}" for x in p["logprobs"])]
+               for stage, row in zip(state["stages"], state.get("predictions") or [], strict=False)
+               for task, splits in row.items() for split, items in splits.items() for i, p in enumerate(items)])
     write_csv(run_dir / "eigenvalues.csv", ["task", "rank", "eigenvalue"],
               [[c["task"], r + 1, ev] for c in state["checkpoints"] for r, ev in enumerate(c["eigenvalues"])])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import ModelConfig, RTTConfig, UnlearnConfig, build_config, read_yaml
-from ..data.unlearn import read_facts
+from ..data.unlearn import FactSet, read_facts
 from ..errors import UserError
 from ..model import load_base
 from ..runs import index_run, new_run_dir, write_json
@@ -40,9 +40,15 @@ def run_rtt_command(source: Path, forget: str | None, rtt: RTTConfig, root: Path
                         f"{len(facts.mcq())}")
     model, tok = load_base(model_cfg.model_copy(update={"name": str(model_dir)}))
     out = new_run_dir(root, f"rtt-{source.name}")
+    from .attack_cmd import attacked_scores
+
+    cfg, retain = scoring_config(source)
+    sets = {"forget": facts, "forget_eval": facts, "retain": retain, "retain_eval": retain}
+    scores, reference = attacked_scores(model, tok, sets, cfg, source)
     summary = run_rtt(model, tok, facts, rtt, out, original=original, model_cfg=model_cfg, console=console)
     state = {"kind": "rtt", "model": str(model_dir), "forget": forget_spec, "original_model": original,
-             "settings": rtt.model_dump(mode="json"), "rtt": summary, "status": "complete"}
+             "settings": rtt.model_dump(mode="json"), "rtt": summary, "scores": scores, "reference": reference,
+             "status": "complete"}
     write_json(out / "metrics.json", state)
     from .unlearn_report import print_unlearn_rtt, write_rtt_report
 
@@ -50,3 +56,14 @@ def run_rtt_command(source: Path, forget: str | None, rtt: RTTConfig, root: Path
     print_unlearn_rtt(console, state)
     index_run(root, out, "rtt", out.name, "complete", {"recovery_rate": summary["recovery_rate"]})
     return out
+
+
+def scoring_config(source: Path) -> tuple[UnlearnConfig, FactSet]:
+    """The settings and retain facts the model's own scores use: an unlearn run's (its retain set, none after
+    --learn-first, whose facts live in the run), else the defaults with no retain set."""
+    if (source / "config.yaml").is_file() and (source / "metrics.json").is_file():
+        cfg = build_config(UnlearnConfig, read_yaml(source / "config.yaml"), source=str(source / "config.yaml"))
+        if not cfg.learn_first:
+            return cfg, read_facts(cfg.retain_eval or cfg.retain or "builtin:food")
+        return cfg, FactSet("none", [])
+    return build_config(UnlearnConfig, {}, source="rtt settings"), FactSet("none", [])

@@ -50,6 +50,8 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
     # A run stopped before its first stage was recorded (no metrics.json yet) simply starts again in its directory.
     state = read_json(run_dir / "metrics.json") if resume and (run_dir / "metrics.json").is_file() \
         else new_state(cfg, tasks, method)
+    state.setdefault("predictions", [{} for _ in state["accuracy"]])  # a run begun before predictions were kept
+    state.setdefault("questions", task_questions(tasks))
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     t0 = time.perf_counter()
     try:
@@ -92,8 +94,10 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
 
     # Row 0: the base model (LoRA B starts at zero, so this is exactly the base).
     if done < 0:
+        accuracy, predictions = evaluate_stage(model, tok, tasks, cfg)
         state["stages"].append("before")
-        state["accuracy"].append(evaluate_stage(model, tok, tasks, cfg))
+        state["accuracy"].append(accuracy)
+        state["predictions"].append(predictions)
         state["retention"].append(general_accuracy(model, tok, cfg))
         save_state(run_dir, cfg, state, "incomplete")
         done = 0
@@ -117,7 +121,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
                                         sum(p.numel() for p in model.parameters() if p.requires_grad))
 
         # Checkpoint: evaluate every task, landscape of this stage, displacement and forgetting estimates.
-        accuracy = evaluate_stage(model, tok, tasks, cfg)
+        accuracy, predictions = evaluate_stage(model, tok, tasks, cfg)
         retention = general_accuracy(model, tok, cfg)
         checkpoint = checkpoint_landscape(model, cfg, land[i], states, task.name, time.perf_counter() - t0)
         estimates = forgetting_estimates(model, cfg, [t.name for t in plan], land, states, state["checkpoints"]) \
@@ -131,6 +135,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
                              for n, row in enumerate(history)]
         state["stages"].append(f"after {task.name}")
         state["accuracy"].append(accuracy)
+        state["predictions"].append(predictions)
         state["retention"].append(retention)
         state["checkpoints"].append(checkpoint)
         state["estimates"] += estimates
@@ -157,11 +162,20 @@ def new_state(cfg: SequentialConfig, tasks, method) -> dict:
             "plan": method.stages, "tasks": [t.name for t in tasks],
             "splits": sorted({s for t in tasks for s in t.splits}, key=["seen", "held_out"].index),
             "stages": [], "accuracy": [], "retention": [], "history": [], "checkpoints": [], "estimates": [],
-            "method_info": []}
+            "method_info": [], "predictions": [], "questions": task_questions(tasks)}
 
 
-def evaluate_stage(model, tok, tasks, cfg: SequentialConfig) -> dict:
-    return {t.name: evaluate_task(model, tok, t, cfg.eval) for t in tasks}
+def evaluate_stage(model, tok, tasks, cfg: SequentialConfig) -> tuple[dict, dict]:
+    """Every task's scores per split, and apart from them each item's prediction (predictions.csv, the flips)."""
+    scores = {t.name: evaluate_task(model, tok, t, cfg.eval, items=True) for t in tasks}
+    items = {t: {s: row.pop("items") for s, row in splits.items() if "items" in row} for t, splits in scores.items()}
+    return scores, items
+
+
+def task_questions(tasks) -> dict:
+    """Each task's evaluated questions per split, in the order their predictions are kept."""
+    return {t.name: {s: [it.question for it in t.mcq[s]] if t.mcq else [ex.messages[-1]["content"] for ex in t.qa[s]]
+                     for s in t.splits} for t in tasks}
 
 
 def general_accuracy(model, tok, cfg: SequentialConfig) -> float | None:

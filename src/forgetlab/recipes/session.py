@@ -17,12 +17,12 @@ import torch
 
 from .. import __version__
 from ..batching import encode
-from ..config import SessionConfig
+from ..config import ModelConfig, SessionConfig
 from ..data.records import Example
 from ..errors import Interrupted, UserError
 from ..evaluate import general_score, qa_scores_of_sets
 from ..loop import train
-from ..model import adapter_state, load_adapter_state
+from ..model import adapter_state, load_adapter_state, resolve_device
 from ..report import StepProgress
 from ..retain import Anchors, TopKReference, build_anchors
 from ..runs import atomic_file, clean_partial, peak_memory_mb, read_json, write_csv, write_json, write_text
@@ -73,7 +73,7 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     # The model of the sessions so far, and every setting resolved once from the data.
     t0 = time.perf_counter()
     base: dict = {}  # the anchors, answered by the base model before the sessions are applied
-    model, tok = load_chain(store, chain, cfg.model, cfg.mode, on_base=lambda m, t: base.update(
+    model, tok = load_chain(store, chain, tier_model(cfg), cfg.mode, on_base=lambda m, t: base.update(
         anchors=build_anchors(m, t, ANCHOR_LENGTH, questions=True) if cfg.anchor > 0 else None))
     old = [ex for j in chain for ex in load_examples(store.session_dir(j) / "train.jsonl")]
     plan = resolve(cfg, job.records, [len(encode(tok, ex, 10**9).input_ids) for ex in job.rows], len(old))
@@ -93,6 +93,15 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     except KeyboardInterrupt:
         raise Interrupted(part, resume_command=f"forgetlab session train --assistant {store.name} "
                           f"--home {store.path.parent} --resume") from None
+
+
+def tier_model(cfg: SessionConfig) -> ModelConfig:
+    """The model settings a session trains with: `--preset size-tiers` asks for bf16 where the device runs it (CUDA,
+    MPS) where the dtype is left at auto; float32 on the CPU, where bf16 matmuls are many times slower."""
+    if cfg.preset != "size-tiers" or cfg.model.dtype != "auto":
+        return cfg.model
+    device = resolve_device(cfg.model.device)
+    return cfg.model.model_copy(update={"dtype": "bfloat16" if device.type in ("cuda", "mps") else "float32"})
 
 
 def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example], old: list[Example],

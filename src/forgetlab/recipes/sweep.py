@@ -17,13 +17,16 @@ from ..grid import grid_status, run_command, run_grid, start_ray
 from ..model import check_model
 from ..report import fmt, print_tables, save_plot, write_page
 from ..runs import child_run, clean_partial, index_run, new_run_dir, slug, write_csv, write_json, write_text
+from .unlearn_scores import COLUMNS as FIELD_COLUMNS
 
+FIELDS = [k for k, _ in FIELD_COLUMNS]
+"""The field's measures (recipes/unlearn_scores.py) at the kept step, one column each."""
 POINT_COLUMNS = ["status", "forget_before", "forget_after", "retain_before", "retain_after", "general_after",
                  "rtt_original", "rtt_unlearned", "rtt_unlearned_rtt", "rtt_original_rtt", "recovery_rate",
-                 "recovered_share", "recovery_epoch", "recovery_epoch_abs", "seconds", "peak_memory_mb", "run_dir",
-                 "error"]
+                 "recovered_share", "recovery_epoch", "recovery_epoch_abs", *FIELDS, "seconds", "peak_memory_mb",
+                 "run_dir", "error"]
 RANK_METRICS = ["recovery_rate", "recovered_share", "recovery_epoch", "recovery_epoch_abs", "forget_after",
-                "retain_after", "general_after"]
+                "retain_after", "general_after", "forget_tr", "utility"]
 EPOCHS = ("recovery_epoch", "recovery_epoch_abs")
 """Recovery epochs: None where a point's RTT never reached the threshold, so each has a count of points that did."""
 
@@ -98,7 +101,7 @@ def point_row(name: str, point: dict, state: dict, run_dir: Path | None) -> dict
             "rtt_unlearned_rtt": rtt.get("unlearned_rtt"), "rtt_original_rtt": rtt.get("original_rtt"),
             "recovery_rate": rtt.get("recovery_rate"), "recovered_share": rtt.get("recovered_share"),
             "recovery_epoch": rtt.get("recovery_epoch"), "recovery_epoch_abs": rtt.get("recovery_epoch_abs"),
-            "peak_memory_mb": state.get("peak_memory_mb"),
+            **{k: final.get(k) for k in FIELDS}, "peak_memory_mb": state.get("peak_memory_mb"),
             "run_dir": str(run_dir) if run_dir else None, "error": None}
 
 
@@ -139,18 +142,19 @@ def tables(cfg: SweepConfig, rows: list[dict], ranks: list[dict]) -> list[tuple[
     rank_table = ("Recovery by LoRA rank (RTT: retraining on part of the forgotten facts; mean ± std over points)",
                   ["method", "LoRA rank", "points", "recovery rate", "recovered share",
                    "recovery epoch (0.8 × original; points reaching it)", "recovery epoch (V acc 0.8)",
-                   "forget acc after", "retain acc after", "general after"],
+                   "forget acc after", "retain acc after", "general after", "forget truth ratio", "model utility"],
                   [[r["method"], rank_label(r["lora_rank"]), r["count"]] + [pm(r, k) for k in RANK_METRICS]
                    for r in ranks])
     axes = list(cfg.axes)
     point_table = ("Points (acc: per-option log-likelihood on the forget / retain facts, before → after)",
                    ["point", *axes, "status", "forget acc", "retain acc", "general", "RTT V: unlearned → +RTT",
-                    "recovery rate", "recovered share", "time s"],
+                    "recovery rate", "recovered share", "forget quality", "privleak", "time s"],
                    [[r["point"], *[r.get(a) for a in axes], r.get("status"),
                      f"{fmt(r.get('forget_before'))} → {fmt(r.get('forget_after'))}",
                      f"{fmt(r.get('retain_before'))} → {fmt(r.get('retain_after'))}", r.get("general_after"),
                      f"{fmt(r.get('rtt_unlearned'))} → {fmt(r.get('rtt_unlearned_rtt'))}", r.get("recovery_rate"),
-                     r.get("recovered_share"), None if r.get("seconds") is None else round(r["seconds"])] for r in rows])
+                     r.get("recovered_share"), r.get("forget_quality"), r.get("privleak"),
+                     None if r.get("seconds") is None else round(r["seconds"])] for r in rows])
     return [rank_table, point_table]
 
 

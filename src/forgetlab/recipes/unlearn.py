@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..batching import fixed_batches
 from ..config import TrainConfig, UnlearnConfig, dump_yaml
 from ..data import load_task
 from ..data.unlearn import Fact, FactSet, read_facts
@@ -25,7 +24,7 @@ from ..report import StepProgress, fmt
 from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
 from ..unlearning import UnlearnContext, build_unlearning, canonical
 from ..unlearning.chat import with_chat_keys
-from .unlearn_scores import evaluate_unlearning, forget_score, reference_scores
+from .unlearn_scores import evaluate_unlearning, forget_score, loss_batches, reference_scores
 
 
 def fact_sets(cfg: UnlearnConfig) -> dict[str, FactSet]:
@@ -228,8 +227,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
     method = with_chat_keys(method, model, tok, cfg, sets["forget"], state)  # method.chat_keys
-    loss_sets = {k: fixed_batches(sets[k.replace("_eval", "")].rows(tok, cfg.train.max_length), 16, tok.pad_token_id)
-                 for k in ("forget", "retain")}
+    loss_sets = loss_batches(sets, tok, cfg.train.max_length)
     tc, gc = cfg.train, cfg.guard
     total = steps_for(len(rows), tc)
     per_epoch, every = total // tc.epochs, gc.eval_every or max(2, total // tc.epochs // 2)

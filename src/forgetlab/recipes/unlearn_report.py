@@ -71,6 +71,15 @@ def tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
     return out
 
 
+def scores_table(scores: dict, reference: str | None) -> tuple[str, list[str], list[list]]:
+    """The attacked model's own scores (`attack`, `rtt`): accuracy, QA, the general questions and the field's
+    measures, one row."""
+    keys = [(k, h) for k, h in [*CHECK_COLUMNS[2:7], *FIELD_COLUMNS] if scores.get(k) is not None]
+    return (f"The model attacked, as it is (acc: per-option log-likelihood; the field's measures as in `unlearn`; "
+            f"forget quality and privleak against {reference or 'no reference model (give guard.reference)'})",
+            [h for _, h in keys], [[scores[k] for k, _ in keys]])
+
+
 def relearn_table(r: dict) -> tuple[str, list[str], list[list]]:
     if r.get("skipped"):
         return ("Benign relearning attack: not run", ["why"], [[r["skipped"]]])
@@ -101,8 +110,13 @@ def print_unlearn(console, state: dict) -> None:
         (console.print if console else print)(line)
 
 
+def rtt_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
+    """`forgetlab rtt`'s tables: the model's own scores (where measured) and RTT."""
+    return ([scores_table(state["scores"], state.get("reference"))] if state.get("scores") else []) + [rtt_table(state["rtt"])]
+
+
 def print_unlearn_rtt(console, state: dict) -> None:
-    print_tables(console, [rtt_table(state["rtt"])], first_left=False)
+    print_tables(console, rtt_tables(state), first_left=False)
 
 
 def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
@@ -129,8 +143,8 @@ def plots(run_dir: Path, state: dict) -> list[tuple[str, str]]:
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{state.get('method')}, LoRA rank {state.get('lora_rank')}: forget vs retain")
-    ax.legend(fontsize=8)
-    if rows:
+    if rows:  # (an attack or rtt run has no steps: no step plot)
+        ax.legend(fontsize=8)
         made.append(save_plot(fig, run_dir / "unlearn.png", "Forget and retain accuracy by step"))
     else:
         plt.close(fig)
@@ -181,5 +195,5 @@ def write_unlearn_report(run_dir: Path, state: dict) -> Path:
 
 def write_rtt_report(run_dir: Path, state: dict) -> Path:
     intro = f"model: {state['model']} · forget facts: {state['forget']} · original: {state['original_model']}"
-    return write_page(run_dir, f"forgetlab rtt: {run_dir.name}", intro, [rtt_table(state["rtt"])],
+    return write_page(run_dir, f"forgetlab rtt: {run_dir.name}", intro, rtt_tables(state),
                       plots(run_dir, state))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from statistics import fmean
 
-from ..batching import encode_text
+from ..batching import encode_text, fixed_batches
 from ..config import UnlearnConfig
 from ..data.unlearn import Fact, FactSet
 from ..evaluate import (
@@ -175,7 +175,7 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
                         out["retain_kshot"] = share_correct(shot, answers_)
             out[f"{k}_qa"] = answers[k]["contains"] if k in answers and answers[k]["n"] else None
             if full:
-                out[f"{k}_loss"] = mean_loss(model, loss_sets[k])
+                out[f"{k}_loss"] = mean_loss(model, loss_sets[k]) if loss_sets[k] else None
         out["general"] = general_score(model, tok, cfg.general) if cfg.general.enabled else None
         if full:
             out.update(field_scores(model, tok, sets, {k: answers[k].get("answers") for k in answers}, sets.get("holdout"),
@@ -183,3 +183,13 @@ def evaluate_unlearning(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig
     finally:
         model.train(was_training)
     return out
+
+
+def loss_batches(sets: dict[str, FactSet], tok, max_length: int) -> dict[str, list[dict]]:
+    """The forget and retain facts' training rows in fixed batches: the text losses of the full scoring."""
+    return {k: fixed_batches(sets[k].rows(tok, max_length), 16, tok.pad_token_id) for k in ("forget", "retain")}
+
+
+def model_scores(model, tok, sets: dict[str, FactSet], cfg: UnlearnConfig, reference: dict | None) -> dict:
+    """The full scoring of a model as it is (what `attack` and `rtt` report of the model they attack)."""
+    return evaluate_unlearning(model, tok, sets, cfg, loss_batches(sets, tok, cfg.train.max_length), reference)
