@@ -75,10 +75,13 @@ def add_session(sub) -> None:
     ls.set_defaults(func=cmd_list)
 
     rb = ss.add_parser("rollback", help="make an earlier session the active one",
-                       description="Serve and train on top of session K again. Later sessions stay on disk; rolling "
-                       "back to one of them restores it. A running server switches on POST /admin/reload.")
+                       description="Serve and train on top of session K again (--epoch E: as it was after epoch E). "
+                       "Later sessions stay on disk; rolling back to one of them restores it. A running server switches "
+                       "on POST /admin/reload.")
     add_assistant_args(rb)
     rb.add_argument("--to", type=int, required=True, metavar="K", help="session number")
+    rb.add_argument("--epoch", type=int, metavar="E", help="one of session K's kept epochs (the last keep_epochs, 2 "
+                    "by default, are kept) instead of its final adapter")
     rb.set_defaults(func=cmd_rollback)
 
     add_session_compare(ss)
@@ -224,7 +227,7 @@ def print_list(console, store, only: int | None = None) -> None:
     if only is None:
         info = store.info()
         console.print(f"assistant '{store.name}' ({store.path}): base {info['model']}, mode {info['mode']}, "
-                      f"active session {info['active']}")
+                      f"active session {active_label(info)}")
         table = Table("session", "state", "on", "data", "records/rows/checks", "rank", "epochs", "lr", "replay", "loss",
                       "time s", "finished", title="Sessions")
         for r in session_rows(store):
@@ -266,11 +269,17 @@ def cmd_rollback(args) -> int:
     from ..sessions.store import Store
 
     store = Store(args.home, args.assistant)
-    before = store.info()["active"]
-    record = rollback(store, args.to)
-    print(f"assistant '{store.name}': active session {record['id']} ({record['data']['name']}), was {before}. "
-          "A running server switches on POST /admin/reload; the next session trains on top of this one.")
+    before = active_label(store.info())
+    record = rollback(store, args.to, args.epoch)
+    print(f"assistant '{store.name}': active session {active_label(store.info())} ({record['data']['name']}), was "
+          f"{before}. A running server switches on POST /admin/reload; the next session trains on top of this one.")
     return 0
+
+
+def active_label(info: dict) -> str:
+    """'2', or '2 (epoch 3)' where a kept epoch is active."""
+    epoch = info.get("active_epoch")
+    return f"{info['active']}" + (f" (epoch {epoch})" if epoch is not None else "")
 
 
 def cmd_export(args) -> int:

@@ -30,7 +30,7 @@ from ..sessions.compose import adapter_key, add_session_adapter, load_chain, sav
 from ..sessions.data import file_hash, load_examples, rephrased, split_heldout, write_jsonl_text
 from ..sessions.loss import SessionLoss
 from ..sessions.settings import Plan, resolve
-from ..sessions.store import Store
+from ..sessions.store import Store, epoch_dir
 
 ANCHOR_LENGTH = 256  # the anchor prompts and answers are far shorter
 
@@ -73,7 +73,8 @@ def train_session(store: Store, cfg: SessionConfig, data: str | None, heldout: s
     # The model of the sessions so far, and every setting resolved once from the data.
     t0 = time.perf_counter()
     base: dict = {}  # the anchors, answered by the base model before the sessions are applied
-    model, tok = load_chain(store, chain, tier_model(cfg), cfg.mode, on_base=lambda m, t: base.update(
+    model, tok = load_chain(store, store.links(record["parent"], record.get("parent_epoch")), tier_model(cfg), cfg.mode,
+                            on_base=lambda m, t: base.update(
         anchors=build_anchors(m, t, ANCHOR_LENGTH, questions=True) if cfg.anchor > 0 else None))
     old = [ex for j in chain for ex in load_examples(store.session_dir(j) / "train.jsonl")]
     plan = resolve(cfg, job.records, [len(encode(tok, ex, 10**9).input_ids) for ex in job.rows], len(old))
@@ -125,7 +126,8 @@ def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example],
         for row in ckpt["history"] if ckpt else []:
             tick(row)
         history = train(model, encoded, plan.train, method, None, tok.pad_token_id, seed=plan.seed + k,
-                        on_step=tick, on_epoch=lambda c: save_checkpoint(part, model, c), resume=ckpt)
+                        on_step=tick, on_epoch=lambda c: save_epoch(part, model, k, c, record["config"].get("keep_epochs", 2)),
+                        resume=ckpt)
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     return model, history
@@ -169,7 +171,8 @@ def new_record(store: Store, cfg: SessionConfig, data: str | None, heldout: str 
     else:
         info = {"active": None}
     job = session_data(examples, cfg, heldout)
-    record = {"id": store.next_id(), "parent": info["active"], "assistant": store.name, "status": "training",
+    record = {"id": store.next_id(), "parent": info["active"], "parent_epoch": info.get("active_epoch"),
+              "assistant": store.name, "status": "training",
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "version": __version__,
               "data": {"name": Path(data).name, "path": str(Path(data).expanduser().resolve()), "sha256": file_hash(data),
                        "records": len(examples), "train": job.records, "rows": len(job.rows), "heldout": len(job.checks),
@@ -228,6 +231,17 @@ def retention_warnings(store: Store, chain: list[int], retention: dict, threshol
     return out
 
 
+def save_epoch(part: Path, model, k: int, ckpt: dict, keep: int) -> None:
+    """After an epoch: its adapter among the last `keep` kept (`session rollback --epoch`), then the resume
+    checkpoint."""
+    if keep:
+        save_session_adapter(model, k, epoch_dir(part, ckpt["epoch"]) / "adapter")
+        kept = sorted(int(p.name) for p in (part / "epochs").iterdir() if p.name.isdigit())
+        for old in kept[:-keep]:
+            shutil.rmtree(epoch_dir(part, old))
+    save_checkpoint(part, model, ckpt)
+
+
 def save_checkpoint(part: Path, model, ckpt: dict) -> None:
     """Write the epoch checkpoint atomically: weights of the new adapter, optimizer, scheduler, RNG, history."""
     state = dict(ckpt, adapter=adapter_state(model))
@@ -250,7 +264,8 @@ def print_settings(console, record: dict, plan: Plan, mode: str) -> None:
         return
     d = record["data"]
     console.print(f"[bold]session {record['id']}[/] of '{record['assistant']}' on {d['name']}: {d['train']} records to "
-                  f"train; recall checked on {d['heldout_from']}; built on session {record['parent'] or 'none (base)'}")
+                  f"train; recall checked on {d['heldout_from']}; built on session {record['parent'] or 'none (base)'}"
+                  + (f" at epoch {record['parent_epoch']}" if record.get("parent_epoch") is not None else ""))
     table = Table("setting", "value", "from", title="Settings (override with the flags or --set)")
     for name, value, src in plan.table(mode):
         table.add_row(name, value, src)

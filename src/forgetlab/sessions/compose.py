@@ -23,8 +23,9 @@ def adapter_key(k: int) -> str:
     return f"s{k:03d}"
 
 
-def load_chain(store: Store, chain: list[int], model_cfg: ModelConfig, mode: str, on_base=None):
-    """(model, tokenizer) with sessions `chain` applied, on the configured device and dtype, in eval mode.
+def load_chain(store: Store, chain: list[int] | dict[int, int | None], model_cfg: ModelConfig, mode: str, on_base=None):
+    """(model, tokenizer) with sessions `chain` applied (ids, or {id: kept epoch or None} from `Store.links`), on the
+    configured device and dtype, in eval mode.
     `on_base(model, tok)`, when given, is called with the plain base model (float32, CPU) before any session is
     applied: what needs the base model is computed without loading a second copy."""
     from peft import PeftModel
@@ -32,8 +33,9 @@ def load_chain(store: Store, chain: list[int], model_cfg: ModelConfig, mode: str
     model, tok = load_base(model_cfg.model_copy(update={"device": "cpu", "dtype": "float32"}))
     if on_base is not None:
         on_base(model, tok)
+    epochs = chain if isinstance(chain, dict) else dict.fromkeys(chain)
     for k in chain:
-        path = store.session_dir(k) / "adapter"
+        path = store.adapter_path(k, epochs[k])
         if mode == "merge":
             model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
         elif isinstance(model, PeftModel):

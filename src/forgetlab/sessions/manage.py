@@ -41,10 +41,19 @@ def retention_matrix(store: Store, metric: str = "contains") -> tuple[list[int],
     return chain, rows
 
 
-def rollback(store: Store, to: int) -> dict:
-    """Make session `to` the active one (later sessions stay on disk); return its record."""
+def rollback(store: Store, to: int, epoch: int | None = None) -> dict:
+    """Make session `to` the active one (later sessions stay on disk), at one of its kept epochs where `epoch` is
+    given; return its record."""
     record = store.session(to)
-    store.set_active(to)
+    if epoch is not None and epoch != record["settings"]["epochs"]:
+        kept = store.kept_epochs(to)
+        if epoch not in kept:
+            raise UserError(f"session {to} of '{store.name}' kept epochs {', '.join(map(str, kept)) or 'none'} (and the "
+                            f"final one, {record['settings']['epochs']}); not epoch {epoch}. More are kept with "
+                            "--set keep_epochs=N when a session is trained")
+    else:
+        epoch = None  # the final epoch is the session's own adapter
+    store.set_active(to, epoch)
     return record
 
 
@@ -54,9 +63,11 @@ def export(store: Store, out: str, session: int | None = None, device: str = "cp
     k = info["active"] if session is None else session
     if k is None:
         raise UserError(f"assistant '{store.name}' has no session to export; train one first")
-    chain = store.chain(k)
+    chain = store.links(k, info.get("active_epoch") if session is None else None)
     model, tok = load_chain(store, chain, ModelConfig(name=info["model"], device=device, dtype="float32"), info["mode"])
-    meta = {"assistant": store.name, "session": k, "chain": chain, "base_model": info["model"],
+    meta = {"assistant": store.name, "session": k, "chain": list(chain),
+            **({"epochs": {str(j): e for j, e in chain.items() if e is not None}} if any(chain.values()) else {}),
+            "base_model": info["model"],
             "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
     return export_merged(model, tok, Path(out), meta)
 
@@ -88,7 +99,7 @@ def loader(store: Store, device: str = "auto", dtype: str = "auto", session: int
     def load() -> Loaded:
         info = store.info()
         k = info["active"] if session is None else session
-        chain = store.chain(k)
+        chain = store.links(k, info.get("active_epoch") if session is None else None)
         model, tok = load_chain(store, chain, ModelConfig(name=info["model"], device=device, dtype=dtype), info["mode"])
         return Loaded(model, tok, store.name, k, time.time())
 

@@ -23,6 +23,10 @@ from ..runs import read_json, write_json
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+def epoch_dir(session_dir: Path, epoch: int) -> Path:
+    return session_dir / "epochs" / f"{epoch:03d}"
+
+
 def home_dir(home: str | None) -> Path:
     """Where assistants live: --home, else $FORGETLAB_HOME, else the user data directory."""
     if home:
@@ -59,9 +63,10 @@ class Store:
         write_json(self.path / "assistant.json", info)
         return info
 
-    def set_active(self, session: int | None) -> None:
+    def set_active(self, session: int | None, epoch: int | None = None) -> None:
+        """Make `session` the active one; `epoch`: one of its kept epochs instead of its final adapter."""
         info = self.info()
-        info["active"] = session
+        info["active"], info["active_epoch"] = session, epoch
         write_json(self.path / "assistant.json", info)
 
     # -- sessions ----------------------------------------------------------------------------------------------
@@ -83,6 +88,24 @@ class Store:
             have = ", ".join(map(str, self.ids())) or "none yet"
             raise UserError(f"assistant '{self.name}' has no session {k}; its sessions: {have}")
         return read_json(self.session_dir(k) / "session.json")
+
+    def adapter_path(self, k: int, epoch: int | None = None) -> Path:
+        """Session k's adapter directory: the final one, or a kept epoch's."""
+        return self.session_dir(k) / "adapter" if epoch is None else epoch_dir(self.session_dir(k), epoch) / "adapter"
+
+    def kept_epochs(self, k: int) -> list[int]:
+        root = self.session_dir(k) / "epochs"
+        return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+
+    def links(self, k: int | None, epoch: int | None = None) -> dict[int, int | None]:
+        """{session: epoch} from the first session to `k` (at `epoch`, None: final): each earlier session at the epoch
+        its child was trained on. Insertion-ordered from the first."""
+        out: dict[int, int | None] = {}
+        while k is not None:
+            out[k] = epoch
+            record = self.session(k)
+            k, epoch = record.get("parent"), record.get("parent_epoch")
+        return dict(reversed(list(out.items())))
 
     def chain(self, k: int | None) -> list[int]:
         """Session ids from the first to `k` through the parents: what session k's model is built from."""
