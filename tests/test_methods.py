@@ -72,7 +72,7 @@ def test_resume_rebuilds_the_strategy_exactly(tiny_dir, tmp_path, name):
     shutil.rmtree(cut / "adapters" / "facts-elements")
     m = json.loads((cut / "metrics.json").read_text())
     n1 = sum(h["task"] == "facts:people" for h in m["history"])
-    for key in ("stages", "accuracy", "retention"):
+    for key in ("stages", "accuracy", "retention", "predictions"):
         m[key] = m[key][:2]
     m.update(status="interrupted", history=m["history"][:n1], checkpoints=m["checkpoints"][:1],
              method_info=m["method_info"][:1])
@@ -81,7 +81,7 @@ def test_resume_rebuilds_the_strategy_exactly(tiny_dir, tmp_path, name):
     run_sequential(cfg, resume=cut, console=quiet())
     resumed, original = (json.loads((p / "metrics.json").read_text()) for p in (cut, full))
     assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in original["history"]], rel=1e-5)
-    assert resumed["accuracy"] == original["accuracy"]
+    assert resumed["accuracy"] == original["accuracy"] and resumed["predictions"] == original["predictions"]
 
 
 def ctx_for(tokenizer, i, tasks, **sets):
@@ -352,3 +352,46 @@ def test_unknown_strategy_lists_the_valid_ones():
 
     with pytest.raises(UserError, match="valid strategies: naive, replay, kl, kl-base, ewc, olora, merge, gated, joint, base"):
         build_method("magic")
+
+
+def test_gated_follows_a_schedule_instead_of_its_fixed_mix(tokenizer, two_tasks):
+    model, gated = gated_pair(tokenizer, two_tasks, schedule=["0/100", "30/70"], mix=0.5)
+    assert gated.curriculum.share == 0.0  # task 1: the schedule's first entry, not mix
+    batch = batch_of(tokenizer, two_tasks[1], 4)
+    gated.after_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
+    gated.before_task(model, two_tasks[1], ctx_for(tokenizer, 1, two_tasks))
+    assert gated.curriculum.share == pytest.approx(0.3)
+    mixed = gated.curriculum.mixed(batch, ctx_for(tokenizer, 1, two_tasks))
+    assert mixed["input_ids"].shape[0] == 4 + 2  # old_count(4, 0.3): 2 old rows with 4 new (2/6 ≈ 0.3)
+    plain = build_method("gated", StrategyConfig(gated={"mix": 0.5}))
+    plain.before_task(model, two_tasks[0], ctx_for(tokenizer, 0, two_tasks))
+    assert plain.curriculum.share == 0.5  # without a schedule: the fixed mix
+
+
+def test_a_four_stage_curriculum_revisits_a_task_and_is_measured_after_every_stage(tiny_dir, tmp_path):
+    from forgetlab.recipes.sequential import mixed_stage
+
+    stages = [{"facts:people": 1}, {"facts:people": "70%", "facts:elements": "30%"},
+              {"facts:people": 0.5, "facts:elements": 0.5}, {"facts:people": 30, "facts:elements": 70}]
+    cfg = tiny_config(tiny_dir, tmp_path, "naive", stages=stages)
+    assert cfg.stages[1] == {"facts:people": 0.7, "facts:elements": 0.3} and cfg.stages[3]["facts:elements"] == 0.7
+    tasks = {t: load_task(t, cfg.data) for t in cfg.tasks}
+    stage = mixed_stage(1, cfg.stages[1], tasks, seed=0)
+    size = max(len(t.train) for t in tasks.values())
+    people = [ex for ex in tasks["facts:people"].train]
+    assert stage.name == "stage2 people70+elements30" and len(stage.train) == round(0.7 * size) + round(0.3 * size)
+    assert sum(ex in people for ex in stage.train) == round(0.7 * size)
+    assert mixed_stage(1, cfg.stages[1], tasks, seed=0).train == stage.train  # seeded
+
+    run = run_sequential(cfg, console=quiet())
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["plan"] == "curriculum" and len(m["accuracy"]) == 5 and m["stages"][2] == "after stage2 people70+elements30"
+    assert len(m["curriculum"]) == 4 and {h["task"] for h in m["history"]} == {s.removeprefix("after ")
+                                                                           for s in m["stages"][1:]}
+    assert len(m["metrics"]["seen"]["forgetting"]) == 2 and m["metrics"]["seen"]["bwt"] is None  # no one task per stage
+    people_acc = [row["facts:people"]["seen"]["accuracy"] for row in m["accuracy"]]
+    assert m["diagnostics"]["task1_retention"][1:] == pytest.approx([a / people_acc[1] for a in people_acc[1:]])
+    assert "Curriculum: each stage" in (run / "report.html").read_text()
+    for bad, message in (([{"facts:people": 0.5}], "add up to 1"), ([{"facts:nope": 1}], "not in tasks")):
+        with pytest.raises(Exception, match=message):
+            tiny_config(tiny_dir, tmp_path, "naive", stages=bad)

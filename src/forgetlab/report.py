@@ -77,6 +77,9 @@ def summary_tables(state: dict, detail: bool = False) -> list[tuple[str, list[st
                         + [m["forgetting"][k] for k in range(len(tasks))])
         out.append(("Continual metrics (per split)", ["split", "avg acc", "BWT", "FWT", "plasticity"]
                     + [f"forgetting {t}" for t in tasks], rows))
+    if state.get("curriculum"):
+        out.append(("Curriculum: each stage's task mix (share of the stage's examples)", ["stage", *tasks],
+                    [[f"stage {k}", *[mix.get(t) for t in tasks]] for k, mix in enumerate(state["curriculum"], 1)]))
     out += flip_tables(state, detail)
     cks = state.get("checkpoints", [])
     if cks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .core import DataConfig, EvalConfig, ExecutorConfig, Frozen, GeneralConfig, LoraSettings, ModelConfig, RunConfig, TrainConfig
 
@@ -76,6 +76,21 @@ class GatedConfig(Frozen):
                        "a buffer of strategy.replay.buffer) in each batch, so the gates also learn where to stay shut; "
                        "0: the new task's examples only")
     probe: int = Field(16, gt=0, description="gated: examples per task the recorded gate values are averaged over")
+    schedule: tuple[float, ...] = Field((), description="gated: the earlier tasks' share per task in order, e.g. "
+                                        "[0/100, 30/70, 50/50] (old/new), in place of the fixed mix; the last entry "
+                                        "repeats; empty: mix")
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        return tuple(_share(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    @field_validator("schedule")
+    @classmethod
+    def _range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= x < 1 for x in v):
+            raise ValueError("each share must be in [0, 1), e.g. 30/70")
+        return v
 
 
 class StrategyConfig(Frozen):
@@ -113,6 +128,35 @@ class SequentialConfig(Frozen):
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     general: GeneralConfig = GeneralConfig()
     run: RunConfig = RunConfig()
+    stages: tuple[dict[str, float], ...] = Field((), description="a curriculum: each stage's task mix in training "
+                                                 "order, e.g. [{facts:people: 1}, {facts:people: 0.7, facts:elements: "
+                                                 "0.3}] (shares of the stage's examples; tasks may come back); empty: "
+                                                 "one stage per task, in order")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _percentages(cls, v: Any) -> Any:
+        """Shares as fractions or percentages (70, '70%'); each stage's must add up to 1 (100%)."""
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for k, stage in enumerate(v, 1):
+            if not isinstance(stage, dict) or not stage:
+                raise ValueError(f"stage {k}: a mapping of task to share, e.g. {{facts:people: 0.7, facts:elements: 0.3}}")
+            shares = {t: float(str(x).rstrip("%")) for t, x in stage.items()}
+            total = sum(shares.values())
+            if any(x <= 0 for x in shares.values()) or not (abs(total - 1) < 1e-6 or abs(total - 100) < 1e-4):
+                raise ValueError(f"stage {k}: shares must be positive and add up to 1 (or 100%), not {total:g}")
+            out.append({t: x / total for t, x in shares.items()})
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _stage_tasks(self):
+        for k, stage in enumerate(self.stages, 1):
+            unknown = [t for t in stage if t not in self.tasks]
+            if unknown:
+                raise ValueError(f"stage {k} names {', '.join(unknown)}, not in tasks ({', '.join(self.tasks)})")
+        return self
 
     @field_validator("tasks")
     @classmethod

@@ -11,8 +11,10 @@ only where training asks for it; earlier adapters and gates are frozen.
 
 A gate only learns to stay shut on an input it has seen wanting the old model. With `strategy.gated.mix` > 0 (the
 mixed curriculum) each batch gets that share of earlier tasks' examples from a replay buffer (the `replay` strategy's
-own), so every gate is trained on both sides of its decision. After each task the mean gate value over each seen
-task's inputs is recorded per layer (saved, printed in the run's report and plotted): which inputs route where.
+own), so every gate is trained on both sides of its decision; `strategy.gated.schedule` sets the share per task
+instead (e.g. 0/100 → 30/70 → 50/50), as `strategy.replay.schedule` does for replay. After each task the mean gate
+value over each seen task's inputs is recorded per layer (saved, printed in the run's report and plotted): which
+inputs route where.
 
 Under Adam every parameter moves by about the learning rate per step; on the gate's logit scale that would keep a
 gate shut for a whole task at LoRA learning rates, so `speed` scales the logit: its bias moves it by about speed · lr
@@ -124,7 +126,7 @@ class Gated:
         self.cfg = settings.gated
         self.names: list[str] = []
         self.layers: dict[int, GatedLayer] = {}
-        mixed = settings.replay.model_copy(update={"ratio": self.cfg.mix, "schedule": ()})
+        mixed = settings.replay.model_copy(update={"ratio": self.cfg.mix, "schedule": self.cfg.schedule})
         self.curriculum = Replay(settings.model_copy(update={"replay": mixed}))
 
     def before_task(self, model, task, ctx):
@@ -151,7 +153,7 @@ class Gated:
                 gl.hook(adapter)
 
     def loss(self, model, batch, ctx):
-        return nll(model, self.curriculum.mixed(batch, ctx) if self.cfg.mix > 0 else batch)
+        return nll(model, self.curriculum.mixed(batch, ctx) if self.curriculum.share > 0 else batch)
 
     @torch.no_grad()
     def gate_means(self, model, examples, pad_id: int, batch_size: int = 8) -> list[float]:

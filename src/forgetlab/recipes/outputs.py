@@ -22,7 +22,9 @@ def accuracy_matrix(state: dict, split: str) -> np.ndarray:
 def split_metrics(state: dict) -> dict:
     """Per split: the continual metrics over the tasks learned so far (R[:learned + 1, :learned]).
 
-    For the references (`joint`, `base`) only the average accuracy of the last row is defined.
+    For the references (`joint`, `base`) only the average accuracy of the last row is defined; for a curriculum
+    (stages that mix and revisit tasks) the average accuracy of the last row and each task's forgetting (its best
+    accuracy after any earlier stage minus its last), BWT, FWT and plasticity needing one task per stage.
     """
     learned = len(state["stages"]) - 1
     out = {}
@@ -31,6 +33,12 @@ def split_metrics(state: dict) -> dict:
         if state.get("plan", "sequential") == "sequential":
             if learned:
                 out[s] = summary(R[:, :learned])
+        elif state["plan"] == "curriculum":
+            if learned:
+                out[s] = {"average_accuracy": float(np.nanmean(R[-1])), "bwt": math.nan, "fwt": math.nan,
+                          "plasticity": math.nan,
+                          "forgetting": [float(np.nanmax(R[1:-1, j]) - R[-1, j]) if learned > 1 else math.nan
+                                         for j in range(R.shape[1])]}
         else:
             out[s] = {"average_accuracy": float(np.nanmean(R[-1])), "bwt": math.nan, "fwt": math.nan,
                       "plasticity": math.nan, "forgetting": [math.nan] * R.shape[1]}
@@ -49,7 +57,7 @@ def diagnostics(state: dict, cfg: DiagnosticsConfig) -> dict:
     general = state.get("retention") or []
     base = general[0] if general else None
     first = accuracy_matrix(state, state["splits"][0])[:, 0] if state["accuracy"] and state["splits"] else []
-    learned = first[1] if len(first) > 1 and state.get("plan", "sequential") == "sequential" else None
+    learned = first[1] if len(first) > 1 and state.get("plan", "sequential") in ("sequential", "curriculum") else None
     return {
         "spikes": [{"task": t, "factor": f, "flagged": bool(f > cfg.spike_threshold)}
                    for t, f in zip(stages[1:], spikes, strict=False)],
@@ -66,7 +74,7 @@ def boundary_flips(state: dict) -> list[dict]:
     """Per stage boundary, task and split: the items that went right → wrong ("lost") and wrong → right
     ("gained"), from the kept predictions (none where a stage has none)."""
     preds, out = state.get("predictions") or [], []
-    for k in range(1, len(preds)):
+    for k in range(1, min(len(preds), len(state["stages"]))):
         for task, splits in preds[k].items():
             for split, after in splits.items():
                 before = (preds[k - 1].get(task) or {}).get(split)

@@ -7,6 +7,7 @@ A stage is one task for a continual strategy, all tasks at once for `joint`, and
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -68,18 +69,44 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
     return run_dir
 
 
-def stage_plan(method, tasks: list[Task]) -> list[Task]:
-    """What each stage trains on: one task per stage, one joint stage of every task's data, or nothing."""
+def stage_plan(method, tasks: list[Task], stages: tuple[dict[str, float], ...] = (), seed: int = 0) -> list[Task]:
+    """What each stage trains on: one task per stage, the curriculum's mixes (`stages`), one joint stage of every
+    task's data, or nothing."""
     if method.stages == "none":
         return []
     if method.stages == "joint":
         return [Task("joint", [ex for t in tasks for ex in t.train])]
+    if stages:
+        return [mixed_stage(i, mix, {t.name: t for t in tasks}, seed) for i, mix in enumerate(stages)]
     return list(tasks)
+
+
+def mixed_stage(i: int, mix: dict[str, float], tasks: dict[str, Task], seed: int) -> Task:
+    """Stage i of a curriculum: as many examples as the largest task of its mix has, each task giving its share
+    (round(share × that size), its examples in a seeded order, cycled where it has fewer), named by its mix
+    ("stage2 people70+elements30")."""
+    size = max(len(tasks[t].train) for t in mix)
+    train = []
+    for name, share in mix.items():
+        pool = list(tasks[name].train)
+        random.Random(f"stage{i}-{name}-{seed}").shuffle(pool)
+        train += [pool[j % len(pool)] for j in range(round(share * size))]
+    label = "+".join(f"{name.split(':', 1)[-1]}{round(100 * share)}" for name, share in mix.items())
+    return Task(f"stage{i + 1} {label}", train)
+
+
+def seen_tasks(tasks: list[Task], stages: tuple[dict[str, float], ...], i: int) -> list[Task]:
+    """The tasks trained on up to stage i (what a strategy's hooks are told): the first i + 1 tasks, or the
+    curriculum's tasks of stages 1..i + 1."""
+    if not stages:
+        return tasks[: i + 1]
+    names = {t for mix in stages[: i + 1] for t in mix}
+    return [t for t in tasks if t.name in names]
 
 
 def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state: dict, console) -> None:
     """The body of the study; `state` is updated in place and saved after every stage."""
-    plan = stage_plan(method, tasks)
+    plan = stage_plan(method, tasks, cfg.stages, cfg.train.seed)
     encoded = [[encode(tok, ex, cfg.train.max_length) for ex in t.train] for t in plan]
     land = [task_batches(tok, t, cfg.landscape.batch_size, cfg.train.max_length, cfg.landscape.batches) for t in plan]
     states = [adapter_state(model)]  # θ at each stage: before, after stage 1, ...
@@ -149,7 +176,7 @@ def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, 
     The global RNG is seeded per stage first, so an adapter a hook creates is initialised the same way whether the
     run is fresh or resumed.
     """
-    ctx = MethodContext(task_index=i, tasks=tasks[: i + 1], tokenizer=tok, train=cfg.train)
+    ctx = MethodContext(task_index=i, tasks=seen_tasks(tasks, cfg.stages, i), tokenizer=tok, train=cfg.train)
     torch.manual_seed(cfg.train.seed * 1000 + i)
     call_hook(method, "before_task", model, task, ctx)
     result = body(ctx)
@@ -159,7 +186,9 @@ def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, 
 
 def new_state(cfg: SequentialConfig, tasks, method) -> dict:
     return {"version": __version__, "kind": "sequential", "method": cfg.strategy.name, "seed": cfg.train.seed,
-            "plan": method.stages, "tasks": [t.name for t in tasks],
+            "plan": "curriculum" if cfg.stages and method.stages == "sequential" else method.stages,
+            "curriculum": [dict(mix) for mix in cfg.stages] if method.stages == "sequential" else [],
+            "tasks": [t.name for t in tasks],
             "splits": sorted({s for t in tasks for s in t.splits}, key=["seen", "held_out"].index),
             "stages": [], "accuracy": [], "retention": [], "history": [], "checkpoints": [], "estimates": [],
             "method_info": [], "predictions": [], "questions": task_questions(tasks)}
