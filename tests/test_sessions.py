@@ -158,6 +158,37 @@ def test_rollback_to_a_kept_epoch(tiny_dir, tmp_path, monkeypatch, capsys):
     assert store.info()["active"] == 1 and store.info()["active_epoch"] is None
 
 
+@pytest.mark.parametrize("mode", ["merge", "stack"])
+def test_export_adapter_is_one_peft_lora_adapter_that_answers_like_the_chain(tiny_dir, tmp_path, capsys, mode):
+    """`session export --adapter`: the chain as one PEFT LoRA adapter (what vLLM's --lora-modules loads: an
+    adapter_config.json with r, lora_alpha and target_modules, safetensors weights under PEFT's names) that, applied
+    to the `--base` export, answers like the served chain."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    store = Store(tmp_path / "home", "msu")
+    train_session(store, fast_cfg(tiny_dir, mode=mode), str(CS))  # rank 8 (auto), q and v
+    train_session(store, fast_cfg(tiny_dir, mode=mode, rank=2, targets=("q_proj", "o_proj")), str(HOUSING))
+    home = ["--assistant", "msu", "--home", str(tmp_path / "home")]
+    r = call_main(capsys, "session", "export", *home, "--adapter", str(tmp_path / "adapter"))
+    assert r.returncode == 0 and "--max-lora-rank 16 --lora-modules msu=" in " ".join(r.stdout.split())
+    assert call_main(capsys, "session", "export", *home, "--base", str(tmp_path / "base")).returncode == 0
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["target_modules"]) == (10, 10, ["o_proj", "q_proj", "v_proj"])
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"]
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert all(k.startswith("base_model.model.model.layers.") and k.endswith((".lora_A.weight", ".lora_B.weight"))
+               for k in weights)
+    assert weights["base_model.model.model.layers.0.self_attn.o_proj.lora_A.weight"].shape[0] == 10
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    combined = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    served, tok = load_chain(store, [1, 2], ModelConfig(name=str(tiny_dir)), mode)
+    assert torch.allclose(logits(combined, tok), logits(served, tok), atol=1e-5)
+    assert not torch.allclose(logits(AutoModelForCausalLM.from_pretrained(tmp_path / "base"), tok), logits(served, tok),
+                              atol=1e-3)
+
+
 def test_stacked_adapters_answer_like_merged_ones(tiny_dir, tmp_path):
     stack = Store(tmp_path, "stacked")
     train_session(stack, fast_cfg(tiny_dir, mode="stack"), str(CS))

@@ -90,7 +90,12 @@ def add_session(sub) -> None:
                        description="Merge every adapter of the active session (or --session K) into the base in "
                        "float32 and save a directory that AutoModelForCausalLM.from_pretrained loads.")
     add_assistant_args(ex)
-    ex.add_argument("--merged", required=True, metavar="DIR", help="output directory (new or empty)")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--merged", metavar="DIR", help="a plain HF model directory, every adapter merged (new or empty)")
+    what.add_argument("--adapter", metavar="DIR", help="the session chain as one PEFT LoRA adapter on the base (rank: "
+                      "the sessions' ranks added up), for vLLM's --enable-lora --lora-modules NAME=DIR")
+    what.add_argument("--base", metavar="DIR", help="the assistant's base model as a plain HF directory (what vLLM "
+                      "serves the adapters on)")
     ex.add_argument("--session", type=int, metavar="K", help="session to export [default: the active one]")
     ex.set_defaults(func=cmd_export)
 
@@ -276,6 +281,15 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def max_rank(adapter: str) -> int:
+    """The smallest of vLLM's --max-lora-rank values that holds this adapter's rank."""
+    import json
+    from pathlib import Path
+
+    rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
+    return next((v for v in (1, 8, 16, 32, 64, 128, 256, 320, 512) if v >= rank), rank)
+
+
 def active_label(info: dict) -> str:
     """'2', or '2 (epoch 3)' where a kept epoch is active."""
     epoch = info.get("active_epoch")
@@ -286,6 +300,9 @@ def cmd_export(args) -> int:
     from ..sessions.manage import export
     from ..sessions.store import Store
 
-    out = export(Store(args.home, args.assistant), args.merged, args.session)
-    print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained('{out}')")
+    kind = "adapter" if args.adapter else "base" if args.base else "merged"
+    out = export(Store(args.home, args.assistant), args.adapter or args.base or args.merged, args.session, kind=kind)
+    print(f"exported to {out}: " + (f"a PEFT adapter; serve it with vllm serve BASE --enable-lora --max-lora-rank "
+                                    f"{max_rank(out)} --lora-modules {args.assistant}={out}" if kind == "adapter" else
+                                    f"load it with AutoModelForCausalLM.from_pretrained('{out}')"))
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..errors import UserError
 from ..runs import read_json
-from .compose import export_merged, load_chain
+from .compose import export_adapter, export_merged, load_chain
 from .holder import Loaded
 from .store import Store
 
@@ -57,13 +57,26 @@ def rollback(store: Store, to: int, epoch: int | None = None) -> dict:
     return record
 
 
-def export(store: Store, out: str, session: int | None = None, device: str = "cpu") -> Path:
-    """Write the model of `session` (default: the active one), every adapter merged, as a plain HF directory."""
+def export(store: Store, out: str, session: int | None = None, device: str = "cpu", kind: str = "merged") -> Path:
+    """Write the model of `session` (default: the active one): every adapter merged, as a plain HF directory
+    (`kind` merged); its adapters combined into one PEFT adapter directory, for a server that applies LoRA adapters
+    to a shared base, such as vLLM's (adapter); or the assistant's base model alone, the base such a server loads
+    (base)."""
     info = store.info()
+    if kind == "base":
+        from ..model import load_base
+
+        model, tok = load_base(ModelConfig(name=info["model"], device="cpu", dtype="float32"))
+        meta = {"assistant": store.name, "base_model": info["model"], "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return export_merged(model, tok, Path(out), meta)
     k = info["active"] if session is None else session
     if k is None:
         raise UserError(f"assistant '{store.name}' has no session to export; train one first")
     chain = store.links(k, info.get("active_epoch") if session is None else None)
+    if kind == "adapter":
+        meta = {"assistant": store.name, "session": k, "chain": list(chain), "base_model": info["model"],
+                "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return export_adapter([store.adapter_path(j, e) for j, e in chain.items()], Path(out), meta)
     model, tok = load_chain(store, chain, ModelConfig(name=info["model"], device=device, dtype="float32"), info["mode"])
     meta = {"assistant": store.name, "session": k, "chain": list(chain),
             **({"epochs": {str(j): e for j, e in chain.items() if e is not None}} if any(chain.values()) else {}),
