@@ -44,6 +44,9 @@ def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path, capsys):
     assert len(rows) == 4  # header + before + one row per task
     assert len(metrics["estimates"]) == 1 and metrics["estimates"][0]["task"] == "facts:people"
     assert len(metrics["checkpoints"][0]["eigenvalues"]) == 2
+    for c in metrics["checkpoints"]:  # each stage's time split three ways, and the Lanczos iterations it took
+        assert c["train_seconds"] > 0 and c["eval_seconds"] > 0 and c["landscape_seconds"] > 0
+        assert 2 < c["lanczos_iterations"] <= 4
     for table in ("Accuracy matrix", "BWT", "½λ_max||Δθ||²", "measured ΔL", "spike factor", "general retention",
                   "task-1 retention"):
         assert table in r.stdout

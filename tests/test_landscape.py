@@ -55,6 +55,29 @@ def test_power_iteration_and_lanczos_on_a_known_spectrum():
     assert count > 3 * 25
 
 
+def test_lanczos_stops_once_the_top_k_has_converged():
+    """With a tolerance Lanczos stops when the top-k Ritz values move by less than it in one iteration: far fewer
+    Hessian-vector products on a well-separated spectrum, and the same eigenvalues to within the tolerance."""
+    from forgetlab.landscape import lanczos_coefficients, tridiagonal_eigenvalues
+
+    n = 200
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    spectrum = torch.cat([torch.tensor([50.0, 30.0, 20.0], dtype=torch.float64), torch.linspace(5, -1, n - 3)])
+    M = q @ torch.diag(spectrum) @ q.T
+    calls = []
+
+    def hvp(v):
+        calls.append(1)
+        return M @ v.double()
+
+    alphas, betas = lanczos_coefficients(hvp, n, 100, tol=1e-6, k=3, dtype=torch.float64)
+    assert len(alphas) == len(calls) < 100  # it stopped early, and says how many products it used
+    top = tridiagonal_eigenvalues(alphas, betas, 3)
+    assert torch.allclose(top, spectrum[:3], rtol=1e-5)
+    full, _ = lanczos_coefficients(lambda v: M @ v.double(), n, 100, dtype=torch.float64)
+    assert len(full) == 100 and full[: len(alphas)] == pytest.approx(alphas)  # the same run, cut short
+
+
 def test_quadratic_form_matches_dense(tokenizer):
     lora = LoraSettings(rank=2, alpha=4, dropout=0.0, targets=("q_proj",))
     model, batches = trained_tiny(tokenizer, torch.float64, lora)

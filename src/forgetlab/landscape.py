@@ -9,6 +9,7 @@ Forgetting of task 1 when θ moves from its checkpoint θ₁ by Δθ:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -60,12 +61,14 @@ def make_hvp(model, batches: list[dict]) -> tuple[HVP, int]:
     return hvp, n
 
 
-def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0,
-                         dtype=torch.float32) -> tuple[list[float], list[float]]:
+def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0, dtype=torch.float32,
+                         tol: float | None = None, k: int = 1) -> tuple[list[float], list[float]]:
     """Lanczos with full reorthogonalisation: the tridiagonal matrix's diagonal (alphas) and off-diagonal (betas).
 
-    Uses exactly `min(iterations, n)` operator applications (fewer if the Krylov space is exhausted). The first
-    m coefficients are those an m-iteration run would give, so one long run yields every shorter one.
+    Uses `min(iterations, n)` operator applications (fewer if the Krylov space is exhausted, or, with `tol`, once
+    the top-`k` Ritz values all moved by less than `tol` relative to themselves in the last iteration; the number
+    used is len(alphas)). The first m coefficients are those an m-iteration run would give, so one long run yields
+    every shorter one.
     """
     m = min(iterations, n)
     gen = torch.Generator().manual_seed(seed)
@@ -78,6 +81,8 @@ def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0,
         w = hvp(V[j]).to(torch.float64)
         alpha = float(w @ V[j].double())
         alphas.append(alpha)
+        if tol is not None and j >= k and converged(alphas, betas, k, tol):
+            break
         # Reorthogonalise against the whole basis, twice ("twice is enough"), to stay orthogonal in finite precision.
         for _ in range(2):
             w -= V[: j + 1].double().T @ (V[: j + 1].double() @ w)
@@ -87,6 +92,13 @@ def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0,
         betas.append(beta)
         V[j + 1] = (w / beta).to(dtype)
     return alphas, betas
+
+
+def converged(alphas: list[float], betas: list[float], k: int, tol: float) -> bool:
+    """Whether the top-k Ritz values moved by less than `tol` (relative) between the last two iterations."""
+    now = tridiagonal_eigenvalues(alphas, betas, k)
+    before = tridiagonal_eigenvalues(alphas[:-1], betas[: len(alphas) - 2], k)
+    return len(before) == len(now) and bool(((now - before).abs() <= tol * now.abs().clamp(min=1e-12)).all())
 
 
 def tridiagonal_eigenvalues(alphas: list[float], betas: list[float], k: int) -> torch.Tensor:
@@ -133,11 +145,14 @@ def power_iteration(hvp: HVP, n: int, k: int, tol: float = 1e-3, max_iter: int =
     return [lam for lam, _ in found], count
 
 
-def top_eigenvalues(model, batches: list[dict], k: int, iterations: int, seed: int = 0) -> list[float]:
-    """Top-k Hessian eigenvalues of the loss over `batches` w.r.t. the trainable parameters."""
+def top_eigenvalues(model, batches: list[dict], k: int, iterations: int, seed: int = 0,
+                    tol: float | None = None) -> tuple[list[float], int]:
+    """Top-k Hessian eigenvalues of the loss over `batches` w.r.t. the trainable parameters, and the Lanczos
+    iterations (Hessian-vector products) used: `iterations`, or fewer once the top-k converged to `tol`."""
     with eager_attention(model):
         hvp, n = make_hvp(model, batches)
-        return [float(x) for x in lanczos(hvp, n, k, iterations, seed)]
+        alphas, betas = lanczos_coefficients(hvp, n, iterations, seed, tol=tol, k=k)
+        return [float(x) for x in tridiagonal_eigenvalues(alphas, betas, k)], len(alphas)
 
 
 def quadratic_form(model, batches: list[dict], direction: torch.Tensor) -> float:
@@ -170,8 +185,10 @@ def checkpoint_landscape(model, cfg, batches, states, task_name: str, train_seco
            "dtheta_prev": float(flat_diff(states[-1], states[-2]).norm()),
            "dW_prev": delta_w_norm(states[-2], states[-1], scaling), "eigenvalues": []}
     if cfg.landscape.enabled:
-        row["eigenvalues"] = top_eigenvalues(model, batches, cfg.landscape.top_k, cfg.landscape.iterations,
-                                             seed=cfg.train.seed)
+        t0 = time.perf_counter()
+        row["eigenvalues"], row["lanczos_iterations"] = top_eigenvalues(
+            model, batches, cfg.landscape.top_k, cfg.landscape.iterations, seed=cfg.train.seed, tol=cfg.landscape.tol)
+        row["landscape_seconds"] = time.perf_counter() - t0
     return row
 
 

@@ -86,8 +86,10 @@ def summary_tables(state: dict, detail: bool = False) -> list[tuple[str, list[st
         k = max((len(c["eigenvalues"]) for c in cks), default=0)
         out.append((f"Checkpoints: loss, the top {k} Hessian eigenvalues (landscape.top_k), displacement from the "
                     "previous stage",
-                    ["checkpoint", "own loss", "||Δθ||", "||ΔW||", "train s"] + [f"λ{r + 1}" for r in range(k)],
-                    [[c["task"], c["loss"], c["dtheta_prev"], c["dW_prev"], c["train_seconds"]]
+                    ["checkpoint", "own loss", "||Δθ||", "||ΔW||", "train s", "evaluate s", "landscape s",
+                     "Lanczos its"] + [f"λ{r + 1}" for r in range(k)],
+                    [[c["task"], c["loss"], c["dtheta_prev"], c["dW_prev"], c["train_seconds"], c.get("eval_seconds"),
+                      c.get("landscape_seconds"), c.get("lanczos_iterations")]
                      + (c["eigenvalues"] + [None] * k)[:k] for c in cks]))
     diag = state.get("diagnostics")
     if diag:

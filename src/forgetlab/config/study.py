@@ -13,7 +13,9 @@ from .core import DataConfig, EvalConfig, ExecutorConfig, Frozen, GeneralConfig,
 class LandscapeConfig(Frozen):
     enabled: bool = Field(True, description="Hessian eigenvalues and the forgetting estimate at each checkpoint")
     top_k: int = Field(5, gt=0, description="how many top Hessian eigenvalues")
-    iterations: int = Field(20, gt=1, description="Lanczos iterations (Hessian-vector products)")
+    iterations: int = Field(20, gt=1, description="Lanczos iterations (Hessian-vector products), at most")
+    tol: float | None = Field(1e-3, gt=0, description="stop Lanczos once the top-k eigenvalues moved by less than this "
+                              "(relative) in one iteration; null: always `iterations`")
     batches: int = Field(1, gt=0, description="batches of the task's training data the loss is taken over")
     batch_size: int = Field(8, gt=0, description="examples per landscape batch")
 

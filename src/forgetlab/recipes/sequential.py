@@ -143,16 +143,22 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
                              on_step=tick)
 
         history, info = stage_hooks(method, model, task, i, tasks, tok, cfg, fit)
+        train_seconds = time.perf_counter() - t0
         states.append(adapter_state(model))
         state["trainable_params"] = max(state.get("trainable_params") or 0,
                                         sum(p.numel() for p in model.parameters() if p.requires_grad))
 
         # Checkpoint: evaluate every task, landscape of this stage, displacement and forgetting estimates.
+        t0 = time.perf_counter()
         accuracy, predictions = evaluate_stage(model, tok, tasks, cfg)
         retention = general_accuracy(model, tok, cfg)
-        checkpoint = checkpoint_landscape(model, cfg, land[i], states, task.name, time.perf_counter() - t0)
+        eval_seconds = time.perf_counter() - t0
+        checkpoint = checkpoint_landscape(model, cfg, land[i], states, task.name, train_seconds)
+        checkpoint["eval_seconds"] = eval_seconds
+        t0 = time.perf_counter()
         estimates = forgetting_estimates(model, cfg, [t.name for t in plan], land, states, state["checkpoints"]) \
             if method.same_parameters else []
+        checkpoint["landscape_seconds"] = checkpoint.get("landscape_seconds", 0.0) + time.perf_counter() - t0
         adapter_dir = run_dir / "adapters" / slug(task.name)
         save_adapter(model, adapter_dir, {"task": task.name, "stage": i + 1, "step": len(state["history"]) + len(history),
                                           "version": __version__, "config": cfg.model_dump(mode="json"),
