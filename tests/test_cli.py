@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,11 @@ def test_full_run_writes_a_complete_run_directory(tiny_dir, tmp_path, capsys):
     listing = call_main(capsys, "runs", "--out", str(tmp_path))
     assert listing.returncode == 0 and "sequential" in listing.stdout
     check_predictions_and_flips(run, metrics)
+    page = (run / "report.html").read_text()  # one page that stands alone: settings, pictures inlined, definitions
+    pictures = re.findall(r"<img src='([^']*)'", page)
+    assert len(pictures) >= 3 and all(src.startswith("data:image/png;base64,") for src in pictures)
+    assert "<h2>Settings</h2>" in page and "<td>strategy.name</td><td>naive</td>" in page
+    assert "<h2>Definitions</h2>" in page and "<dt>BWT</dt>" in page and "<dt>bound</dt>" in page
     assert "Items that changed at each boundary" in " ".join(r.stdout.split())
 
 

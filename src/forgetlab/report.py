@@ -264,8 +264,13 @@ def write_report(run_dir: Path, state: dict) -> Path:
     plots = _plots(run_dir, state)
     intro = (f"status: {state.get('status', '?')} · tasks: {', '.join(state['tasks'])} · trainable parameters: "
              f"{state.get('trainable_params', '?')}")
+    settings = settings_of(run_dir, ["tasks", "strategy.name", "train.lr", "train.epochs", "train.batch_size",
+                                     "train.seed", "lora.rank", "lora.alpha", "lora.targets", "landscape.enabled",
+                                     "model.name"])
+    terms = ["accuracy", "average accuracy", "BWT", "FWT", "plasticity", "forgetting", "spike factor",
+             "general retention", "task-1 retention"] + (["bound"] if state.get("estimates") else [])
     return write_page(run_dir, f"forgetlab {state['kind']}: {run_dir.name}", intro, summary_tables(state, detail=True),
-                      plots)
+                      plots, settings=settings, terms=terms)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -274,17 +279,89 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
                      + ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows])
 
 
+TERMS = {
+    "accuracy": "share of a task's questions answered right: the option letter with the highest logit (MCQ), or a "
+                "greedy answer containing the reference (QA).",
+    "average accuracy": "mean over tasks of the last row of the accuracy matrix R (R[i, j]: task j after stage i).",
+    "BWT": "backward transfer, mean over tasks j < T of R[T, j] − R[j, j]: negative when later stages made earlier "
+           "tasks worse.",
+    "FWT": "forward transfer, mean over tasks j > 1 of R[j − 1, j] − R[0, j]: what a task gained before it was "
+           "trained.",
+    "plasticity": "mean over tasks of R[j, j], each task's accuracy right after its own stage.",
+    "forgetting": "per task, its best accuracy after an earlier stage minus its last.",
+    "spike factor": "the mean loss of the first steps of a stage over the mean of the last steps of the stage "
+                    "before (diagnostics.spike_window): how hard the new task hits.",
+    "general retention": "the share of the 28 built-in general questions answered, over the base model's share.",
+    "task-1 retention": "task 1's accuracy after a stage over its accuracy right after task 1 was learned.",
+    "bound": "½ λ_max ||Δθ||²: the second-order bound on a task's loss increase, with λ_max the top Hessian "
+             "eigenvalue at its checkpoint and Δθ the adapter's move since.",
+    "forget acc": "share of forget facts whose correct option has the highest log-likelihood as a plain-text "
+                  "continuation (lm-evaluation-harness's multiple-choice scoring).",
+    "forget QA": "share of forget questions whose greedy chat answer contains the answer.",
+    "truth ratio": "TOFU: P(wrong answers) / P(correct answer), length-normalised probabilities, geometric mean over "
+                   "the wrong ones; the forget column shows mean(min(tr, 1/tr)) (1: no preference left).",
+    "forget quality": "the p-value of a two-sample KS test between the forget facts' truth ratios and a reference "
+                      "model's that never saw them (high: indistinguishable).",
+    "model utility": "harmonic mean of the retain set's answer probability, ROUGE-L recall and truth ratio.",
+    "privleak": "MUSE: (AUC − AUC_reference) / AUC_reference × 100 of the min-k% membership test of forget vs "
+                "holdout facts (0: no more membership signal than the reference).",
+    "recovery rate": "RTT: accuracy on the held-out forget facts V after retraining on the others, over the "
+                     "original model's accuracy on V.",
+    "recovered share": "RTT: (unlearned + RTT − unlearned) / (original − unlearned): the share of what unlearning "
+                       "removed that retraining brings back.",
+    "comes back": "an attack's share of the forget accuracy unlearning removed that it restores.",
+}
+"""One sentence (with its formula) per metric a report may show; each page lists the ones it uses."""
+
+
+def settings_of(run_dir: Path, keys: list[str]) -> dict:
+    """The chosen dotted keys of the run's config.yaml (absent keys left out): a report's settings summary."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    out = {}
+    for key in keys:
+        value = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            out[key] = ", ".join(map(str, value)) if isinstance(value, list) else value
+    return out
+
+
+def _inline(path: Path) -> str:
+    """A PNG as a data: URI, so the page needs no file beside it (a missing file stays a plain link)."""
+    import base64
+
+    return f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" if path.is_file() else path.name
+
+
 def write_page(run_dir: Path, title: str, intro: str, tables: list[tuple[str, list[str], list[list]]],
-               plots: list[tuple[str, str]], links: list[tuple[str, str, str]] = ()) -> Path:
-    """`run_dir`/report.html: a title, a line of text, tables (title, header, rows), plots (file, title) and linked
-    pictures of other pages (title, page, picture; paths relative to `run_dir`), e.g. a grid's child runs."""
+               plots: list[tuple[str, str]], links: list[tuple[str, str, str]] = (), settings: dict | None = None,
+               terms: list[str] = ()) -> Path:
+    """`run_dir`/report.html, one page that stands alone (its pictures inlined): a title, a line of text, the
+    settings that produced it, tables (title, header, rows), plots (file, title), linked pictures of other pages
+    (title, page, picture; paths relative to `run_dir`, e.g. a grid's child runs) and the definitions of `terms`
+    (keys of TERMS)."""
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    if settings:
+        parts.append(html_table("Settings", ["setting", "value"],
+                                [[k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v]
+                                 for k, v in settings.items()]))
     parts += [html_table(*t) for t in tables]
-    parts += [f"<h2>{html.escape(t)}</h2><img src='{name}' alt='{html.escape(t)}'>" for name, t in plots]
-    parts += [f"<h2>{html.escape(t)}</h2><a href='{page}'><img src='{img}' alt='{html.escape(t)}'></a>"
+    parts += [f"<h2>{html.escape(t)}</h2><img src='{_inline(run_dir / name)}' alt='{html.escape(t)}'>"
+              for name, t in plots]
+    parts += [f"<h2>{html.escape(t)}</h2><a href='{page}'><img src='{_inline(run_dir / img)}' alt='{html.escape(t)}'></a>"
               for t, page, img in links]
+    if terms:
+        parts.append("<h2>Definitions</h2><dl>" + "".join(f"<dt>{html.escape(t)}</dt><dd>{html.escape(TERMS[t])}</dd>"
+                                                          for t in terms) + "</dl>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}")
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
+             "dl{background:#f6f6f6;padding:.5em 1em}dt{font-weight:bold}dd{margin:0 0 .4em 1em}")
     page = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     write_text(run_dir / "report.html", page)
     return run_dir / "report.html"

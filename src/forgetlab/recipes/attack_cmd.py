@@ -62,13 +62,15 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
     state["status"] = "complete"
     write_json(out / "metrics.json", state)
     from ..report import print_tables, write_page
-    from .unlearn_report import plots, quant_table, relearn_table, rtt_table, scores_table
+    from .unlearn_report import UNLEARN_TERMS, plots, quant_table, relearn_table, rtt_table, scores_table
 
     tables = [scores_table(state["scores"], state["reference"])]
     tables += [t for key, make in (("rtt", rtt_table), ("relearn", relearn_table), ("quant", quant_table))
                if key in state for t in [make(state[key])]]
     write_page(out, f"forgetlab attack: {out.name}", f"model: {model_dir} · forget: {sets['forget'].name} · "
-               f"original: {original}", tables, plots(out, state))
+               f"original: {original}", tables, plots(out, state),
+               settings={"attacks": ", ".join(attacks), "rtt.lrs": cfg.rtt.lrs, "relearn.lrs": cfg.relearn.lrs,
+                         "quant.bits": cfg.quant.bits, "seed": cfg.train.seed}, terms=UNLEARN_TERMS)
     print_tables(console, tables, first_left=False)
     index_run(root, out, "attack", out.name, "complete", {})
     return out

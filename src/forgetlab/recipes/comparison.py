@@ -103,7 +103,10 @@ def write_comparison(out: Path, cfg, rows: list[dict], results: list[dict], stat
               f"{run.relative_to(out)}/report.html", f"{run.relative_to(out)}/accuracy_matrix.png")
              for s, run in first.items() if (run / "accuracy_matrix.png").is_file()]
     write_page(out, f"forgetlab compare: {out.name}", f"status: {status} · tasks: {', '.join(cfg.tasks)} · seeds: "
-               f"{list(cfg.seeds)}", [("Comparison", header, body)], plots, links)
+               f"{list(cfg.seeds)}", [("Comparison", header, body)], plots, links,
+               settings={"strategies": cfg.strategies, "seeds": cfg.seeds, "tasks": cfg.tasks, "train.lr": cfg.train.lr,
+                         "train.epochs": cfg.train.epochs, "lora.rank": cfg.lora.rank, "model.name": cfg.model.name},
+               terms=["average accuracy", "BWT", "plasticity", "forgetting", "general retention", "task-1 retention"])
 
 
 def comparison_plots(out: Path, rows: list[dict], results: list[dict]) -> list[tuple[str, str]]:

@@ -173,7 +173,11 @@ def finish(cfg: SweepConfig, out: Path, results: list[dict], status: str, consol
     failed = sum(r.get("status") != "complete" for r in rows)
     intro = (f"status: {status} · {len(rows)} of {len(order)} points finished, {failed} failed · axes: "
              + ", ".join(f"{k} = {v}" for k, v in cfg.axes.items()))
-    write_page(out, f"forgetlab sweep: {out.name}", intro, tables(cfg, rows, ranks), plots(out, rows, ranks))
+    write_page(out, f"forgetlab sweep: {out.name}", intro, tables(cfg, rows, ranks), plots(out, rows, ranks),
+               settings={**{f"axis {k}": v for k, v in cfg.axes.items()},
+                         **{f"unlearn {k}": v for k, v in cfg.unlearn.items()}},
+               terms=["forget acc", "recovery rate", "recovered share", "truth ratio", "model utility", "forget quality",
+                      "privleak"])
     best = min((r for r in ranks if r.get("recovery_rate_mean") is not None), key=lambda r: r["recovery_rate_mean"],
                default={})
     index_run(cfg.run.root, out, "sweep", out.name, status,

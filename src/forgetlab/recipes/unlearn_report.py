@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import fmt, print_tables, save_plot, write_page
+from ..report import fmt, print_tables, save_plot, settings_of, write_page
 from .unlearn_scores import COLUMNS as FIELD_COLUMNS
 
 CHECK_COLUMNS = [("step", "step"), ("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_qa", "forget QA"),
@@ -190,10 +190,19 @@ def write_unlearn_report(run_dir: Path, state: dict) -> Path:
     intro = (f"{guard_line(state)} status: {state['status']} · forget: {sets.get('forget', {}).get('name')} · retain: "
              f"{sets.get('retain', {}).get('name')} · trainable parameters: {state.get('trainable_params')} · "
              f"saved: {state.get('saved', '-')}")
-    return write_page(run_dir, f"forgetlab unlearn: {run_dir.name}", intro, tables(state), plots(run_dir, state))
+    settings = settings_of(run_dir, ["method.name", "lora.rank", "train.lr", "train.epochs", "train.seed",
+                                     "forget", "retain", "learn_first", "guard.eval_every", "guard.patience",
+                                     "model.name"])
+    return write_page(run_dir, f"forgetlab unlearn: {run_dir.name}", intro, tables(state), plots(run_dir, state),
+                      settings=settings, terms=UNLEARN_TERMS)
+
+
+UNLEARN_TERMS = ["forget acc", "forget QA", "truth ratio", "forget quality", "model utility", "privleak",
+                 "recovery rate", "recovered share", "comes back"]
+"""The definitions an unlearn, rtt or attack page carries (report.TERMS)."""
 
 
 def write_rtt_report(run_dir: Path, state: dict) -> Path:
     intro = f"model: {state['model']} · forget facts: {state['forget']} · original: {state['original_model']}"
     return write_page(run_dir, f"forgetlab rtt: {run_dir.name}", intro, rtt_tables(state),
-                      plots(run_dir, state))
+                      plots(run_dir, state), settings=state.get("settings"), terms=UNLEARN_TERMS)
