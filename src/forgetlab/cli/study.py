@@ -42,6 +42,9 @@ def add_study_args(p, cls) -> None:
     p.add_argument("--mmlu-dir", metavar="DIR", help="local MMLU directory ({dev,val,test}/<subject>_<split>.csv)")
     p.add_argument("--name", help="run name")
     p.add_argument("--out", metavar="DIR", help=f"where run directories go [default: {default_of(cls, 'run.root')}]")
+    p.add_argument("--log", choices=["tensorboard", "wandb", "mlflow"], help="also log the run (steps, each stage's "
+                   "evaluation, the final tables) to TensorBoard, Weights & Biases (offline) or MLflow, in its run "
+                   "directory (extras: pip install -e '.[tensorboard]', '.[wandb]', '.[mlflow]')")
 
 
 def add_sequential(sub) -> None:
@@ -63,7 +66,8 @@ def add_sequential(sub) -> None:
 def study_flags(args) -> dict:
     return {"tasks": tuple(args.task) if args.task else None, "lora.preset": args.preset,
             "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
-            "model.name": args.model, "data.mmlu.dir": args.mmlu_dir, "run.name": args.name, "run.root": args.out}
+            "model.name": args.model, "data.mmlu.dir": args.mmlu_dir, "run.name": args.name, "run.root": args.out,
+            "run.log": args.log}
 
 
 def sequential_config(args) -> SequentialConfig:

@@ -197,6 +197,9 @@ def lm_eval_tasks(tasks: list[str]) -> tuple[list[str], list[str]]:
 class RunConfig(Frozen):
     name: str | None = Field(None, description="run name; default: the recipe and task names")
     root: str = Field("runs", description="directory that holds run directories and the run index")
+    log: Literal["tensorboard", "wandb", "mlflow"] | None = Field(None, description="also log the run to TensorBoard "
+                                                                 "(tb/), Weights & Biases (offline, wandb/) or MLflow "
+                                                                 "(mlruns/) in its run directory")
 
 
 class ExecutorConfig(Frozen):

@@ -29,14 +29,16 @@ from ..model import (
     load_lora_state,
     save_adapter,
 )
-from ..report import StepProgress, print_summary, write_report
+from ..report import StepProgress, markdown_table, print_summary, summary_tables, write_report
 from ..runs import clean_partial, index_run, new_run_dir, peak_memory_mb, read_json, slug, write_json, write_text
+from ..tracking import NullTracker, require, tracker
 from .outputs import save_outputs
 
 
 def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=None) -> Path:
     """Run the study described by `cfg` (or carry on the interrupted run in `resume`); return the run directory."""
     # Tasks first: bad input fails before a model is loaded.
+    require(cfg.run.log)
     tasks = [load_task(spec, cfg.data) for spec in cfg.tasks]
     method = build_method(cfg.strategy.name, cfg.strategy)
     # Base model with one LoRA adapter (seeded init): a bad target fails here, before a run directory exists.
@@ -55,17 +57,25 @@ def run_sequential(cfg: SequentialConfig, resume: Path | None = None, console=No
     state.setdefault("questions", task_questions(tasks))
     write_text(run_dir / "config.yaml", dump_yaml(cfg))
     t0 = time.perf_counter()
+    track = tracker(cfg.run.log, run_dir, run_dir.name, cfg.model_dump(mode="json"))
     try:
-        study(cfg, tasks, method, model, tok, run_dir, state, console)
+        study(cfg, tasks, method, model, tok, run_dir, state, console, track)
+        state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - t0
+        state["peak_memory_mb"] = max(state.get("peak_memory_mb") or 0.0, peak_memory_mb(model))
+        save_state(run_dir, cfg, state, "complete")
+        write_report(run_dir, state)
+        print_summary(console, state)
+        for split, numbers in state["metrics"].items():
+            track.scalars({k: v for k, v in numbers.items() if k != "forgetting"}, len(state["stages"]) - 1,
+                          f"summary/{split}/")
+        track.text("summary", "\n\n".join(f"**{title}**\n\n{markdown_table(header, rows)}"
+                                           for title, header, rows in summary_tables(state)))
     except KeyboardInterrupt:
         if state["stages"]:
             save_state(run_dir, cfg, state, "interrupted")
         raise Interrupted(run_dir) from None
-    state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - t0
-    state["peak_memory_mb"] = max(state.get("peak_memory_mb") or 0.0, peak_memory_mb(model))
-    save_state(run_dir, cfg, state, "complete")
-    write_report(run_dir, state)
-    print_summary(console, state)
+    finally:
+        track.close()
     return run_dir
 
 
@@ -104,8 +114,10 @@ def seen_tasks(tasks: list[Task], stages: tuple[dict[str, float], ...], i: int) 
     return [t for t in tasks if t.name in names]
 
 
-def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state: dict, console) -> None:
-    """The body of the study; `state` is updated in place and saved after every stage."""
+def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state: dict, console,
+          track: NullTracker | None = None) -> None:
+    """The body of the study; `state` is updated in place and saved after every stage, and logged to `track`."""
+    track = track or NullTracker()
     plan = stage_plan(method, tasks, cfg.stages, cfg.train.seed)
     encoded = [[encode(tok, ex, cfg.train.max_length) for ex in t.train] for t in plan]
     land = [task_batches(tok, t, cfg.landscape.batch_size, cfg.train.max_length, cfg.landscape.batches) for t in plan]
@@ -140,7 +152,7 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
             label, total = f"stage {i + 1}/{len(plan)} {task.name}", steps_for(len(encoded[i]), cfg.train)
             with progress.task(label, total) as tick:
                 return train(model, encoded[i], cfg.train, method, ctx, tok.pad_token_id, seed=cfg.train.seed + i,
-                             on_step=tick)
+                             on_step=lambda h: (tick(h), track.step(h, len(state["history"]) + h["step"])))
 
         history, info = stage_hooks(method, model, task, i, tasks, tok, cfg, fit)
         train_seconds = time.perf_counter() - t0
@@ -174,6 +186,8 @@ def study(cfg: SequentialConfig, tasks, method, model, tok, run_dir: Path, state
         state["estimates"] += estimates
         state["method_info"].append(info or {})
         save_state(run_dir, cfg, state, "incomplete")
+        track.scalars({**{f"{t}/{s}": row.get("accuracy") for t, splits in accuracy.items() for s, row in splits.items()},
+                       "general": retention, "train_seconds": train_seconds}, i + 1, "eval/")
 
 
 def stage_hooks(method, model, task, i: int, tasks, tok, cfg: SequentialConfig, body):
