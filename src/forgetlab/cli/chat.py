@@ -150,7 +150,7 @@ def add_online_eval(sub) -> None:
                        epilog="facts file (JSON list or JSONL), one object per fact:\n"
                        '  {"statement": "My sister\'s name is Oriel.", "probes": [{"question": "What do people call '
                        'my sister?", "keys": ["Oriel"]}], "inverse": [{"question": "Who is Oriel?", "keys": '
-                       '["sister"]}]}\n\nexamples:\n  forgetlab online-eval\n  forgetlab online-eval --preset seed\n'
+                       '["sister"]}]}\n\nexamples:\n  forgetlab online-eval\n  forgetlab online-eval --preset minimal\n'
                        "  forgetlab online-eval --facts my_facts.jsonl --repeats 3 --set update.steps=12\n"
                        "  forgetlab online-eval --edits zsre_dev.json --baselines   # reliability, generalisation, "
                        "locality over T edits")

@@ -124,10 +124,13 @@ def add_online_args(p) -> None:
     p.add_argument("--config", metavar="YAML", help="online learner settings (the keys of `online:` in the YAML)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a learner setting, e.g. update.lr=1e-3 (repeat)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="seed: the seed design's settings (r4 on q/v, lr 5e-6, "
-                   "one step per turn, the statement only), for comparison; editor (online-eval --edits uses it "
-                   "unless another is named): the adapter on the top half of the layers, 3 of the 8 rehearsed "
+    p.add_argument("--preset", choices=sorted(PRESETS), help="minimal (also: seed): one small step per turn (r4 on "
+                   "q/v, lr 1e-6 × 5 for facts, the statement only), for comparison; editor (online-eval --edits uses "
+                   "it unless another is named): the adapter on the top half of the layers, 3 of the 8 rehearsed "
                    "facts the most recently stored")
+    from ..config import OnlineConfig
+
+    p.epilog = (p.epilog or "") + "\n\nonline learner " + config_epilog(OnlineConfig)
 
 
 def online_config(args, flags: dict | None = None):

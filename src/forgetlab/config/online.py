@@ -1,8 +1,8 @@
 """The online learner's settings: one validated, frozen config (YAML `online:` maps onto it; `--set` overrides).
 
-`OnlineConfig()` is the default that works on the bundled model; `PRESETS["seed"]` is the seed design's
-configuration (r4 on q/v, lr 1e-6 × 5 for facts, one step per turn, trained as "I understand. <fact>"), kept so the
-two can be compared (README: online learning); `PRESETS["editor"]` is what `online-eval --edits` runs.
+`OnlineConfig()` is the default that works on the bundled model; `PRESETS["minimal"]` (alias `seed`) is the
+smallest learner (r4 on q/v, lr 1e-6 × 5 for facts, one step per turn, trained as "I understand. <fact>"), kept so
+the two can be compared (README: online learning); `PRESETS["editor"]` is what `online-eval --edits` runs.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class OnlineConfig(Frozen):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "seed": {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
+    "minimal": {"lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj", "v_proj"]},
              "update": {"lr": 1e-6, "fact_multiplier": 5.0, "steps": 1, "forms": 0, "statement": True, "rehearse": 0,
                         "stop_loss": 0.0, "lr_floor": 1e-7, "kl_fact": 1.0, "kl_important": 1.0},
              "gate": {"enabled": False}},
@@ -156,3 +156,4 @@ PRESETS: dict[str, dict[str, Any]] = {
     # rehearsed facts the most recent ones (zsRE dev, seed 0: later edits win in generation 0.69 → 0.94)
     "editor": {"lora": {"top_layers": 0.5}, "update": {"rehearse_recent": 0.375}},
 }
+PRESETS["seed"] = PRESETS["minimal"]  # its earlier name, still accepted
