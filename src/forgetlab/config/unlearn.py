@@ -140,6 +140,8 @@ class GuardConfig(Frozen):
 class LearnFirstConfig(Frozen):
     epochs: int = Field(8, gt=0, description="epochs of the fine-tuning that teaches the task before unlearning")
     lr: float = Field(2e-3, gt=0, description="its learning rate (LoRA r16 on all projections, merged afterwards)")
+    batch_size: int = Field(8, gt=0, description="its batch size, apart from train.batch_size: the taught model is "
+                            "the same whichever method then unlearns")
     forget_share: float = Field(0.5, gt=0, lt=1, description="share of the task's facts (by entity) to unlearn; the "
                                 "rest is the retain set")
     kl: float = Field(1.0, ge=0, description="weight of the KL to the base model on the built-in anchor prompts while "

@@ -190,7 +190,7 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tupl
     torch.manual_seed(cfg.train.seed)
     lora = LoraSettings(rank=16, alpha=32, dropout=0.0, targets=cfg.lora.targets)
     peft = attach_lora(model, lora)
-    tc = TrainConfig(epochs=cfg.learn.epochs, lr=cfg.learn.lr, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+    tc = TrainConfig(epochs=cfg.learn.epochs, lr=cfg.learn.lr, batch_size=cfg.learn.batch_size, seed=cfg.train.seed,
                      max_length=cfg.train.max_length)
     if cfg.learn.kl:  # anchored to the base model on everyday prompts, so learning the task keeps general answers
         method = build_method("kl", StrategyConfig(kl=KLConfig(lam=cfg.learn.kl, reference="base", on="anchors")))
