@@ -151,7 +151,8 @@ def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_c
 
 def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best_under_another_name(
         tiny_dir, tmp_path, capsys):
-    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "gd", "--lr", "1e-7", "--epochs", "1", "--rtt"))
+    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "gd", "--lr", "1e-7", "--epochs", "1", "--rtt",
+                                "--log", "tensorboard"))
     assert r.returncode == 3, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("forgetlab: unlearn: no checkpoint met the bar"), r.stderr
@@ -163,6 +164,13 @@ def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best
     assert "No acceptable checkpoint" in " ".join(r.stdout.split())  # the console wraps long lines
     assert "skipped" in state["rtt"] and "RTT: not run" in r.stdout and not (run / "rtt.csv").exists()  # no RTT
     assert (run / "report.html").is_file()
+    # --log tensorboard: every step and every guard check, read back with TensorBoard's own reader
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0}).Reload()
+    logged = [e.step for e in events.Scalars("check/forget_ll")]  # each check, then the kept step measured in full
+    assert logged[:len(state["checks"])] == [c["step"] for c in state["checks"]] and logged[-1] == state["final"]["step"]
+    assert [round(e.value, 4) for e in events.Scalars("train/loss")] == [round(h["loss"], 4) for h in state["history"]]
 
 
 def test_general_questions_that_a_forget_set_asks_or_answers_are_named():

@@ -356,3 +356,10 @@ def adapter_off(model, name: str, off: bool = True):
     finally:
         for layer, value in saved:
             layer.scaling[name] = value
+
+
+def save_pretrained_atomic(model, tok, path: Path) -> None:
+    """A transformers model directory (weights and tokenizer), written in one step."""
+    from .runs import atomic_dir
+
+    atomic_dir(path, lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)))

@@ -85,6 +85,9 @@ def add_unlearn(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeat)")
     p.add_argument("--name", help="run name")
     p.add_argument("--out", metavar="DIR", help=f"where run directories go [default: {default_of(UnlearnConfig, 'run.root')}]")
+    p.add_argument("--log", choices=["tensorboard", "wandb", "mlflow"], help="also log the run (every step, every "
+                   "guard check, the final tables) to TensorBoard, Weights & Biases (offline) or MLflow, in its run "
+                   "directory")
     p.set_defaults(func=cmd_unlearn)
 
 
@@ -122,7 +125,7 @@ def unlearn_config(args) -> UnlearnConfig:
              "relearn.enabled": True if "relearn" in (args.attacks or ()) else None,
              "guard.enabled": False if args.no_guard else None,
              "train.optimizer": args.optimizer, "train.epochs": args.epochs, "train.lr": args.lr, "train.seed": args.seed,
-             "model.name": args.model, "run.name": args.name, "run.root": args.out}
+             "model.name": args.model, "run.name": args.name, "run.root": args.out, "run.log": args.log}
     base = read_yaml(args.config) if args.config else {}
     if "rtt" in base:  # `rtt: true` in the file, then --rtt or --set rtt.epochs=... on top of it
         base["rtt"] = rtt_section(base["rtt"])

@@ -19,11 +19,13 @@ from ..data import load_task
 from ..data.unlearn import Fact, FactSet, read_facts
 from ..errors import BelowBar, Interrupted, UserError
 from ..loop import steps_for, train
-from ..model import adapter_state, attach_lora, freeze_below, load_adapter_state, load_base
-from ..report import StepProgress, fmt
-from ..runs import atomic_dir, index_run, new_run_dir, peak_memory_mb, write_json, write_text
+from ..model import adapter_state, attach_lora, freeze_below, load_adapter_state, load_base, save_pretrained_atomic
+from ..report import StepProgress, fmt, markdown_table
+from ..runs import new_run_dir, peak_memory_mb, write_text
+from ..tracking import NullTracker, require, tracker
 from ..unlearning import UnlearnContext, build_unlearning, canonical
 from ..unlearning.chat import with_chat_keys
+from .unlearn_report import finish
 from .unlearn_scores import evaluate_unlearning, forget_score, loss_batches, reference_scores
 
 
@@ -64,6 +66,7 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         note_shared(sets["forget"])
     if cfg.learn_first:
         load_task(cfg.learn_first, _data_cfg())  # a bad task name fails before the model loads
+    require(cfg.run.log)
     model, tok = load_base(cfg.model)
     if sets and hasattr(method, "rows"):  # e.g. wrong answers missing: fail before a run directory exists
         method.rows(sets["forget"], UnlearnContext(tok, cfg.train))
@@ -74,6 +77,7 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
     state = {"version": __version__, "kind": "unlearn", "method": name, "lora_rank": cfg.lora.rank, "lr": cfg.train.lr,
              "rc": cfg.method.rc, "status": "incomplete", "checks": []}
     t0 = time.perf_counter()
+    track = tracker(cfg.run.log, run_dir, run_dir.name, cfg.model_dump(mode="json"))
     try:
         reference = None
         if cfg.learn_first:
@@ -82,7 +86,7 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
             reference = reference_of(cfg, tok, sets)
         state["sets"] = {k: {"name": v.name, "facts": len(v.facts)} for k, v in sets.items()}
         state["reference"] = reference  # what forget quality and privleak compare with (None: no such model)
-        model = unlearn(model, tok, cfg, method, sets, state, run_dir, progress, console, reference)
+        model = unlearn(model, tok, cfg, method, sets, state, run_dir, progress, console, reference, track)
         state["train_seconds"] = time.perf_counter() - t0
         from .rtt import step_seconds
 
@@ -106,14 +110,17 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
                                     log=console.print if console else print) if accepted else \
                     {"skipped": "the unlearned model is below the floors or forgot too little"}
     except KeyboardInterrupt:
+        track.close()
         finish(run_dir, cfg, state, "interrupted")
         raise Interrupted(run_dir, "unlearn", f"forgetlab unlearn --config {run_dir / 'config.yaml'}") from None
     state["wall_seconds"] = time.perf_counter() - t0
     finish(run_dir, cfg, state, "complete" if state["kept"]["acceptable"] is not False else "below bar")
-    from .unlearn_report import print_unlearn, write_unlearn_report
+    from .unlearn_report import print_unlearn, tables, write_unlearn_report
 
     write_unlearn_report(run_dir, state)
     print_unlearn(console, state)
+    track.text("summary", "\n\n".join(f"**{t}**\n\n{markdown_table(h, rows)}" for t, h, rows in tables(state)))
+    track.close()
     if state["kept"]["acceptable"] is False:
         k = state["final"]
         raise BelowBar(f"unlearn: no checkpoint met the bar ({state['kept']['reason']}); the nearest (step "
@@ -208,7 +215,7 @@ def learn_first(model, tok, cfg: UnlearnConfig, progress, run_dir: Path) -> tupl
 
 
 def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: Path, progress, console,
-            reference: dict | None = None):
+            reference: dict | None = None, track: NullTracker | None = None):
     """Attach the adapter (or free the weights), evaluate, train with the guards (unlearning/guard.py): a cheap
     evaluation every `guard.eval_every` steps, a stop at the target or a floor, the best checkpoint restored at the
     end and measured in full. Returns the model holding the kept weights."""
@@ -239,6 +246,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         row = {**base, "step": step, "epoch": epoch,
                **evaluate_unlearning(model, tok, sets, cfg, loss_sets if full else None, reference),
                "train_loss": sum(h["loss"] for h in since) / len(since) if since else None, "note": ""}
+        (track or NullTracker()).scalars(row, step, "check/")
         return row
 
     start = measure(0, 0, full=True)
@@ -284,6 +292,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     with progress.task(f"unlearn {state['method']} (rank {cfg.lora.rank})", total) as tick:
         def on_step(row):
             tick(row)
+            (track or NullTracker()).step(row, row["step"])
             return check(row)
 
         state["history"] = train(model, rows, tc, method, ctx, tok.pad_token_id, seed=cfg.train.seed,
@@ -353,11 +362,6 @@ def reference_of(cfg: UnlearnConfig, tok, sets: dict[str, FactSet], model=None) 
     return out
 
 
-def save_pretrained_atomic(model, tok, path: Path) -> None:
-    """A transformers model directory (weights and tokenizer), written in one step."""
-    atomic_dir(path, lambda tmp: (model.save_pretrained(tmp), tok.save_pretrained(tmp)))
-
-
 def save_model(model, tok, cfg: UnlearnConfig, run_dir: Path, state: dict, prefix: str = ""):
     """`save: merged`: the adapter merged into the weights in float32, a plain transformers directory (run_dir/model);
     `adapter`: the PEFT adapter (run_dir/adapter); a model below the bar goes to rejected-model / rejected-adapter.
@@ -377,20 +381,3 @@ def save_model(model, tok, cfg: UnlearnConfig, run_dir: Path, state: dict, prefi
         save_pretrained_atomic(model.to(torch.float32), tok, run_dir / f"{prefix}model")
         state["saved"] = str(run_dir / f"{prefix}model")
     return model
-
-
-def finish(run_dir: Path, cfg: UnlearnConfig, state: dict, status: str) -> None:
-    """metrics.json, unlearn.csv and the index row, rewritten atomically."""
-    from ..runs import write_csv
-
-    state["status"] = status
-    rows = state.get("checks", [])
-    if rows:
-        header = list(rows[0])
-        write_csv(run_dir / "unlearn.csv", header, [[r.get(h) for h in header] for r in rows])
-    write_json(run_dir / "metrics.json", {k: v for k, v in state.items() if k != "history"} | {
-        "history": state.get("history", [])})
-    last, first = (state.get("final") or rows[-1], rows[0]) if rows else ({}, {})
-    index_run(cfg.run.root, run_dir, "unlearn", run_dir.name, status,
-              {"forget": last.get("forget_ll"), "retain": last.get("retain_ll"),
-               "forget_before": first.get("forget_ll"), "retain_before": first.get("retain_ll")})

@@ -206,3 +206,20 @@ def write_rtt_report(run_dir: Path, state: dict) -> Path:
     intro = f"model: {state['model']} · forget facts: {state['forget']} · original: {state['original_model']}"
     return write_page(run_dir, f"forgetlab rtt: {run_dir.name}", intro, rtt_tables(state),
                       plots(run_dir, state), settings=state.get("settings"), terms=UNLEARN_TERMS)
+
+
+def finish(run_dir: Path, cfg, state: dict, status: str) -> None:
+    """An unlearn run's metrics.json, unlearn.csv and index row, rewritten atomically."""
+    from ..runs import index_run, write_csv, write_json
+
+    state["status"] = status
+    rows = state.get("checks", [])
+    if rows:
+        header = list(rows[0])
+        write_csv(run_dir / "unlearn.csv", header, [[r.get(h) for h in header] for r in rows])
+    write_json(run_dir / "metrics.json", {k: v for k, v in state.items() if k != "history"} | {
+        "history": state.get("history", [])})
+    last, first = (state.get("final") or rows[-1], rows[0]) if rows else ({}, {})
+    index_run(cfg.run.root, run_dir, "unlearn", run_dir.name, status,
+              {"forget": last.get("forget_ll"), "retain": last.get("retain_ll"),
+               "forget_before": first.get("forget_ll"), "retain_before": first.get("retain_ll")})
