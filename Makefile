@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo quickstart test test-fast bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,20 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/forgetlab sequential --config configs/sequential/demo.yaml
+
+# The sequential study in about a minute (set-up excluded), then what to run next.
+quickstart: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/forgetlab sequential --config configs/sequential/quickstart.yaml
+	@echo ""
+	@echo "Next (each prefixed with .venv/bin/; times measured on 2 CPU cores with the bundled model):"
+	@echo "  make demo                                                      the study to read results from (10-13 min)"
+	@echo "  forgetlab compare --config configs/compare/three_facts.yaml    every strategy against forgetting, 2 seeds (87 min)"
+	@echo "  forgetlab session train examples/sessions/cs_faq.json --heldout examples/sessions/cs_faq_paraphrases.json --assistant msu"
+	@echo "                                                                 a domain assistant's first session (4.5 min)"
+	@echo "  forgetlab online-eval                                          learning from every chat turn, scored (5 min)"
+	@echo "  forgetlab unlearn --rtt                                        forget known facts, test by retraining (2.6 min)"
+	@echo "  forgetlab sweep --config configs/sweep/small.yaml              does LoRA rank change what comes back? (10 min)"
+	@echo "  forgetlab serve --learn                                        an OpenAI-style server that learns (starts in seconds)"
 
 # The tiny-model tests run in two worker processes (they keep about one core busy each), the kill tests (crash) among
 # them; then the end-to-end tests on the bundled model, one at a time (each keeps both cores busy).

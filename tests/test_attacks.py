@@ -79,7 +79,7 @@ def test_forgetlab_attack_on_a_saved_run_measures_the_saved_model(tiny_dir, tmp_
     text = " ".join(r.stdout.split())
     assert "Benign relearning attack" in text and "Quantization attack" in text and (out / "report.html").is_file()
     # the attacked model's own scores, the field's measures included, are the kept step's
-    assert "The model attacked, as it is" in text and state["reference"] is None
+    assert "The model attacked, as it is" in text and state["reference_model"] is None
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "<dt>comes back</dt>" in page and "<td>attacks</td>" in page
     for key in ("forget_ll", "retain_ll", "forget_prob", "forget_tr", "retain_prob", "utility"):

@@ -111,8 +111,8 @@ def test_two_sessions_merge_equivalence_rollback_and_export(tiny_dir, tmp_path):
 
 
 def test_rollback_to_a_kept_epoch(tiny_dir, tmp_path, monkeypatch, capsys):
-    """The last keep_epochs epochs' adapters are kept with the session; `session rollback --to K --epoch E` serves
-    (and trains on top of) session K as it was after epoch E."""
+    """The adapters of the keep_epochs epochs before the last are kept with the session; `session rollback --to K
+    --epoch E` serves (and trains on top of) session K as it was after epoch E."""
     from safetensors.torch import load_file
 
     from forgetlab.model import adapter_state
@@ -127,15 +127,14 @@ def test_rollback_to_a_kept_epoch(tiny_dir, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(session_recipe, "save_checkpoint", remember)
     store = Store(tmp_path, "msu")
-    train_session(store, fast_cfg(tiny_dir, epochs=3, keep_epochs=2), str(CS))
-    assert store.kept_epochs(1) == [2, 3] and sorted(seen) == [1, 2, 3]
+    train_session(store, fast_cfg(tiny_dir, epochs=4, keep_epochs=2), str(CS))
+    assert store.kept_epochs(1) == [2, 3] and sorted(seen) == [1, 2, 3, 4]  # epoch 1 pruned, 4 is the session
     kept = load_file(store.adapter_path(1, 2) / "adapter_model.safetensors")
     final = load_file(store.adapter_path(1) / "adapter_model.safetensors")
-    assert all(torch.equal(final[k], v) for k, v in load_file(store.adapter_path(1, 3) / "adapter_model.safetensors").items())
     assert not all(torch.equal(final[k], v) for k, v in kept.items())
-    # the kept epoch-2 file holds exactly the weights training had after epoch 2
-    assert sorted(v.sum().item() for v in kept.values()) == pytest.approx(
-        sorted(v.sum().item() for v in seen[2].values()), abs=1e-6)
+    # the kept epoch-2 file holds exactly the weights training had after epoch 2 (PEFT's names, without "default")
+    trained = {k.replace(".s001", ""): v for k, v in seen[2].items()}
+    assert set(kept) == set(trained) and all(torch.equal(kept[k], trained[k]) for k in kept)
 
     tok = load_chain(store, [1], ModelConfig(name=str(tiny_dir)), "merge")[1]
     r = call_main(capsys, "session", "rollback", "--assistant", "msu", "--home", str(tmp_path), "--to", "1", "--epoch", "2")
@@ -151,10 +150,10 @@ def test_rollback_to_a_kept_epoch(tiny_dir, tmp_path, monkeypatch, capsys):
     second = train_session(store, fast_cfg(tiny_dir, epochs=1, keep_epochs=0), str(HOUSING))
     assert second["parent"] == 1 and second["parent_epoch"] == 2 and store.links(2) == {1: 2, 2: None}
     assert store.kept_epochs(2) == [] and store.info()["active_epoch"] is None
-    for epoch, message in ((1, "kept epochs 2, 3"), (5, "not epoch 5")):
+    for epoch, message in ((1, "can return to epochs 2, 3, 4"), (5, "not epoch 5")):
         with pytest.raises(UserError, match=message):
             rollback(store, 1, epoch)
-    rollback(store, 1, 3)  # the final epoch is the session's own adapter
+    rollback(store, 1, 4)  # the final epoch is the session's own adapter
     assert store.info()["active"] == 1 and store.info()["active_epoch"] is None
 
 

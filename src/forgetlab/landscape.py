@@ -66,8 +66,9 @@ def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0, dtype
     """Lanczos with full reorthogonalisation: the tridiagonal matrix's diagonal (alphas) and off-diagonal (betas).
 
     Uses `min(iterations, n)` operator applications (fewer if the Krylov space is exhausted, or, with `tol`, once
-    the top-`k` Ritz values all moved by less than `tol` relative to themselves in the last iteration; the number
-    used is len(alphas)). The first m coefficients are those an m-iteration run would give, so one long run yields
+    each of the top-`k` Ritz pairs (θ, y) has a residual ||H y − θ y|| = β_j |last entry of its eigenvector of T|
+    below `tol` · |θ|, which bounds |θ − λ| for the nearest eigenvalue λ by the same; the number used is
+    len(alphas)). The first m coefficients are those an m-iteration run would give, so one long run yields
     every shorter one.
     """
     m = min(iterations, n)
@@ -81,24 +82,28 @@ def lanczos_coefficients(hvp: HVP, n: int, iterations: int, seed: int = 0, dtype
         w = hvp(V[j]).to(torch.float64)
         alpha = float(w @ V[j].double())
         alphas.append(alpha)
-        if tol is not None and j >= k and converged(alphas, betas, k, tol):
-            break
         # Reorthogonalise against the whole basis, twice ("twice is enough"), to stay orthogonal in finite precision.
         for _ in range(2):
             w -= V[: j + 1].double().T @ (V[: j + 1].double() @ w)
         beta = float(w.norm())
-        if j == m - 1 or beta < 1e-10 * max(1.0, abs(alpha)):
+        if j == m - 1 or beta < 1e-10 * max(1.0, abs(alpha)) or (
+                tol is not None and j + 1 >= k and converged(alphas, betas, beta, k, tol)):
             break
         betas.append(beta)
         V[j + 1] = (w / beta).to(dtype)
     return alphas, betas
 
 
-def converged(alphas: list[float], betas: list[float], k: int, tol: float) -> bool:
-    """Whether the top-k Ritz values moved by less than `tol` (relative) between the last two iterations."""
-    now = tridiagonal_eigenvalues(alphas, betas, k)
-    before = tridiagonal_eigenvalues(alphas[:-1], betas[: len(alphas) - 2], k)
-    return len(before) == len(now) and bool(((now - before).abs() <= tol * now.abs().clamp(min=1e-12)).all())
+def converged(alphas: list[float], betas: list[float], beta: float, k: int, tol: float) -> bool:
+    """Whether each of the top-k Ritz pairs of the tridiagonal matrix so far has a residual β |s_last| below
+    `tol` · |θ| (`beta`: the next off-diagonal coefficient, not yet in `betas`)."""
+    T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+    if len(off):
+        T += torch.diag(off, 1) + torch.diag(off, -1)
+    values, vectors = torch.linalg.eigh(T)
+    top, last = values[-k:], vectors[-1, -k:]
+    return bool((beta * last.abs() <= tol * top.abs().clamp(min=1e-12)).all())
 
 
 def tridiagonal_eigenvalues(alphas: list[float], betas: list[float], k: int) -> torch.Tensor:

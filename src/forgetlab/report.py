@@ -291,7 +291,8 @@ TERMS = {
     "forgetting": "per task, its best accuracy after an earlier stage minus its last.",
     "spike factor": "the mean loss of the first steps of a stage over the mean of the last steps of the stage "
                     "before (diagnostics.spike_window): how hard the new task hits.",
-    "general retention": "the share of the 28 built-in general questions answered, over the base model's share.",
+    "general retention": "the general score (the share of the 28 built-in general questions answered, or the mean "
+                         "score of general.lm_eval's tasks) over the base model's.",
     "task-1 retention": "task 1's accuracy after a stage over its accuracy right after task 1 was learned.",
     "bound": "½ λ_max ||Δθ||²: the second-order bound on a task's loss increase, with λ_max the top Hessian "
              "eigenvalue at its checkpoint and Δθ the adapter's move since.",
@@ -302,11 +303,13 @@ TERMS = {
                    "the wrong ones; the forget column shows mean(min(tr, 1/tr)) (1: no preference left).",
     "forget quality": "the p-value of a two-sample KS test between the forget facts' truth ratios and a reference "
                       "model's that never saw them (high: indistinguishable).",
-    "model utility": "harmonic mean of the retain set's answer probability, ROUGE-L recall and truth ratio.",
-    "privleak": "MUSE: (AUC − AUC_reference) / AUC_reference × 100 of the min-k% membership test of forget vs "
-                "holdout facts (0: no more membership signal than the reference).",
+    "model utility": "harmonic mean of the retain set's answer probability, ROUGE-L recall and truth ratio "
+                     "(aggregated as mean(max(0, 1 − tr)): higher = still prefers the truth).",
+    "privleak": "MUSE: ((1 − AUC) − (1 − AUC_ref)) / (1 − AUC_ref) × 100, AUC of the min-k% membership test of "
+                "forget vs holdout facts against the reference model's (0: the goal; negative: under-unlearned, "
+                "positive: over-unlearned).",
     "recovery rate": "RTT: accuracy on the held-out forget facts V after retraining on the others, over the "
-                     "original model's accuracy on V.",
+                     "original model's accuracy on V after the same retraining.",
     "recovered share": "RTT: (unlearned + RTT − unlearned) / (original − unlearned): the share of what unlearning "
                        "removed that retraining brings back.",
     "comes back": "an attack's share of the forget accuracy unlearning removed that it restores.",

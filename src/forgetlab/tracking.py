@@ -54,7 +54,8 @@ class Tracker(NullTracker):
                 import mlflow
 
                 self.client = mlflow.tracking.MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
-                experiment = self.client.create_experiment("forgetlab")
+                found = self.client.get_experiment_by_name("forgetlab")  # (a resumed run has it already)
+                experiment = found.experiment_id if found else self.client.create_experiment("forgetlab")
                 self.run_id = self.client.create_run(experiment, run_name=name).info.run_id
                 for key, value in flat(config).items():
                     self.client.log_param(self.run_id, key[:250], str(value)[:500])
@@ -70,8 +71,8 @@ class Tracker(NullTracker):
         if self.kind == "tensorboard":
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
-        elif self.kind == "wandb":
-            self.writer.log(values, step=step)
+        elif self.kind == "wandb":  # its own step only grows: the run's step goes in as a column of its own
+            self.writer.log({**values, f"{prefix}step": step})
         else:
             for key, value in values.items():
                 self.client.log_metric(self.run_id, key.replace(" ", "_"), value, step=step)

@@ -80,8 +80,8 @@ def add_session(sub) -> None:
                        "on POST /admin/reload.")
     add_assistant_args(rb)
     rb.add_argument("--to", type=int, required=True, metavar="K", help="session number")
-    rb.add_argument("--epoch", type=int, metavar="E", help="one of session K's kept epochs (the last keep_epochs, 2 "
-                    "by default, are kept) instead of its final adapter")
+    rb.add_argument("--epoch", type=int, metavar="E", help="session K as it was after epoch E: one of the keep_epochs "
+                    "(2 by default) epochs before its last, which is the session itself")
     rb.set_defaults(func=cmd_rollback)
 
     add_session_compare(ss)
@@ -96,7 +96,8 @@ def add_session(sub) -> None:
                       "the sessions' ranks added up), for vLLM's --enable-lora --lora-modules NAME=DIR")
     what.add_argument("--base", metavar="DIR", help="the assistant's base model as a plain HF directory (what vLLM "
                       "serves the adapters on)")
-    ex.add_argument("--session", type=int, metavar="K", help="session to export [default: the active one]")
+    ex.add_argument("--session", type=int, metavar="K", help="session to export, with its final adapter [default: the "
+                    "active one, at its active epoch]; --base needs none")
     ex.set_defaults(func=cmd_export)
 
 

@@ -52,8 +52,8 @@ class SessionConfig(Frozen):
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, "
                                          "about a third slower")
     seed: int = Field(0, description="seeds the held-out split, LoRA init, shuffling, replay and dropout")
-    keep_epochs: int = Field(2, ge=0, description="the last N epochs' adapters kept with the session (`session rollback "
-                             "--to K --epoch E` returns to one of them; 0: only the final one)")
+    keep_epochs: int = Field(2, ge=0, description="the adapters of the N epochs before the last kept with the session "
+                             "(`session rollback --to K --epoch E` returns to one of them; 0: only the final one)")
     max_new_tokens: int = Field(48, gt=0, description="answer length when scoring held-out questions")
     warn_drop: float = Field(0.1, ge=0, le=1, description="warn when an earlier session's recall drops by more")
     general: GeneralConfig = GeneralConfig()

@@ -14,8 +14,8 @@ class LandscapeConfig(Frozen):
     enabled: bool = Field(True, description="Hessian eigenvalues and the forgetting estimate at each checkpoint")
     top_k: int = Field(5, gt=0, description="how many top Hessian eigenvalues")
     iterations: int = Field(20, gt=1, description="Lanczos iterations (Hessian-vector products), at most")
-    tol: float | None = Field(1e-3, gt=0, description="stop Lanczos once the top-k eigenvalues moved by less than this "
-                              "(relative) in one iteration; null: always `iterations`")
+    tol: float | None = Field(1e-3, gt=0, description="stop Lanczos once each top-k Ritz pair's residual is below this "
+                              "× its eigenvalue (which bounds its error alike); null: always `iterations`")
     batches: int = Field(1, gt=0, description="batches of the task's training data the loss is taken over")
     batch_size: int = Field(8, gt=0, description="examples per landscape batch")
 
@@ -133,7 +133,8 @@ class SequentialConfig(Frozen):
     stages: tuple[dict[str, float], ...] = Field((), description="a curriculum: each stage's task mix in training "
                                                  "order, e.g. [{facts:people: 1}, {facts:people: 0.7, facts:elements: "
                                                  "0.3}] (shares of the stage's examples; tasks may come back); empty: "
-                                                 "one stage per task, in order")
+                                                 "one stage per task, in order. The references joint and base ignore "
+                                                 "it")
 
     @field_validator("stages", mode="before")
     @classmethod

@@ -51,7 +51,7 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
     say = console.print if console else print
     state = {"kind": "attack", "model": str(model_dir), "forget": sets["forget"].name, "retain": sets["retain"].name,
              "original_model": original, "attacks": list(attacks), "status": "incomplete"}
-    state["scores"], state["reference"] = attacked_scores(model, tok, sets, cfg, source)
+    state["scores"], state["reference_model"] = attacked_scores(model, tok, sets, cfg, source)
     if "rtt" in attacks:
         state["rtt"] = run_rtt(model, tok, sets["forget_eval"], cfg.rtt,
                                out, original=original, model_cfg=cfg.model, console=console)
@@ -64,7 +64,7 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
     from ..report import print_tables, write_page
     from .unlearn_report import UNLEARN_TERMS, plots, quant_table, relearn_table, rtt_table, scores_table
 
-    tables = [scores_table(state["scores"], state["reference"])]
+    tables = [scores_table(state["scores"], state["reference_model"])]
     tables += [t for key, make in (("rtt", rtt_table), ("relearn", relearn_table), ("quant", quant_table))
                if key in state for t in [make(state[key])]]
     write_page(out, f"forgetlab attack: {out.name}", f"model: {model_dir} · forget: {sets['forget'].name} · "
@@ -77,15 +77,17 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
 
 
 def attacked_scores(model, tok, sets: dict, cfg: UnlearnConfig, source: Path) -> tuple[dict, str | None]:
-    """The full scoring of the model before any attack, and what its forget quality and privleak compared with: an
-    unlearn run's own reference model (kept in its metrics.json), else `guard.reference` where given."""
+    """The full scoring of the model before any attack, and what its forget quality and privleak compared with:
+    `guard.reference` where given (`--set guard.reference=MODEL`), else an unlearn run's own reference model (its
+    scores kept in its metrics.json)."""
     from .unlearn import reference_of
     from .unlearn_scores import model_scores
 
     run = source / "metrics.json"
-    if run.is_file() and (source / "config.yaml").is_file():
+    reference, name = None, None
+    if cfg.guard.reference:
+        reference, name = reference_of(cfg, tok, sets), cfg.guard.reference
+    elif run.is_file() and (source / "config.yaml").is_file():
         reference = read_json(run).get("reference")
         name = "the run's reference model" if reference else None
-    else:
-        reference, name = reference_of(cfg, tok, sets), cfg.guard.reference
     return model_scores(model, tok, sets, cfg, reference), name

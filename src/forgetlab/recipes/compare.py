@@ -17,6 +17,7 @@ from ..grid import grid_status, run_command, run_grid, start_ray
 from ..methods import build_method, split_variant
 from ..model import check_model
 from ..runs import child_run, clean_partial, index_run, new_run_dir, slug, write_json, write_text
+from ..tracking import require
 from .comparison import comparison_rows, print_comparison, write_comparison
 
 
@@ -28,6 +29,7 @@ def run_compare(cfg: CompareConfig, resume: Path | None = None, console=None) ->
         build_method(child.strategy.name, child.strategy)
     for spec in cfg.tasks:
         load_task(spec, cfg.data)
+    require(cfg.run.log)
     check_model(cfg.model.name)
     start_ray(cfg.executor)  # joined or started before any directory exists: a bad address leaves nothing
     out = Path(resume) if resume else new_run_dir(cfg.run.root, cfg.run.name or "compare-" + "-".join(
@@ -58,7 +60,7 @@ def child_config(cfg: CompareConfig, out: Path, strategy: str, seed: int) -> Seq
     data = cfg.model_dump(mode="json", exclude={"strategies", "seeds", "executor"})
     data["strategy"]["name"] = name
     data["train"]["seed"] = seed
-    data["run"] = {"root": str(out / "runs"), "name": child_name(strategy, seed)}
+    data["run"] = {**data["run"], "root": str(out / "runs"), "name": child_name(strategy, seed)}  # run.log kept
     return build_config(SequentialConfig, data, sets=sets, source=f"strategy '{strategy}'")
 
 

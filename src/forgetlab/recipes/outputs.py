@@ -57,7 +57,9 @@ def diagnostics(state: dict, cfg: DiagnosticsConfig) -> dict:
     general = state.get("retention") or []
     base = general[0] if general else None
     first = accuracy_matrix(state, state["splits"][0])[:, 0] if state["accuracy"] and state["splits"] else []
-    learned = first[1] if len(first) > 1 and state.get("plan", "sequential") in ("sequential", "curriculum") else None
+    # task 1 is learned in stage 1, or in a curriculum the first stage that trains it
+    at = next((k + 1 for k, mix in enumerate(state.get("curriculum") or []) if state["tasks"][0] in mix), 1)
+    learned = first[at] if len(first) > at and state.get("plan", "sequential") in ("sequential", "curriculum") else None
     return {
         "spikes": [{"task": t, "factor": f, "flagged": bool(f > cfg.spike_threshold)}
                    for t, f in zip(stages[1:], spikes, strict=False)],
@@ -65,7 +67,7 @@ def diagnostics(state: dict, cfg: DiagnosticsConfig) -> dict:
         "general_accuracy": general,
         "general_retention": [retention(a, base) if a is not None and base is not None else None for a in general],
         "task1_accuracy": [float(a) for a in first],
-        "task1_retention": [retention(float(a), float(learned)) if k and learned is not None else None
+        "task1_retention": [retention(float(a), float(learned)) if k >= at and learned is not None else None
                             for k, a in enumerate(first)],
     }
 
@@ -78,7 +80,7 @@ def boundary_flips(state: dict) -> list[dict]:
         for task, splits in preds[k].items():
             for split, after in splits.items():
                 before = (preds[k - 1].get(task) or {}).get(split)
-                if before is None or len(before) != len(after):
+                if not after or before is None or len(before) != len(after):
                     continue
                 lost, gained = flips([b["correct"] for b in before], [a["correct"] for a in after])
                 out.append({"stage": state["stages"][k], "task": task, "split": split, "items": len(after),

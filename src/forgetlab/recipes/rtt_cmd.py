@@ -43,11 +43,12 @@ def run_rtt_command(source: Path, forget: str | None, rtt: RTTConfig, root: Path
     from .attack_cmd import attacked_scores
 
     cfg, retain = scoring_config(source)
-    sets = {"forget": facts, "forget_eval": facts, "retain": retain, "retain_eval": retain}
+    sets = {"forget": facts, "forget_eval": facts, "retain": retain, "retain_eval": retain,
+            **({"holdout": read_facts(cfg.holdout)} if cfg.holdout else {})}
     scores, reference = attacked_scores(model, tok, sets, cfg, source)
     summary = run_rtt(model, tok, facts, rtt, out, original=original, model_cfg=model_cfg, console=console)
     state = {"kind": "rtt", "model": str(model_dir), "forget": forget_spec, "original_model": original,
-             "settings": rtt.model_dump(mode="json"), "rtt": summary, "scores": scores, "reference": reference,
+             "settings": rtt.model_dump(mode="json"), "rtt": summary, "scores": scores, "reference_model": reference,
              "status": "complete"}
     write_json(out / "metrics.json", state)
     from .unlearn_report import print_unlearn_rtt, write_rtt_report

@@ -93,14 +93,14 @@ def stage_plan(method, tasks: list[Task], stages: tuple[dict[str, float], ...] =
 
 def mixed_stage(i: int, mix: dict[str, float], tasks: dict[str, Task], seed: int) -> Task:
     """Stage i of a curriculum: as many examples as the largest task of its mix has, each task giving its share
-    (round(share × that size), its examples in a seeded order, cycled where it has fewer), named by its mix
+    (round(share × that size), at least one; its examples in a seeded order, cycled where it has fewer), named by its mix
     ("stage2 people70+elements30")."""
     size = max(len(tasks[t].train) for t in mix)
     train = []
     for name, share in mix.items():
         pool = list(tasks[name].train)
         random.Random(f"stage{i}-{name}-{seed}").shuffle(pool)
-        train += [pool[j % len(pool)] for j in range(round(share * size))]
+        train += [pool[j % len(pool)] for j in range(max(1, round(share * size)))]
     label = "+".join(f"{name.split(':', 1)[-1]}{round(100 * share)}" for name, share in mix.items())
     return Task(f"stage{i + 1} {label}", train)
 

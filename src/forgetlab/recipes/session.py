@@ -126,7 +126,8 @@ def fit(store: Store, record: dict, plan: Plan, model, tok, rows: list[Example],
         for row in ckpt["history"] if ckpt else []:
             tick(row)
         history = train(model, encoded, plan.train, method, None, tok.pad_token_id, seed=plan.seed + k,
-                        on_step=tick, on_epoch=lambda c: save_epoch(part, model, k, c, record["config"].get("keep_epochs", 2)),
+                        on_step=tick, on_epoch=lambda c: save_epoch(part, model, k, c, record["config"].get("keep_epochs", 2),
+                                                       plan.epochs),
                         resume=ckpt)
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_disable()
@@ -231,10 +232,10 @@ def retention_warnings(store: Store, chain: list[int], retention: dict, threshol
     return out
 
 
-def save_epoch(part: Path, model, k: int, ckpt: dict, keep: int) -> None:
-    """After an epoch: its adapter among the last `keep` kept (`session rollback --epoch`), then the resume
-    checkpoint."""
-    if keep:
+def save_epoch(part: Path, model, k: int, ckpt: dict, keep: int, total: int) -> None:
+    """After an epoch: its adapter among the last `keep` kept (`session rollback --epoch`; the last epoch's is the
+    session's own adapter, not kept twice), then the resume checkpoint."""
+    if keep and ckpt["epoch"] < total:
         save_session_adapter(model, k, epoch_dir(part, ckpt["epoch"]) / "adapter")
         kept = sorted(int(p.name) for p in (part / "epochs").iterdir() if p.name.isdigit())
         for old in kept[:-keep]:

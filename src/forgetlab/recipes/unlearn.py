@@ -109,8 +109,10 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
                 state[key] = attack(model, tok, sets, cfg, original_source(cfg, run_dir),
                                     log=console.print if console else print) if accepted else \
                     {"skipped": "the unlearned model is below the floors or forgot too little"}
-    except KeyboardInterrupt:
-        track.close()
+    except BaseException as e:
+        track.close()  # what was logged stays readable
+        if not isinstance(e, KeyboardInterrupt):
+            raise
         finish(run_dir, cfg, state, "interrupted")
         raise Interrupted(run_dir, "unlearn", f"forgetlab unlearn --config {run_dir / 'config.yaml'}") from None
     state["wall_seconds"] = time.perf_counter() - t0

@@ -76,7 +76,7 @@ def scores_table(scores: dict, reference: str | None) -> tuple[str, list[str], l
     measures, one row."""
     keys = [(k, h) for k, h in [*CHECK_COLUMNS[2:7], *FIELD_COLUMNS] if scores.get(k) is not None]
     return (f"The model attacked, as it is (acc: per-option log-likelihood; the field's measures as in `unlearn`; "
-            f"forget quality and privleak against {reference or 'no reference model (give guard.reference)'})",
+            f"forget quality and privleak against {reference or 'no reference model (--set guard.reference=MODEL)'})",
             [h for _, h in keys], [[scores[k] for k, _ in keys]])
 
 
@@ -112,7 +112,8 @@ def print_unlearn(console, state: dict) -> None:
 
 def rtt_tables(state: dict) -> list[tuple[str, list[str], list[list]]]:
     """`forgetlab rtt`'s tables: the model's own scores (where measured) and RTT."""
-    return ([scores_table(state["scores"], state.get("reference"))] if state.get("scores") else []) + [rtt_table(state["rtt"])]
+    return ([scores_table(state["scores"], state.get("reference_model"))] if state.get("scores") else []) + \
+        [rtt_table(state["rtt"])]
 
 
 def print_unlearn_rtt(console, state: dict) -> None:

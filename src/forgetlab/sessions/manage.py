@@ -48,9 +48,9 @@ def rollback(store: Store, to: int, epoch: int | None = None) -> dict:
     if epoch is not None and epoch != record["settings"]["epochs"]:
         kept = store.kept_epochs(to)
         if epoch not in kept:
-            raise UserError(f"session {to} of '{store.name}' kept epochs {', '.join(map(str, kept)) or 'none'} (and the "
-                            f"final one, {record['settings']['epochs']}); not epoch {epoch}. More are kept with "
-                            "--set keep_epochs=N when a session is trained")
+            raise UserError(f"session {to} of '{store.name}' can return to epochs "
+                            f"{', '.join(map(str, [*kept, record['settings']['epochs']]))} (the last is the session "
+                            f"itself), not epoch {epoch}; more are kept with --set keep_epochs=N when a session is trained")
     else:
         epoch = None  # the final epoch is the session's own adapter
     store.set_active(to, epoch)
