@@ -19,7 +19,7 @@ FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "1", "
 
 def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
     r = run_cli("compare", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST,
-                "--strategies", "naive,joint", "--seeds", "0,1", "--cpus-per-run", "1")
+                "--strategies", "naive,joint", "--seeds", "0,1", "--cpus-per-run", "1", "--log", "tensorboard")
     assert r.returncode == 0, r.stderr[-2000:]
     out = next(p for p in tmp_path.iterdir() if p.is_dir())
     rows = list(csv.DictReader((out / "comparison.csv").open()))
@@ -32,7 +32,11 @@ def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
     for name in ("comparison.md", "report.html", "stability_plasticity.png", "losses.png", "compare.json"):
         assert (out / name).is_file(), name
     page = (out / "report.html").read_text()
-    assert "accuracy_matrix.png" in page and "Stability" in page
+    assert "runs/" in page and "/report.html'><img src='data:image/png;base64," in page and "Stability" in page
+    assert "<h2>Definitions</h2>" in page and "<td>strategies</td><td>naive, joint</td>" in page
+    for run in (out / "runs").iterdir():  # --log reaches every run of the comparison
+        if run.is_dir():
+            assert list((run / "tb").glob("events.out.tfevents.*")), run
     assert "Comparison" in r.stdout and "joint" in r.stdout
     assert len(list((out / "runs").glob("*-s1"))) == 2
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["joint-s0.log", "joint-s1.log", "naive-s0.log",
