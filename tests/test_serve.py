@@ -197,7 +197,9 @@ def test_reload_switches_sessions_and_in_flight_requests_finish_on_the_old_one(s
     pieces = holder.stream(messages, max_tokens=6)  # in flight: pinned to session 2
     first = next(pieces)
     rollback(store, 1)
-    assert http("POST", f"{url}/admin/reload").json() == {"assistant": "msu", "session": 1, "previous": 2}
+    reloaded = http("POST", f"{url}/admin/reload").json()
+    assert {k: reloaded[k] for k in ("assistant", "session", "previous")} == {"assistant": "msu", "session": 1,
+                                                                             "previous": 2}
     items = [first, *pieces]  # the pieces (none when the tidied answer is empty), then the Completion
     assert items[-1].session == 2 and "".join(items[:-1]) == items[-1].text == on_two
     raw = client.chat.completions.with_raw_response.create(model="msu", messages=messages, max_tokens=6)
@@ -228,6 +230,42 @@ def test_serve_command_starts_and_answers(server, tmp_path, capsys):
         proc.wait(timeout=20)
     r = call_main(capsys, "serve", "--assistant", "nobody", "--home", str(tmp_path))
     assert r.returncode == 2 and "no assistant" in r.stderr
+
+
+def test_two_assistants_in_one_server_each_answer_as_served_alone(server, tiny_dir, tmp_path, capsys):
+    """`serve --assistant msu --assistant lib`: /v1/models lists both, the request's model picks one, and each
+    answers exactly as a server of that assistant alone (its own holder)."""
+    import subprocess
+    import sys
+
+    msu = server[1]
+    lib = Store(msu.path.parent, "lib")
+    cfg = SessionConfig.model_validate({"model": {"name": str(tiny_dir)}, "epochs": 1, "lr": 1e-2,
+                                        "max_new_tokens": 2, "targets": ("v_proj",)})
+    train_session(lib, cfg, str(EXAMPLES / "housing.json"))
+    port = free_port()
+    exe = Path(sys.executable).with_name("forgetlab")
+    proc = subprocess.Popen([str(exe), "serve", "--assistant", "msu", "--assistant", "lib", "--home",
+                             str(msu.path.parent), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", 300)
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        assert sorted(m.id for m in c.models.list()) == ["lib", "msu"]
+        messages = [{"role": "user", "content": "When is move-in day?"}]
+        for name, store in (("msu", msu), ("lib", lib)):
+            got = c.chat.completions.create(model=name, messages=messages, max_tokens=8)
+            alone = ModelHolder(loader(store)).complete(messages, max_tokens=8)
+            assert got.model == name and got.choices[0].message.content == alone.text
+        with pytest.raises(openai.NotFoundError, match="serves 'msu', 'lib'"):
+            c.chat.completions.create(model="nobody", messages=messages, max_tokens=2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    for args, message in ((["--assistant", "msu", "--assistant", "msu"], "names an assistant twice"),
+                          (["--assistant", "msu", "--assistant", "lib", "--learn"], "--learn learns for one assistant")):
+        r = call_main(capsys, "serve", *args, "--home", str(msu.path.parent), "--port", str(free_port()))
+        assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
 def test_a_client_hanging_up_mid_stream_frees_the_model_for_the_others(server):

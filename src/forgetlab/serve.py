@@ -78,9 +78,12 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
-def create_app(holder: ModelHolder, learner=None) -> FastAPI:
-    """The API over `holder` (and `learner`, when learning); a test can drive it in-process or through uvicorn."""
+def create_app(holder: ModelHolder | list[ModelHolder], learner=None) -> FastAPI:
+    """The API over `holder` — or several, one per assistant, the request's `model` picking one — (and `learner`,
+    when learning, with one holder); a test can drive it in-process or through uvicorn."""
     app = FastAPI(title="forgetlab", description="OpenAI-compatible API of a forgetlab assistant")
+    holders = {h.current.assistant: h for h in (holder if isinstance(holder, list) else [holder])}
+    holder = next(iter(holders.values()))  # the first: what /health and /admin/reload name first
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -100,29 +103,34 @@ def create_app(holder: ModelHolder, learner=None) -> FastAPI:
     @app.get("/health")
     def health():
         now = holder.current
-        return {"status": "ok", "assistant": now.assistant, "session": now.session, "loaded_at": now.loaded_at}
+        return {"status": "ok", "assistant": now.assistant, "session": now.session, "loaded_at": now.loaded_at,
+                "assistants": [{"assistant": h.current.assistant, "session": h.current.session} for h in holders.values()]}
 
     @app.get("/v1/models")
     def models():
-        now = holder.current
-        return {"object": "list", "data": [{"id": now.assistant, "object": "model", "created": int(now.loaded_at),
-                                            "owned_by": "forgetlab"}]}
+        return {"object": "list", "data": [{"id": h.current.assistant, "object": "model",
+                                            "created": int(h.current.loaded_at), "owned_by": "forgetlab"}
+                                           for h in holders.values()]}
 
     @app.post("/admin/reload")
     async def reload():
         if learner is not None:  # the learned adapter sits on the model being served: a new model would drop it
             return error(409, "reload is not available while learning (--learn); restart the server to serve the "
                          "active session", code="learning_on")
-        before = holder.current.session
-        now = await run_in_threadpool(holder.reload)
-        return {"assistant": now.assistant, "session": now.session, "previous": before}
+        before = {name: h.current.session for name, h in holders.items()}
+        fresh = [await run_in_threadpool(h.reload) for h in holders.values()]
+        now = fresh[0]
+        return {"assistant": now.assistant, "session": now.session, "previous": before[now.assistant],
+                "assistants": [{"assistant": f.assistant, "session": f.session, "previous": before[f.assistant]}
+                               for f in fresh]}
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest):
-        loaded = holder.current
-        if req.model != loaded.assistant:
-            return error(404, f"the model '{req.model}' does not exist; this server serves '{loaded.assistant}'",
-                         "model", "model_not_found")
+        if req.model not in holders:
+            return error(404, f"the model '{req.model}' does not exist; this server serves "
+                         f"{', '.join(repr(n) for n in holders)}", "model", "model_not_found")
+        serving = holders[req.model]
+        loaded = serving.current
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         if len(stops) > 4:
             return error(400, "stop: at most 4 sequences", "stop")
@@ -142,12 +150,12 @@ def create_app(holder: ModelHolder, learner=None) -> FastAPI:
 
         try:
             if req.stream:
-                pieces = generated(holder, messages, params)
+                pieces = generated(serving, messages, params)
                 await pieces.__anext__()  # raises RequestError here, before the response starts
                 include_usage = bool((req.stream_options or {}).get("include_usage"))
                 return StreamingResponse(sse(pieces, rid, created, req.model, include_usage, learn_from),
                                          media_type="text/event-stream", headers=headers)
-            done = await run_in_threadpool(lambda: holder.complete(messages, **params))
+            done = await run_in_threadpool(lambda: serving.complete(messages, **params))
         except RequestError as e:
             return error(400, str(e), e.param)
         learn_from(done)

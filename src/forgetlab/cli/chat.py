@@ -87,12 +87,13 @@ def cmd_chat(args) -> int:
     return 0
 
 
-def open_for(args, cfg):
-    """(store or None, holder) for chat and serve, from their flags: the model placed as `cfg.model` says."""
+def open_for(args, cfg, name: str | None = None):
+    """(store or None, holder) for chat and serve, from their flags (`name`: one of serve's assistants): the model
+    placed as `cfg.model` says."""
     from ..sessions.manage import open_assistant
 
-    return open_assistant(args.home, args.assistant, cfg.model, session=getattr(args, "session", None),
-                          learning=args.learn)
+    return open_assistant(args.home, name if name is not None else args.assistant, cfg.model,
+                          session=getattr(args, "session", None), learning=args.learn)
 
 
 def start_learner(stack, holder, cfg, store):
@@ -226,7 +227,7 @@ def add_serve(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models\n"
                        "  forgetlab serve --learn            # the bundled model, learning from every turn")
-    add_assistant_args(p, without="the bundled model, served as 'bundled'")
+    add_assistant_args(p, without="the bundled model, served as 'bundled'", repeat=True)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on [default: 127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="[default: 8000]")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="where the model runs (writes "
@@ -244,10 +245,16 @@ def cmd_serve(args) -> int:
 
     check_listen(args.host, args.port)
     cfg = online_config(args, {"model.device": args.device})
-    store, holder = open_for(args, cfg)
+    names = args.assistant or [None]
+    if len(names) != len(set(names)):
+        raise UserError("--assistant names an assistant twice; give each once")
+    if len(names) > 1 and args.learn:
+        raise UserError("--learn learns for one assistant; serve the others from another `forgetlab serve`")
+    stores, holders = zip(*(open_for(args, cfg, name) for name in names), strict=True)
     with contextlib.ExitStack() as stack:
-        learner = start_learner(stack, holder, cfg, store) if args.learn else None
-        print(f"serving '{holder.current.assistant}' session {holder.current.session} on "
-              f"http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else ""), file=sys.stderr)
-        run(holder, args.host, args.port, learner=learner)
+        learner = start_learner(stack, holders[0], cfg, stores[0]) if args.learn else None
+        print("serving " + ", ".join(f"'{h.current.assistant}' session {h.current.session}" for h in holders)
+              + f" on http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else ""),
+              file=sys.stderr)
+        run(list(holders) if len(holders) > 1 else holders[0], args.host, args.port, learner=learner)
     return 0

@@ -109,10 +109,12 @@ def executor_flags(args) -> dict:
             "executor.gpus_per_run": args.gpus_per_run}
 
 
-def add_assistant_args(p, without: str | None = None) -> None:
-    """--assistant and --home; `without`, when given, makes --assistant optional and says what runs without it."""
-    p.add_argument("--assistant", required=without is None, metavar="NAME",
-                   help="the assistant's name (its directory under --home)" + (f" [default: none: {without}]" if without else ""))
+def add_assistant_args(p, without: str | None = None, repeat: bool = False) -> None:
+    """--assistant and --home; `without`, when given, makes --assistant optional and says what runs without it;
+    `repeat`: --assistant may be given several times (a list)."""
+    p.add_argument("--assistant", required=without is None, metavar="NAME", action="append" if repeat else "store",
+                   help="the assistant's name (its directory under --home)" + ("; repeat it to serve several, the "
+                   "request's model picking one" if repeat else "") + (f" [default: none: {without}]" if without else ""))
     p.add_argument("--home", metavar="DIR", help="where assistants live [default: $FORGETLAB_HOME, else the user data "
                    "directory, e.g. ~/.local/share/forgetlab/assistants]")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from ..config import RTTConfig, UnlearnConfig, build_config, read_yaml
 from ..errors import UserError
 from ..model import load_base
-from ..runs import index_run, new_run_dir, read_json, write_json
-from .rtt_cmd import resolve
+from ..runs import index_run, new_run_dir, write_json
+from .rtt_cmd import attacked_scores, resolve
 
 
 def attack_config(source: Path, forget: str | None, retain: str | None, overrides: dict,
@@ -75,19 +75,3 @@ def run_attack_command(source: Path, attacks: tuple[str, ...], forget: str | Non
     index_run(root, out, "attack", out.name, "complete", {})
     return out
 
-
-def attacked_scores(model, tok, sets: dict, cfg: UnlearnConfig, source: Path) -> tuple[dict, str | None]:
-    """The full scoring of the model before any attack, and what its forget quality and privleak compared with:
-    `guard.reference` where given (`--set guard.reference=MODEL`), else an unlearn run's own reference model (its
-    scores kept in its metrics.json)."""
-    from .unlearn import reference_of
-    from .unlearn_scores import model_scores
-
-    run = source / "metrics.json"
-    reference, name = None, None
-    if cfg.guard.reference:
-        reference, name = reference_of(cfg, tok, sets), cfg.guard.reference
-    elif run.is_file() and (source / "config.yaml").is_file():
-        reference = read_json(run).get("reference")
-        name = "the run's reference model" if reference else None
-    return model_scores(model, tok, sets, cfg, reference), name

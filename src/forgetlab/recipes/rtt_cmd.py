@@ -8,7 +8,7 @@ from ..config import ModelConfig, RTTConfig, UnlearnConfig, build_config, read_y
 from ..data.unlearn import FactSet, read_facts
 from ..errors import UserError
 from ..model import load_base
-from ..runs import index_run, new_run_dir, write_json
+from ..runs import index_run, new_run_dir, read_json, write_json
 from .rtt import run_rtt
 
 
@@ -40,8 +40,6 @@ def run_rtt_command(source: Path, forget: str | None, rtt: RTTConfig, root: Path
                         f"{len(facts.mcq())}")
     model, tok = load_base(model_cfg.model_copy(update={"name": str(model_dir)}))
     out = new_run_dir(root, f"rtt-{source.name}")
-    from .attack_cmd import attacked_scores
-
     cfg, retain = scoring_config(source)
     sets = {"forget": facts, "forget_eval": facts, "retain": retain, "retain_eval": retain,
             **({"holdout": read_facts(cfg.holdout)} if cfg.holdout else {})}
@@ -68,3 +66,20 @@ def scoring_config(source: Path) -> tuple[UnlearnConfig, FactSet]:
             return cfg, read_facts(cfg.retain_eval or cfg.retain or "builtin:food")
         return cfg, FactSet("none", [])
     return build_config(UnlearnConfig, {}, source="rtt settings"), FactSet("none", [])
+
+
+def attacked_scores(model, tok, sets: dict, cfg: UnlearnConfig, source: Path) -> tuple[dict, str | None]:
+    """The full scoring of the model before any attack, and what its forget quality and privleak compared with:
+    `guard.reference` where given (`--set guard.reference=MODEL`), else an unlearn run's own reference model (its
+    scores kept in its metrics.json)."""
+    from .unlearn import reference_of
+    from .unlearn_scores import model_scores
+
+    run = source / "metrics.json"
+    reference, name = None, None
+    if cfg.guard.reference:
+        reference, name = reference_of(cfg, tok, sets), cfg.guard.reference
+    elif run.is_file() and (source / "config.yaml").is_file():
+        reference = read_json(run).get("reference")
+        name = "the run's reference model" if reference else None
+    return model_scores(model, tok, sets, cfg, reference), name
