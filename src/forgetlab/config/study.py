@@ -3,9 +3,9 @@ diagnostics)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from .core import DataConfig, EvalConfig, ExecutorConfig, Frozen, GeneralConfig, LoraSettings, ModelConfig, RunConfig, TrainConfig
 
@@ -30,23 +30,25 @@ def _share(value: Any) -> Any:
     return value
 
 
+def _schedule(v: Any) -> Any:
+    return tuple(_share(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _shares_in_range(v: tuple[float, ...]) -> tuple[float, ...]:
+    if any(not 0 <= x < 1 for x in v):
+        raise ValueError("each schedule share must be in [0, 1): a batch needs some new examples")
+    return v
+
+
+Schedule = Annotated[tuple[float, ...], BeforeValidator(_schedule), AfterValidator(_shares_in_range)]
+"""A share of old examples per task ('30/70' old/new, or a number), each in [0, 1): replay's and gated's."""
+
+
 class ReplayConfig(Frozen):
     buffer: int = Field(64, gt=0, description="replay: examples kept from earlier tasks, shared evenly between them")
     ratio: float = Field(0.3, ge=0, lt=1, description="replay: share of old examples in each batch")
-    schedule: tuple[float, ...] = Field((), description="replay: share of old examples per task in order, e.g. "
+    schedule: Schedule = Field((), description="replay: share of old examples per task in order, e.g. "
                                         "[0/100, 30/70, 50/50] (old/new); the last entry repeats; empty: ratio")
-
-    @field_validator("schedule", mode="before")
-    @classmethod
-    def _parse(cls, v: Any) -> Any:
-        return tuple(_share(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-    @field_validator("schedule")
-    @classmethod
-    def _range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 <= x < 1 for x in v):
-            raise ValueError("each schedule share must be in [0, 1): a batch needs some new examples")
-        return v
 
 
 class KLConfig(Frozen):
@@ -78,21 +80,9 @@ class GatedConfig(Frozen):
                        "a buffer of strategy.replay.buffer) in each batch, so the gates also learn where to stay shut; "
                        "0: the new task's examples only")
     probe: int = Field(16, gt=0, description="gated: examples per task the recorded gate values are averaged over")
-    schedule: tuple[float, ...] = Field((), description="gated: the earlier tasks' share per task in order, e.g. "
+    schedule: Schedule = Field((), description="gated: the earlier tasks' share per task in order, e.g. "
                                         "[0/100, 30/70, 50/50] (old/new), in place of the fixed mix; the last entry "
                                         "repeats; empty: mix")
-
-    @field_validator("schedule", mode="before")
-    @classmethod
-    def _parse(cls, v: Any) -> Any:
-        return tuple(_share(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-    @field_validator("schedule")
-    @classmethod
-    def _range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 <= x < 1 for x in v):
-            raise ValueError("each share must be in [0, 1), e.g. 30/70")
-        return v
 
 
 class StrategyConfig(Frozen):
