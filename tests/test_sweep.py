@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from .browser import open_report
 from .conftest import call_main
 
 
@@ -32,7 +33,7 @@ def read_rows(out):
 
 
 def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alone_and_resume_reruns_what_is_missing(
-        tiny_dir, tmp_path, capsys, monkeypatch):
+        tiny_dir, tmp_path, capsys, monkeypatch, browser):
     monkeypatch.setenv("FORGETLAB_CACHE", str(tmp_path / "cache"))
     config = sweep_yaml(tmp_path, tiny_dir, f"  lora.rank: [1, 2]\n  model.name: [{tiny_dir}, {tmp_path}/no-such-model]")
     r = call_main(capsys, "sweep", "--config", config, "--out", str(tmp_path / "runs"), "--name", "grid",
@@ -60,6 +61,7 @@ def test_a_grid_runs_on_ray_a_failing_point_is_isolated_points_match_running_alo
             assert x[f"{key}_count"] == ("1" if point[key] else "0")
             assert x[f"{key}_mean"] == (str(float(point[key])) if point[key] else "")
     assert (out / "report.html").is_file() and (out / "recovery_vs_rank.png").is_file() and (out / "pareto.png").is_file()
+    assert open_report(browser, out / "report.html")["images"]
 
     # A point run alone (its config, as `forgetlab unlearn`) gives the numbers the sweep gave it.
     kept, removed = sorted(good)

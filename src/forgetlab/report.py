@@ -313,8 +313,22 @@ TERMS = {
     "recovered share": "RTT: (unlearned + RTT − unlearned) / (original − unlearned): the share of what unlearning "
                        "removed that retraining brings back.",
     "comes back": "an attack's share of the forget accuracy unlearning removed that it restores.",
+    "recall": "sessions: share of a session's check questions whose greedy answer contains the reference answer.",
+    "lowest share kept": "sessions: the worst, over earlier sessions, of their recall after a later session over "
+                         "their recall right after their own.",
+    "general": "share of the 28 built-in general questions (capitals, arithmetic, ...) answered right.",
+    "reliability": "online: share of a fact's trained question forms answered with it (edits: teacher-forced token "
+                   "accuracy of the new answer after the edit prompt, as EasyEdit defines it).",
+    "generalisation": "the same on paraphrased questions that were never trained.",
+    "locality": "share of unrelated answers' tokens the model still predicts as the starting model did (argmax "
+                "agreement, EasyEdit's definition); 1: nothing unrelated changed.",
 }
 """One sentence (with its formula) per metric a report may show; each page lists the ones it uses."""
+
+
+ONLINE_SETTINGS = ["model.name", "lora.rank", "lora.top_layers", "update.lr", "update.steps", "update.rehearse",
+                   "gate.enabled", "route", "seed"]
+"""The online learner's settings a report shows at the top."""
 
 
 def settings_of(run_dir: Path, keys: list[str]) -> dict:
@@ -349,22 +363,26 @@ def write_page(run_dir: Path, title: str, intro: str, tables: list[tuple[str, li
     settings that produced it, tables (title, header, rows), plots (file, title), linked pictures of other pages
     (title, page, picture; paths relative to `run_dir`, e.g. a grid's child runs) and the definitions of `terms`
     (keys of TERMS)."""
-    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p class='intro'>{html.escape(intro)}</p>"]
     if settings:
         parts.append(html_table("Settings", ["setting", "value"],
                                 [[k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v]
                                  for k, v in settings.items()]))
     parts += [html_table(*t) for t in tables]
-    parts += [f"<h2>{html.escape(t)}</h2><img src='{_inline(run_dir / name)}' alt='{html.escape(t)}'>"
-              for name, t in plots]
+    named = {t[0] for t in tables}  # a plot of a table has a heading of its own
+    parts += [f"<h2>{html.escape(t + (' (plot)' if t in named else ''))}</h2><img src='{_inline(run_dir / name)}' "
+              f"alt='{html.escape(t)}'>" for name, t in plots]
     parts += [f"<h2>{html.escape(t)}</h2><a href='{page}'><img src='{_inline(run_dir / img)}' alt='{html.escape(t)}'></a>"
               for t, page, img in links]
     if terms:
         parts.append("<h2>Definitions</h2><dl>" + "".join(f"<dt>{html.escape(t)}</dt><dd>{html.escape(TERMS[t])}</dd>"
                                                           for t in terms) + "</dl>")
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin-bottom:1em}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}h1{font-size:1.5em;border-bottom:"
+             "3px solid #3b6ea5;padding-bottom:.2em}h2{font-size:1.15em;margin-top:1.4em}.intro{color:#555}"
+             "table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}th{background:#eef2f7}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
              "dl{background:#f6f6f6;padding:.5em 1em}dt{font-weight:bold}dd{margin:0 0 .4em 1em}")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
     write_text(run_dir / "report.html", page)
     return run_dir / "report.html"

@@ -30,8 +30,8 @@ def add_session(sub) -> None:
                       "then score every session's held-out questions. Ctrl-C keeps the last epoch: --resume carries on."
                       "\n\nSettings by the file's size (records < 100 / 100-500 / > 500): LoRA rank 8 / 16 / 32 (alpha "
                       "2 × rank), max length 512 / 640 / 768, epochs 5 / 3 / 2 with rephrasings (the default, 3 per "
-                      "record) and 10 / 5 / 3 without (--rephrase 0); effective batch 8. --preset size-tiers: the "
-                      "continual-assistant design's tiers (epochs 10 / 5 / 3 always, batch × accumulation 2×4 / 2×4 / "
+                      "record) and 10 / 5 / 3 without (--rephrase 0); effective batch 8. --preset size-tiers: "
+                      "heavier tiers by size (epochs 10 / 5 / 3 always, batch × accumulation 2×4 / 2×4 / "
                       "4×2, warmup min(0.1 × rows, 50), gradient checkpointing, bf16 on CUDA and MPS).",
                       formatter_class=argparse.RawDescriptionHelpFormatter,
                       epilog=SESSION_EXAMPLES + "\n" + config_epilog(SessionConfig))
@@ -60,7 +60,7 @@ def add_session(sub) -> None:
         t.add_argument(flag, type=kind, help=f"writes {key} [default: "
                        + ("chosen from the data's size, see below" if default == "None" else default) + "]")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about a third slower")
-    t.add_argument("--preset", choices=["size-tiers"], help="size-tiers: the design's size tiers in place of the "
+    t.add_argument("--preset", choices=["size-tiers"], help="size-tiers: heavier training tiers by size in place of the "
                    "measured default (see above)")
     t.add_argument("--model", help="base model of a new assistant: 'bundled', a hub id or a local HF directory")
     t.add_argument("--config", metavar="YAML", help="session settings file (keys below)")
@@ -228,21 +228,15 @@ def print_list(console, store, only: int | None = None) -> None:
     from rich.table import Table
 
     from ..report import fmt
-    from ..sessions.manage import retention_matrix, session_rows
+    from ..sessions.manage import SESSION_HEADER, retention_matrix, session_rows, sessions_table
 
     if only is None:
         info = store.info()
         console.print(f"assistant '{store.name}' ({store.path}): base {info['model']}, mode {info['mode']}, "
                       f"active session {active_label(info)}")
-        table = Table("session", "state", "on", "data", "records/rows/checks", "rank", "epochs", "lr", "replay", "loss",
-                      "time s", "finished", title="Sessions")
-        for r in session_rows(store):
-            rec, s = r["record"], r["record"]["settings"]
-            table.add_row(str(r["id"]), r["state"], str(rec["parent"] or "base"), rec["data"]["name"],
-                          f"{rec['data']['train']}/{rec['data'].get('rows', rec['data']['train'])}/{rec['data']['heldout']}",
-                          str(s["rank"]), str(s["epochs"]), f"{s['lr']:g}",
-                          f"{s['replay']:.0%}" if rec["parent"] and "replay" in s else "-",
-                          fmt(rec.get("final_loss")), f"{rec['wall_seconds']:.0f}", rec["finished"])
+        table = Table(*SESSION_HEADER, title="Sessions")
+        for row in sessions_table(store):
+            table.add_row(*row)
         console.print(table)
     chain, rows = retention_matrix(store)
     checks = "; ".join(f"session {k}: {store.session(k)['data']['heldout_from']}" for k in chain)

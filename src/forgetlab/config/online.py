@@ -89,10 +89,10 @@ class UpdateConfig(Frozen):
     entity_weight: float = Field(2.0, ge=0, description="token weight added on the fact's value tokens")
     edge_weight: float = Field(0.5, ge=0, description="token weight added on an answer's first and last "
                                "`edge_tokens` tokens")
-    edge_tokens: int = Field(1, ge=0, description="how many tokens at each end of an answer get edge_weight (the "
-                             "online-learning design: 5)")
+    edge_tokens: int = Field(1, ge=0, description="how many tokens at each end of an answer get edge_weight (5 widens "
+                             "the edge)")
     repeat_factor: float = Field(0.5, gt=0, le=4, description="token weight × this for a token repeated in its "
-                                 "answer (< 1 down, > 1 up: the design weights repeated tokens up)")
+                                 "answer (< 1 down, > 1 up)")
     kl_text: float = Field(0.0, ge=0, description="λ of KL(p_start || p) on the update's own answer tokens, beside "
                            "the anchors' (the starting model is the one with the learned adapter switched off)")
 

@@ -37,7 +37,7 @@ class SessionConfig(Frozen):
     holdout: float = Field(0.2, ge=0, lt=1, description="share of the file held out to check retention, taken only "
                            "from questions whose answer another record also gives (a fact is never left untrained)")
     lora: SessionLora = SessionLora()
-    preset: Literal["size-tiers"] | None = Field(None, description="size-tiers: the continual-assistant design's tiers "
+    preset: Literal["size-tiers"] | None = Field(None, description="size-tiers: heavier training tiers by data size "
                                                  "(rank 8/16/32, epochs 10/5/3 whatever the rephrasings, batch × "
                                                  "accumulation 2×4 / 2×4 / 4×2, warmup min(0.1 × rows, 50), gradient "
                                                  "checkpointing, bf16 on CUDA and MPS); None: the measured default")

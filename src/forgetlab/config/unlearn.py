@@ -206,8 +206,8 @@ class UnlearnConfig(Frozen):
     freeze_layers: int = Field(0, ge=0, description="the first N decoder layers stay as they are: LoRA trains no "
                                "adapter there, full weights leave them frozen; 0: none")
     max_samples: int | None = Field(None, gt=0, description="unlearn only the first N forget facts (and measure "
-                                    "forgetting on them where forget_eval is the same file); None: all — an axis of "
-                                    "the unlearning design's sweeps")
+                                    "forgetting on them where forget_eval is the same file); None: all (a sweep "
+                                    "axis: forgetting vs forget-set size)")
     holdout: str | None = Field(None, description="facts of the forget set's kind that no model was trained on: the "
                                 "non-members of the min-k% membership tests (AUC, privleak); None: none (with "
                                 "learn_first: people the task never taught)")

@@ -24,7 +24,7 @@ from ..model import load_base
 from ..online.edits import EditRecord, EditRows, teacher_forced_row
 from ..online.learner import OnlineLearner
 from ..online.route import routes
-from ..report import count_progress, fmt, save_plot, write_page
+from ..report import ONLINE_SETTINGS, count_progress, fmt, save_plot, settings_of, write_page
 from ..runs import index_run, new_run_dir, write_csv, write_json, write_text
 from ..sessions.holder import Loaded, ModelHolder
 
@@ -258,7 +258,8 @@ def write_outputs(run: Path, records: list[EditRecord], results: dict) -> None:
                "defines them (teacher-forced token accuracy; locality = argmax agreement with the unedited model)",
                [("Edits", head, table_rows(results)),
                 ("Re-edited subjects", ["subject", "later", "earlier", "prompts", "later_wins"],
-                 [list(r.values()) for r in main["later"]])], plot_edits(run, results))
+                 [list(r.values()) for r in main["later"]])], plot_edits(run, results),
+               settings=settings_of(run, ONLINE_SETTINGS), terms=["reliability", "generalisation", "locality"])
 
 
 def plot_edits(run: Path, results: dict) -> list[tuple[str, str]]:

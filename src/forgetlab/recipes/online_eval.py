@@ -18,7 +18,7 @@ from ..metrics.qa import contains, exact_match
 from ..model import load_base
 from ..online.learner import OnlineLearner
 from ..online.probes import CHITCHAT, FactProbes
-from ..report import count_progress, fmt, save_plot, write_page
+from ..report import ONLINE_SETTINGS, count_progress, fmt, save_plot, settings_of, write_page
 from ..runs import index_run, new_run_dir, write_csv, write_json, write_text
 from ..sessions.holder import Loaded, ModelHolder
 
@@ -82,7 +82,8 @@ def online_eval(cfg: OnlineConfig, facts: list[FactProbes], repeats: int, locali
     write_json(run / "metrics.json", {"summary": summary, "facts": rows, "curve": curve})
     write_page(run, f"forgetlab online-eval: {run.name}", f"{len(facts)} facts × {repeats}, {summary['turns']} turns",
                [("Summary", ["metric", "value"], [[k, v] for k, v in summary.items()]),
-                ("Facts", list(rows[0]), [list(r.values()) for r in rows])], plot_curve(run, curve))
+                ("Facts", list(rows[0]), [list(r.values()) for r in rows])], plot_curve(run, curve),
+               settings=settings_of(run, ONLINE_SETTINGS), terms=["reliability", "generalisation", "locality", "general"])
     index_run(root, run, "online-eval", run.name, "complete", summary)
     print_summary(console, summary, rows, run)
     return summary

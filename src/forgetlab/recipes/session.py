@@ -29,6 +29,7 @@ from ..runs import atomic_file, clean_partial, peak_memory_mb, read_json, write_
 from ..sessions.compose import adapter_key, add_session_adapter, load_chain, save_session_adapter
 from ..sessions.data import file_hash, load_examples, rephrased, split_heldout, write_jsonl_text
 from ..sessions.loss import SessionLoss
+from ..sessions.manage import write_report
 from ..sessions.settings import Plan, resolve
 from ..sessions.store import Store, epoch_dir
 
@@ -155,6 +156,7 @@ def save(store: Store, record: dict, plan: Plan, chain: list[int], model, tok, c
     write_json(part / "session.json", record)
     (part / "checkpoint.pt").unlink(missing_ok=True)
     store.finish(k)
+    write_report(store)
     return record
 
 

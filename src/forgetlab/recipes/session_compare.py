@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import SessionCompareConfig
 from ..grid import grid_status, run_command, run_grid, start_ray
 from ..model import check_model
-from ..report import fmt, markdown_table
+from ..report import fmt, markdown_table, write_page
 from ..runs import clean_partial, index_run, new_run_dir, write_json, write_text
 from ..sessions.data import load_examples
 from ..sessions.manage import retention_matrix
@@ -92,6 +92,18 @@ def finish(cfg: SessionCompareConfig, out: Path, results: list[dict], status: st
     write_json(out / "session_compare.json", {"status": status, "files": list(cfg.files), "settings": cfg.settings,
                                               "runs": results, "summary": summaries})
     write_text(out / "session_compare.md", markdown(cfg, summaries, results))
+    failed = [[r["setting"], r["session"], r["error"]] for r in results if r["status"] == "failed"]
+    write_page(out, f"forgetlab session compare: {out.name}", f"status: {status} · sessions in order: "
+               + ", ".join(Path(f).name for f in cfg.files),
+               [("Settings compared", *summary_table(cfg, summaries))]
+               + [(f"{name}: recall on each session's check questions", *retention_table(s))
+                  for name, s in summaries.items() if s] + ([("Failed", ["setting", "session", "error"], failed)] * bool(failed)),
+               [], [(f"{name}: retention after each session", f"{name}/assistant/report.html",
+                     f"{name}/assistant/retention.png") for name, s in summaries.items() if s],
+               settings={"files": [Path(f).name for f in cfg.files], "held-out files": [Path(f).name for f in cfg.heldout],
+                             **{f"setting {k}": ", ".join(f"{a}={b}" for a, b in v.items()) or "defaults"
+                                for k, v in cfg.settings.items()}},
+               terms=["recall", "lowest share kept", "general"])
     index_run(cfg.root, out, "session compare", out.name, status,
               {"settings": len(cfg.settings), "failed": sum(r["status"] != "complete" for r in results)})
     if console:

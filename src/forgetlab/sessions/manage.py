@@ -41,6 +41,61 @@ def retention_matrix(store: Store, metric: str = "contains") -> tuple[list[int],
     return chain, rows
 
 
+SESSION_HEADER = ["session", "state", "on", "data", "records/rows/checks", "rank", "epochs", "lr", "replay", "loss",
+                  "time s", "finished"]
+
+
+def sessions_table(store: Store) -> list[list[str]]:
+    """One row per finished session under SESSION_HEADER: `session list` prints it, the assistant's report shows it."""
+    from ..report import fmt
+
+    out = []
+    for r in session_rows(store):
+        rec, s = r["record"], r["record"]["settings"]
+        out.append([str(r["id"]), r["state"], str(rec["parent"] or "base"), rec["data"]["name"],
+                    f"{rec['data']['train']}/{rec['data'].get('rows', rec['data']['train'])}/{rec['data']['heldout']}",
+                    str(s["rank"]), str(s["epochs"]), f"{s['lr']:g}",
+                    f"{s['replay']:.0%}" if rec["parent"] and "replay" in s else "-", fmt(rec.get("final_loss")),
+                    f"{rec['wall_seconds']:.0f}", rec["finished"]])
+    return out
+
+
+def write_report(store: Store) -> Path:
+    """`<assistant>/report.html`: the sessions, the retention of every session's check questions after each one (a
+    table and a plot), the active session's settings and the definitions; rewritten after each session and rollback."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..report import save_plot, write_page
+
+    info = store.info()
+    chain, rows = retention_matrix(store)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for n, j in enumerate(chain):
+        ax.plot([k for k in chain if k >= j], [rows[1 + m][1 + n] for m, k in enumerate(chain) if k >= j], marker="o",
+                label=f"session {j}'s questions")
+    ax.plot(chain, [r[-1] for r in rows[1:]], "k--", marker=".", label="general questions")
+    ax.set_xticks(chain)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("after session")
+    ax.set_ylabel("recall")
+    ax.legend(fontsize=8)
+    plots = [save_plot(fig, store.path / "retention.png", "Retention after each session")]
+    active = store.session(info["active"])["settings"]
+    keys = ("rank", "alpha", "epochs", "lr", "batch_size", "replay", "distill", "anchor", "rephrase")
+    settings = {"base model": info["model"], "mode": info["mode"], "active session": info["active"],
+                **{f"session {info['active']}: {k}": active[k] for k in keys if k in active}}
+    return write_page(store.path, f"forgetlab session: assistant {store.name}",
+                      f"{len(chain)} session(s) in the active chain; check questions: "
+                      + "; ".join(f"session {k}: {store.session(k)['data']['heldout_from']}" for k in chain),
+                      [("Sessions", SESSION_HEADER, sessions_table(store)),
+                       ("Retention (recall of each session's check questions; general)",
+                        ["recall", *[f"session {j}" for j in chain], "general"], rows)],
+                      plots, settings=settings, terms=["recall", "general"])
+
+
 def rollback(store: Store, to: int, epoch: int | None = None) -> dict:
     """Make session `to` the active one (later sessions stay on disk), at one of its kept epochs where `epoch` is
     given; return its record."""
@@ -54,6 +109,7 @@ def rollback(store: Store, to: int, epoch: int | None = None) -> dict:
     else:
         epoch = None  # the final epoch is the session's own adapter
     store.set_active(to, epoch)
+    write_report(store)
     return record
 
 
