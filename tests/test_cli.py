@@ -244,6 +244,6 @@ def test_log_wandb_and_mlflow_offline_or_one_line_without_the_extra(tiny_dir, tm
     else:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=(run / "mlruns").resolve().as_uri())
+        client = MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
         [found] = client.search_runs([client.get_experiment_by_name("forgetlab").experiment_id])
         assert len(client.get_metric_history(found.info.run_id, "train/loss")) == len(history)

@@ -1,14 +1,16 @@
 """Logging a run to the tools researchers watch runs in: TensorBoard, Weights & Biases, MLflow (`run.log`, `--log`).
 
-Each through the library's own writer, into the run directory (`tb/`, `wandb/`, `mlruns/`), so nothing needs a
-server or a network: wandb runs offline (`wandb sync` uploads later), MLflow writes a file store
-(`mlflow ui --backend-store-uri runs/<run>/mlruns`). What is logged: every training step of the one loop (loss, lr,
-grad norm, tokens/s), each evaluation (per task and split, the general score, the unlearning checks) and, at the end,
-the summary numbers and the final tables as text. `NullTracker` stands in where `run.log` is unset.
+Each through the library's own writer, into the run directory (`tb/`, `wandb/`, `mlflow.db`), so nothing needs a
+server or a network: wandb runs offline (`wandb sync` uploads later), MLflow writes a SQLite store (its file store is
+frozen upstream; `mlflow ui --backend-store-uri sqlite:///runs/<run>/mlflow.db`). What is logged: every training
+step of the one loop (loss, lr, grad norm, tokens/s), each evaluation (per task and split, the general score, the
+unlearning checks) and, at the end, the summary numbers and the final tables as text. `NullTracker` stands in where
+`run.log` is unset.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -52,13 +54,16 @@ class Tracker(NullTracker):
                                          config=config, reinit="create_new")
             else:
                 import mlflow
+                from mlflow.entities import Param
 
-                self.client = mlflow.tracking.MlflowClient(tracking_uri=(run_dir / "mlruns").resolve().as_uri())
+                self.client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{(run_dir / 'mlflow.db').resolve()}")
                 found = self.client.get_experiment_by_name("forgetlab")  # (a resumed run has it already)
-                experiment = found.experiment_id if found else self.client.create_experiment("forgetlab")
+                experiment = found.experiment_id if found else self.client.create_experiment(
+                    "forgetlab", artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
                 self.run_id = self.client.create_run(experiment, run_name=name).info.run_id
-                for key, value in flat(config).items():
-                    self.client.log_param(self.run_id, key[:250], str(value)[:500])
+                params = [Param(k[:250], str(v)[:500]) for k, v in flat(config).items()]
+                for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters a call
+                    self.client.log_batch(self.run_id, params=params[i:i + 100])
         except ImportError:
             require(kind)
             raise
@@ -73,9 +78,12 @@ class Tracker(NullTracker):
                 self.writer.add_scalar(key, value, step)
         elif self.kind == "wandb":  # its own step only grows: the run's step goes in as a column of its own
             self.writer.log({**values, f"{prefix}step": step})
-        else:
-            for key, value in values.items():
-                self.client.log_metric(self.run_id, key.replace(" ", "_"), value, step=step)
+        else:  # one write for the step's values
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k.replace(" ", "_"), v, now, step)
+                                                        for k, v in values.items()])
 
     def step(self, row: dict, step: int) -> None:
         self.scalars({k: row.get(k) for k in STEP_KEYS}, step, "train/")

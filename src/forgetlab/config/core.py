@@ -199,7 +199,7 @@ class RunConfig(Frozen):
     root: str = Field("runs", description="directory that holds run directories and the run index")
     log: Literal["tensorboard", "wandb", "mlflow"] | None = Field(None, description="also log the run to TensorBoard "
                                                                  "(tb/), Weights & Biases (offline, wandb/) or MLflow "
-                                                                 "(mlruns/) in its run directory")
+                                                                 "(mlflow.db) in its run directory")
 
 
 class ExecutorConfig(Frozen):
