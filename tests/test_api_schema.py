@@ -18,7 +18,7 @@ from .test_serve import serving
 @pytest.fixture(scope="module")
 def served(tokenizer, tmp_path_factory):
     learner = tiny_learner(tokenizer, tmp_path_factory.mktemp("learner"), update={"steps": 1})
-    with serving(create_app(learner.holder, learner)) as url:
+    with serving(create_app(learner.holder, learner, runs=tmp_path_factory.mktemp("runs"))) as url:
         yield url
 
 
@@ -46,7 +46,9 @@ def test_no_request_gets_a_5xx_and_every_error_is_openai_style(served, mode):
     api = schemathesis.openapi.from_url(f"{served}/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
     assert {op.label for op in operations} >= {"POST /v1/chat/completions", "GET /v1/models", "GET /v1/memory",
-                                               "DELETE /v1/memory/{fid}", "POST /admin/reload"}
+                                               "DELETE /v1/memory/{fid}", "POST /admin/reload", "GET /v1/runs",
+                                               "GET /v1/runs/{name}/report", "GET /v1/sessions/{assistant}",
+                                               "POST /v1/sessions/{assistant}/rollback", "GET /v1/learning/history"}
     seen = []
     for op in operations:
         try:

@@ -29,3 +29,44 @@ def test_the_quickstart_report_opens_standalone_and_gives_the_readme_its_picture
     head = shot.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == 1200  # the viewport's width
     assert (ROOT / "docs/img/report-sequential.png").is_file(), "the README's picture: make screenshots"
+
+
+@pytest.mark.slow
+def test_the_console_on_the_bundled_model_learns_a_fact_and_answers_from_it(tmp_path, browser):
+    """`forgetlab serve --learn` as the README shows it, in the browser: a stated fact, learned, then asked back; the
+    screenshot is the README's picture of the console."""
+    import time
+    import urllib.request
+
+    from forgetlab.config import OnlineConfig
+    from forgetlab.model import load_base
+    from forgetlab.online.learner import OnlineLearner
+    from forgetlab.serve import create_app
+    from forgetlab.sessions.holder import Loaded, ModelHolder
+
+    from .test_serve import serving
+
+    cfg = OnlineConfig.model_validate({"metrics_every": 1})
+    holder = ModelHolder(lambda: Loaded(*load_base(cfg.model), "bundled", None, time.time()))
+    learner = OnlineLearner(holder, cfg, tmp_path / "state")
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    with serving(create_app(holder, learner, runs=tmp_path / "runs")) as url:
+        page.goto(url + "/")
+        page.wait_for_selector("#learning-panel:not([hidden])")
+        page.keyboard.type("My manager is Priya Velloso.")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#messages li.assistant[data-done]", timeout=120_000)
+        urllib.request.urlopen(urllib.request.Request(url + "/v1/learning/wait", method="POST"), timeout=600).read()
+        page.click("#reset")  # a new conversation: the answer must come from the weights
+        page.keyboard.type("Who do I report to?")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#messages li.assistant[data-done]", timeout=120_000)
+        answer = page.locator("#messages li.assistant .answer").last.inner_text()
+        page.locator("#memory tbody tr", has_text="Priya").wait_for(timeout=60_000)
+        page.wait_for_function("Number(document.querySelector('#plots figure').dataset.points) >= 1", timeout=120_000)
+        shot = ROOT / "docs/img/console.png" if os.environ.get("FORGETLAB_SCREENSHOTS") else tmp_path / "console.png"
+        page.screenshot(path=str(shot))
+    page.close()
+    learner.wait()  # the last turn learned before the process may end (a torch thread cut off at exit aborts)
+    assert "Priya" in answer, answer
+    assert (ROOT / "docs/img/console.png").is_file(), "the README's picture: make screenshots"

@@ -10,8 +10,11 @@ request says `"learn": false` (the openai client's `extra_body`); the `X-Forgetl
 
     GET    /v1/learning          queue length, turns learned, facts stored, last metrics
     POST   /v1/learning/wait     return once every queued turn is learned (for scripts and tests)
-    GET    /v1/memory            the facts learned, with ids
+    GET    /v1/memory            the facts learned, with ids and their importance now
     DELETE /v1/memory/{id}       remove one
+
+`/` serves the web console (`forgetlab/console/`), whose endpoints — learning history, sessions and rollback, the run
+index and its reports — are listed there.
 
 Every answer names the session that produced it in the `X-Forgetlab-Session` header. Errors are OpenAI-style JSON
 ({"error": {"message", "type", "param", "code"}}) with 400 / 404 status codes; an unexpected failure is a 500 with
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
@@ -78,9 +82,11 @@ def error(status: int, message: str, param: str | None = None, code: str | None 
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
-def create_app(holder: ModelHolder | list[ModelHolder], learner=None) -> FastAPI:
+def create_app(holder: ModelHolder | list[ModelHolder], learner=None, stores: dict | None = None,
+               runs: str | Path = "runs") -> FastAPI:
     """The API over `holder` — or several, one per assistant, the request's `model` picking one — (and `learner`,
-    when learning, with one holder); a test can drive it in-process or through uvicorn."""
+    when learning, with one holder), and the console at `/` (`stores`: each assistant's session store, by name;
+    `runs`: the run directory it browses); a test can drive it in-process or through uvicorn."""
     app = FastAPI(title="forgetlab", description="OpenAI-compatible API of a forgetlab assistant")
     holders = {h.current.assistant: h for h in (holder if isinstance(holder, list) else [holder])}
     holder = next(iter(holders.values()))  # the first: what /health and /admin/reload name first
@@ -166,6 +172,9 @@ def create_app(holder: ModelHolder | list[ModelHolder], learner=None) -> FastAPI
         return JSONResponse(body, headers=headers)
 
     add_learning_routes(app, learner)
+    from .console import add_console_routes
+
+    add_console_routes(app, holders, learner, stores or {}, Path(runs))
     return app
 
 
@@ -189,7 +198,11 @@ def add_learning_routes(app: FastAPI, learner) -> None:
     @app.get("/v1/memory")
     def memory():
         need()
-        return {"object": "list", "data": learner.memory.all()}
+        from .online.memory import importance
+
+        turn = learner.state.turn
+        return {"object": "list", "data": [{**f, "importance": importance(f, turn, learner.cfg.memory)}
+                                           for f in learner.memory.all()]}
 
     @app.delete("/v1/memory/{fid}")
     def forget(fid: Annotated[int, FastPath(ge=0, lt=2**63, description="a fact's id (GET /v1/memory)")]):
@@ -276,8 +289,9 @@ def check_listen(host: str, port: int) -> None:
                         "--port, or an address of this machine with --host") from None
 
 
-def run(holder: ModelHolder, host: str, port: int, log_level: str = "info", learner=None) -> None:
+def run(holder: ModelHolder, host: str, port: int, log_level: str = "info", learner=None, stores: dict | None = None,
+        runs: str | Path = "runs") -> None:
     """Serve until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(holder, learner), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(holder, learner, stores, runs), host=host, port=port, log_level=log_level)

@@ -223,7 +223,9 @@ def add_serve(sub) -> None:
                        "GET /health, POST /admin/reload (switch to the active session after `session train` or "
                        "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's. "
                        "With --learn every turn is learned from after it is answered (\"learn\": false in a request "
-                       "skips it): GET /v1/learning, POST /v1/learning/wait, GET /v1/memory, DELETE /v1/memory/ID.",
+                       "skips it): GET /v1/learning, POST /v1/learning/wait, GET /v1/memory, DELETE /v1/memory/ID. "
+                       "A web console at / (chat, memory, learning and drift plots, sessions, runs); the OpenAPI "
+                       "schema at /docs.",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  forgetlab serve --assistant msu --port 8000\n  curl localhost:8000/v1/models\n"
                        "  forgetlab serve --learn            # the bundled model, learning from every turn")
@@ -234,6 +236,8 @@ def add_serve(sub) -> None:
                    f"model.device) [default: {default_of(OnlineConfig, 'model.device')}]")
     p.add_argument("--learn", action="store_true", help="learn from every turn (state in the assistant's directory; "
                    "without --assistant a fresh state that ends with the server)")
+    p.add_argument("--runs", metavar="DIR", default="runs", help="the runs directory the console's run browser lists "
+                   "[default: runs]")
     add_online_args(p)
     p.set_defaults(func=cmd_serve)
 
@@ -254,7 +258,8 @@ def cmd_serve(args) -> int:
     with contextlib.ExitStack() as stack:
         learner = start_learner(stack, holders[0], cfg, stores[0]) if args.learn else None
         print("serving " + ", ".join(f"'{h.current.assistant}' session {h.current.session}" for h in holders)
-              + f" on http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else ""),
-              file=sys.stderr)
-        run(list(holders) if len(holders) > 1 else holders[0], args.host, args.port, learner=learner)
+              + f" on http://{args.host}:{args.port}/v1" + (", learning from every turn" if learner else "")
+              + f"; the console: http://{args.host}:{args.port}/", file=sys.stderr)
+        run(list(holders) if len(holders) > 1 else holders[0], args.host, args.port, learner=learner,
+            stores={h.current.assistant: s for h, s in zip(holders, stores, strict=True)}, runs=args.runs)
     return 0

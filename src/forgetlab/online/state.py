@@ -75,8 +75,12 @@ class LearnerState:
     def metrics_history(self) -> list[dict]:
         return read_lines(self.dir / "metrics.jsonl")
 
+    def turn_lines(self) -> list[dict]:
+        """One line per turn learned (kind, time, facts, its updates), oldest first."""
+        return read_lines(self.dir / "turns.jsonl")
+
     def updates_history(self) -> list[dict]:
-        return [u for t in read_lines(self.dir / "turns.jsonl") for u in t.get("updates", [])]
+        return [u for t in self.turn_lines() for u in t.get("updates", [])]
 
     def record(self, result, memory) -> None:
         """Append the turn's line (and its metrics' line) to the logs."""
