@@ -79,10 +79,14 @@ def run_cli(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="session")
 def browser():
-    """Headless Chromium for the reports (tests/browser.py), one per test process."""
+    """Headless Chromium for the reports and the console (tests/browser.py), one per test process; skipped, with the
+    reason printed, only where no Chromium is installed (`make setup` installs Debian's `chromium` where it can)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import launch
+    from tests.browser import CHROMIUM, launch
+
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here and `make setup` could not install it (apt-get install chromium)")
 
     with sync_playwright() as p:
         b = launch(p)

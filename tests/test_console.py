@@ -52,6 +52,11 @@ def test_chat_streams_learns_a_fact_shows_and_deletes_it_and_the_plots_grow(page
         row = page.locator("#memory tbody tr", has_text="Biscotti")
         row.wait_for(timeout=60_000)  # learned in the background, shown on the next refresh
         assert "pet" in row.inner_text()
+        page.fill("#memory-search", "bisc")  # search: case-insensitive, over the fact and its relation
+        assert page.locator("#memory tbody tr").count() == 1
+        page.fill("#memory-search", "no such fact")
+        assert page.locator("#memory tbody tr").count() == 0
+        page.fill("#memory-search", "")
         page.wait_for_function("document.querySelector('#plots figure').dataset.points === '1'", timeout=60_000)
         assert "turns learned" in page.locator("#learning").inner_text()
         assert "loss" in page.locator("#learning").inner_text()  # the last update's loss and time
