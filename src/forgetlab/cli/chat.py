@@ -221,7 +221,8 @@ def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="serve an assistant over an OpenAI-compatible HTTP API",
                        description="FastAPI + uvicorn: GET /v1/models, POST /v1/chat/completions (streaming or not), "
                        "GET /health, POST /admin/reload (switch to the active session after `session train` or "
-                       "`rollback`). Requests are answered one at a time, in order; the model name is the assistant's. "
+                       "`rollback`). Concurrent requests are decoded together in one batch (--max-batch); the model name is the "
+                       "assistant's. "
                        "With --learn every turn is learned from after it is answered (\"learn\": false in a request "
                        "skips it): GET /v1/learning, POST /v1/learning/wait, GET /v1/memory, DELETE /v1/memory/ID. "
                        "A web console at / (chat, memory, learning and drift plots, sessions, runs); the OpenAPI "
@@ -236,6 +237,8 @@ def add_serve(sub) -> None:
                    f"model.device) [default: {default_of(OnlineConfig, 'model.device')}]")
     p.add_argument("--learn", action="store_true", help="learn from every turn (state in the assistant's directory; "
                    "without --assistant a fresh state that ends with the server)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="decode up to N concurrent requests together, "
+                   "each joining the running batch at its next token (1: one request at a time) [default: 8]")
     p.add_argument("--runs", metavar="DIR", default="runs", help="the runs directory the console's run browser lists "
                    "[default: runs]")
     add_online_args(p)
@@ -254,7 +257,11 @@ def cmd_serve(args) -> int:
         raise UserError("--assistant names an assistant twice; give each once")
     if len(names) > 1 and args.learn:
         raise UserError("--learn learns for one assistant; serve the others from another `forgetlab serve`")
+    if args.max_batch < 1:
+        raise UserError(f"--max-batch {args.max_batch}: must be at least 1 (1: one request at a time)")
     stores, holders = zip(*(open_for(args, cfg, name) for name in names), strict=True)
+    for h in holders:
+        h.batch(args.max_batch)
     with contextlib.ExitStack() as stack:
         learner = start_learner(stack, holders[0], cfg, stores[0]) if args.learn else None
         print("serving " + ", ".join(f"'{h.current.assistant}' session {h.current.session}" for h in holders)

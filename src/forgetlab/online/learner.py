@@ -78,7 +78,8 @@ class OnlineLearner:
         if on_prepare:
             on_prepare()
         holder.update(self._prepare)
-        holder.router = self.answering  # every answer the holder generates goes through the router
+        holder.route_key = lambda text: self.routed([text])[0]  # every answer the holder generates is routed
+        holder.route_context = lambda on: adapter_off(self.model, ADAPTER, off=not on)
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True, name="forgetlab-learner")
         self._worker.start()
@@ -303,10 +304,6 @@ class OnlineLearner:
             return [True] * len(texts)
         known = names(self.memory.all())
         return [routes(t, known) for t in texts]
-
-    def answering(self, text: str):
-        """A context in which the model answers `text` as the router says (the holder generates inside it)."""
-        return adapter_off(self.model, ADAPTER, off=not self.routed([text])[0])
 
     def by_route(self, texts: list[str], fn) -> list:
         """`fn(indices)` → one value per index, called with the adapter on for the routed prompts among `texts` and

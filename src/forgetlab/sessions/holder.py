@@ -1,8 +1,9 @@
 """The served model, kept apart from the HTTP layer: chat, the server and online learning all use it.
 
-`ModelHolder` owns the current model and generates one request at a time (a lock queues the rest: on CPU two
-generations at once only slow each other down). `update(fn)` changes the weights under the same lock, so no answer
-is ever generated from half-updated weights (the online learner trains through it). `reload()` builds the new
+`ModelHolder` owns the current model and generates one request at a time (a lock queues the rest), or, once
+`batch(n)` is called (the server does), decodes up to n requests together, each joining the running batch at its
+next step (`batch.py`). `update(fn)` changes the weights with generation locked out, so no answer is ever generated
+from half-updated weights (the online learner trains through it). `reload()` builds the new
 model first and then swaps the reference; a request in flight keeps the model it started with, so it finishes on
 the old session.
 """
@@ -78,8 +79,18 @@ class ModelHolder:
         self._current = load()
         self._generate_lock = threading.Lock()
         self._reload_lock = threading.Lock()
-        self.router: Callable[[str], contextlib.AbstractContextManager] | None = None
-        """Set by the online learner: a context, per request (its last user message), to generate in."""
+        self.route_key: Callable[[str], object] | None = None
+        """Set by the online learner: per request (its last user message), which way the router sends it ..."""
+        self.route_context: Callable[[object], contextlib.AbstractContextManager] = lambda key: contextlib.nullcontext()
+        """... and the context that answers that way (requests of one route share a batch)."""
+        self._scheduler = None
+
+    def batch(self, max_batch: int) -> None:
+        """Decode concurrent requests together, up to `max_batch` at a time (1: one at a time, as before)."""
+        if max_batch > 1 and self._scheduler is None:
+            from .batch import Scheduler
+
+            self._scheduler = Scheduler(self._generate_lock, lambda key: self.route_context(key), max_batch)
 
     @property
     def current(self) -> Loaded:
@@ -94,7 +105,7 @@ class ModelHolder:
     def update(self, fn: Callable[[Loaded], object]) -> object:
         """Run `fn(current)` with generation locked out (answers wait; none is generated meanwhile); return its result.
         `fn` may change the model's weights in place or put a new model in `current.model`."""
-        with self._generate_lock:
+        with self._scheduler.update() if self._scheduler else self._generate_lock:
             return fn(self._current)
 
     def context_length(self, loaded: Loaded) -> int:
@@ -117,7 +128,8 @@ class ModelHolder:
         if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
             raise RequestError("temperature must be in [0, 2] and top_p in (0, 1]", "temperature")
         last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-        return self._run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed, cancel, last)
+        run = self._batched if self._scheduler else self._run
+        return run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed, cancel, last)
 
     def _run(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
              stops: list[str], seed: int | None, cancel: threading.Event | None,
@@ -128,7 +140,8 @@ class ModelHolder:
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         out: list[int] = []
         tidier, reason = StreamTidier(stops), "length"
-        with self._generate_lock, torch.no_grad(), (self.router(text) if self.router else contextlib.nullcontext()):
+        route = self.route_key(text) if self.route_key else None
+        with self._generate_lock, torch.no_grad(), self.route_context(route):
             x, past = torch.tensor([ids], device=device), None
             for _ in range(max_tokens):
                 if cancel is not None and cancel.is_set():
@@ -148,6 +161,41 @@ class ModelHolder:
                     reason = "stop"
                     break
                 x = torch.tensor([[nxt]], device=device)
+        rest = tidier.finish(truncated=reason == "length")
+        if rest:
+            yield rest
+        yield Completion(tidier.final, reason, len(ids), len(out), loaded.session, tidier.raw)
+
+    def _batched(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
+                 stops: list[str], seed: int | None, cancel: threading.Event | None,
+                 text: str = "") -> Iterator[str | Completion]:
+        """As `_run`, with the tokens decoded by the scheduler in a batch with whatever else is being answered."""
+        from .batch import Sequence
+
+        tok = loaded.tok
+        gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+        seq = Sequence(loaded, ids, max_tokens, lambda logits: _pick(logits, temperature, top_p, gen),
+                       set(eos_ids(loaded.model, tok)), self.route_key(text) if self.route_key else None,
+                       cancel or threading.Event())
+        self._scheduler.submit(seq)
+        out: list[int] = []
+        tidier, reason = StreamTidier(stops), None
+        try:
+            while reason is None:
+                item = seq.out.get()
+                if isinstance(item, Exception):
+                    raise item
+                if item is None:
+                    reason = seq.reason
+                    break
+                out.append(item)
+                piece = tidier.feed(tok.decode(out, skip_special_tokens=True))
+                if piece:
+                    yield piece
+                if tidier.stopped:
+                    reason = "stop"
+        finally:
+            seq.cancel.set()  # a reader that stops early (a stop string, a hang-up) frees its row at the next step
         rest = tidier.finish(truncated=reason == "length")
         if rest:
             yield rest

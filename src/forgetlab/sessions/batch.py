@@ -1,0 +1,234 @@
+"""Continuous batching for the holder: requests that arrive while a batch is decoding join it at the next step.
+
+One scheduler thread owns generation. A request is prefilled alone (its prompt in one forward pass, batch 1) and
+its key/value cache joins the running batch, left-padded to the batch's length; every step then decodes one token
+for every sequence in one forward pass (an attention mask hides the padding, each row keeps its own positions). A
+sequence leaves the batch when it ends (end of answer, its token limit, a stop string its reader saw, or its client
+hung up); the padding no row needs any more is trimmed. Decoding one token of a 135M model is bound by reading the
+weights, so a batch of 8 costs little more than one sequence.
+
+Only sequences that answer with the same model and the same route (the online router may switch the learned
+adapter off for a request) share a batch; the others wait for it to drain. Updates of the weights (`holder.update`)
+never run while a batch decodes: once one is waiting no sequence joins, the batch drains, the update runs, and
+the next batch starts after it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+
+@dataclass
+class Sequence:
+    """One request in the scheduler: its prompt, limits and sampling, and where its tokens go (`out`: each new token
+    id, then None when it has ended, with `reason` set)."""
+
+    loaded: object
+    ids: list[int]
+    max_tokens: int
+    pick: Callable[[torch.Tensor], int]
+    eos: set[int]
+    route: object = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    out: queue.Queue = field(default_factory=queue.Queue)
+    produced: int = 0
+    reason: str = "length"
+    last: int | None = None
+
+    def group(self) -> tuple:
+        return id(self.loaded), self.route
+
+
+class PaddedBatch:
+    """The running batch's key/value cache, one (B, heads, L, dim) tensor per layer and side, left-padded, with its
+    attention mask (B, L) and each row's own length (its next position)."""
+
+    def __init__(self):
+        self.seqs: list[Sequence] = []
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.mask: torch.Tensor | None = None
+        self.lengths: list[int] = []
+
+    def add(self, seq: Sequence, cache) -> None:
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        n = keys[0].shape[2]
+        mask = torch.ones(1, n, dtype=torch.long, device=keys[0].device)
+        if self.seqs:
+            width = self.keys[0].shape[2]
+            if n < width:
+                keys, values = [left(k, width - n) for k in keys], [left(v, width - n) for v in values]
+                mask = left(mask, width - n)
+            elif n > width:
+                self.keys, self.values = [left(k, n - width) for k in self.keys], [left(v, n - width) for v in self.values]
+                self.mask = left(self.mask, n - width)
+            keys = [torch.cat([a, b]) for a, b in zip(self.keys, keys, strict=True)]
+            values = [torch.cat([a, b]) for a, b in zip(self.values, values, strict=True)]
+            mask = torch.cat([self.mask, mask])
+        self.keys, self.values, self.mask = keys, values, mask
+        self.seqs.append(seq)
+        self.lengths.append(n)
+
+    def step(self, model) -> torch.Tensor:
+        """One decoding step for every row (its last token in); the next-token logits (B, vocab)."""
+        device = self.mask.device
+        cache = DynamicCache(ddp_cache_data=list(zip(self.keys, self.values, strict=True)))
+        mask = torch.cat([self.mask, torch.ones(len(self.seqs), 1, dtype=torch.long, device=device)], dim=1)
+        step = model(input_ids=torch.tensor([[s.last] for s in self.seqs], device=device), attention_mask=mask,
+                     position_ids=torch.tensor([[n] for n in self.lengths], device=device), past_key_values=cache,
+                     use_cache=True)
+        cache = step.past_key_values
+        self.keys, self.values = [layer.keys for layer in cache.layers], [layer.values for layer in cache.layers]
+        self.mask, self.lengths = mask, [n + 1 for n in self.lengths]
+        return step.logits[:, -1]
+
+    def keep(self, rows: list[int]) -> None:
+        """Only `rows` stay; columns no remaining row needs (padding on every row) are dropped."""
+        if len(rows) == len(self.seqs):
+            return
+        self.seqs = [self.seqs[i] for i in rows]
+        self.lengths = [self.lengths[i] for i in rows]
+        if not rows:
+            self.keys, self.values, self.mask = [], [], None
+            return
+        index = torch.tensor(rows, device=self.mask.device)
+        mask = self.mask.index_select(0, index)
+        start = int((mask.sum(0) == 0).long().cumprod(0).sum())  # leading all-padding columns
+        self.mask = mask[:, start:]
+        self.keys = [k.index_select(0, index)[:, :, start:] for k in self.keys]
+        self.values = [v.index_select(0, index)[:, :, start:] for v in self.values]
+
+
+def left(t: torch.Tensor, n: int) -> torch.Tensor:
+    """`t` with `n` zero columns in front of its sequence axis (dim 2 of a cache tensor, dim 1 of a mask)."""
+    if t.dim() == 2:
+        return F.pad(t, (n, 0))
+    return F.pad(t, (0, 0, n, 0))
+
+
+class Scheduler:
+    """The thread that decodes every sequence submitted to it, in batches of at most `max_batch`."""
+
+    def __init__(self, lock: threading.Lock, context: Callable[[object], contextlib.AbstractContextManager],
+                 max_batch: int = 8):
+        self.lock, self.context, self.max_batch = lock, context, max_batch
+        self.cond = threading.Condition()
+        self.pending: list[Sequence] = []
+        self.updates_waiting = 0
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="forgetlab-batch")
+        self.thread.start()
+        atexit.register(self.close)  # a thread cut off inside torch at interpreter exit aborts the process
+
+    def close(self) -> None:
+        """Finish the running batch, take no more, and end the thread."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join(timeout=30)
+
+    def submit(self, seq: Sequence) -> Sequence:
+        with self.cond:
+            self.pending.append(seq)
+            self.cond.notify_all()
+        return seq
+
+    @contextlib.contextmanager
+    def update(self):
+        """Hold the model for an update: no sequence joins once one waits; it runs when the batch has drained."""
+        with self.cond:
+            self.updates_waiting += 1
+        try:
+            with self.lock:
+                yield
+        finally:
+            with self.cond:
+                self.updates_waiting -= 1
+                self.cond.notify_all()
+
+    def _admit(self, batch: PaddedBatch) -> list[Sequence]:
+        with self.cond:
+            if self.updates_waiting:
+                return []
+            group = batch.seqs[0].group() if batch.seqs else None
+            room = self.max_batch - len(batch.seqs)
+            taken = []
+            for seq in list(self.pending):
+                if room <= 0:
+                    break
+                if group is None:
+                    group = seq.group()
+                if seq.group() == group:
+                    taken.append(seq)
+                    self.pending.remove(seq)
+                    room -= 1
+            return taken
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while (not self.pending or self.updates_waiting) and not self.closed:
+                    self.cond.wait()
+                if self.closed:
+                    for seq in self.pending:
+                        self._end(seq, "error", RuntimeError("the server is shutting down"))
+                    return
+            with self.lock, torch.no_grad():
+                batch = PaddedBatch()
+                while True:
+                    for seq in self._admit(batch):
+                        self._prefill(batch, seq)
+                    if not batch.seqs:
+                        break
+                    self._decode(batch)
+
+    def _prefill(self, batch: PaddedBatch, seq: Sequence) -> None:
+        try:
+            model = seq.loaded.model
+            device = next(model.parameters()).device
+            with self.context(seq.route):
+                step = model(input_ids=torch.tensor([seq.ids], device=device), use_cache=True)
+            if self._take(seq, seq.pick(step.logits[0, -1].cpu())):
+                batch.add(seq, step.past_key_values)
+        except Exception as e:  # the request fails, not the scheduler
+            self._end(seq, "error", e)
+
+    def _decode(self, batch: PaddedBatch) -> None:
+        try:
+            with self.context(batch.seqs[0].route):
+                logits = batch.step(batch.seqs[0].loaded.model).cpu()
+        except Exception as e:
+            for seq in batch.seqs:
+                self._end(seq, "error", e)
+            batch.keep([])
+            return
+        batch.keep([i for i, seq in enumerate(batch.seqs) if self._take(seq, seq.pick(logits[i]))])
+
+    def _take(self, seq: Sequence, token: int) -> bool:
+        """Hand `token` to the sequence's reader; whether it goes on (not ended, not cancelled, room left)."""
+        if seq.cancel.is_set():
+            return self._end(seq, "cancelled")
+        if token in seq.eos:
+            return self._end(seq, "stop")
+        seq.produced += 1
+        seq.last = token
+        seq.out.put(token)
+        if seq.produced >= seq.max_tokens:
+            return self._end(seq, "length")
+        return True
+
+    @staticmethod
+    def _end(seq: Sequence, reason: str, error: Exception | None = None) -> bool:
+        seq.reason = reason
+        seq.out.put(error)
+        return False

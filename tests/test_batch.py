@@ -1,0 +1,172 @@
+"""Continuous batching (sessions/batch.py): concurrent requests decoded together give, token for token, the answers
+each gets alone; sequences join a running batch and leave it; an update waits for the batch and the batch for it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from forgetlab.sessions.batch import PaddedBatch, left
+from forgetlab.sessions.holder import Loaded, ModelHolder
+
+from .conftest import tiny_llama
+
+PROMPTS = ["Hi", "What is the capital of France? Please answer in one word, then explain.", "Name a colour.",
+           "Tell me about the sea, the sky and the mountains in a long sentence.", "2 + 2?", "Who wrote Hamlet?"]
+
+
+def holders(tokenizer, max_batch: int):
+    model = tiny_llama(len(tokenizer), seed=3)
+    serial = ModelHolder(lambda: Loaded(model, tokenizer, "t", None, 0.0))
+    batched = ModelHolder(lambda: Loaded(model, tokenizer, "t", None, 0.0))
+    batched.batch(max_batch)
+    return serial, batched
+
+
+def ask_together(holder, prompts, **kw) -> list:
+    out = [None] * len(prompts)
+
+    def ask(i):
+        out[i] = holder.complete([{"role": "user", "content": prompts[i]}], **kw)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)  # arrivals spread out: later ones join a batch already decoding
+    for t in threads:
+        t.join()
+    return out
+
+
+@pytest.mark.parametrize("max_batch", [2, 8])
+def test_batched_answers_are_the_one_at_a_time_answers_token_for_token(tokenizer, max_batch):
+    serial, batched = holders(tokenizer, max_batch)
+    limits = [5, 17, 9, 24, 3, 12]  # each sequence leaves the batch at its own step
+    want = [serial.complete([{"role": "user", "content": p}], max_tokens=n) for p, n in zip(PROMPTS, limits,
+                                                                                            strict=True)]
+    got = [None] * len(PROMPTS)
+
+    def ask(i):
+        got[i] = batched.complete([{"role": "user", "content": PROMPTS[i]}], max_tokens=limits[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w, g in zip(want, got, strict=True):
+        assert (g.raw, g.completion_tokens, g.finish_reason, g.text) == (w.raw, w.completion_tokens, w.finish_reason,
+                                                                          w.text)
+    assert any(w.completion_tokens > 0 for w in want)
+
+
+def test_sampling_with_a_seed_and_stop_strings_match_too(tokenizer):
+    serial, batched = holders(tokenizer, 8)
+    kw = {"max_tokens": 12, "temperature": 0.9, "top_p": 0.9, "seed": 7}
+    want = [serial.complete([{"role": "user", "content": p}], **kw) for p in PROMPTS]
+    assert [g.raw for g in ask_together(batched, PROMPTS, **kw)] == [w.raw for w in want]
+    stop = want[1].raw[3:6] or "x"  # a stop string the answer reaches: the reader ends it, its row leaves
+    want = [serial.complete([{"role": "user", "content": p}], max_tokens=12, stop=[stop]) for p in PROMPTS]
+    got = ask_together(batched, PROMPTS, max_tokens=12, stop=[stop])
+    assert [(g.text, g.finish_reason) for g in got] == [(w.text, w.finish_reason) for w in want]
+
+
+def test_a_hung_up_request_leaves_the_batch_and_the_others_finish(tokenizer):
+    serial, batched = holders(tokenizer, 8)
+    cancel = threading.Event()
+    pieces = batched.stream([{"role": "user", "content": PROMPTS[3]}], max_tokens=200, cancel=cancel)
+    others = threading.Thread(target=lambda: ask_together(batched, PROMPTS[:2], max_tokens=30))
+    others.start()
+    cancel.set()  # the client hangs up before reading anything
+    done = [p for p in pieces][-1]
+    others.join(timeout=60)
+    assert done.finish_reason == "cancelled" and done.completion_tokens < 200 and not others.is_alive()
+
+
+def test_an_update_runs_between_batches_never_during_one(tokenizer):
+    serial, batched = holders(tokenizer, 8)
+    events = []
+    model = batched.current.model
+    real = model.forward
+
+    def forward(*a, **k):
+        events.append("decode")
+        return real(*a, **k)
+
+    model.forward = forward
+    threads = [threading.Thread(target=lambda p=p: batched.complete([{"role": "user", "content": p}], max_tokens=40))
+               for p in PROMPTS]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+
+    def update(loaded):
+        events.append("update start")
+        time.sleep(0.05)
+        events.append("update end")
+
+    batched.update(update)  # waits for the running batch to drain; no sequence joins meanwhile
+    late = batched.complete([{"role": "user", "content": "Hi"}], max_tokens=3)  # after the update: a batch of its own
+    for t in threads:
+        t.join()
+    start, end = events.index("update start"), events.index("update end")
+    assert end == start + 1  # nothing decoded while the update ran
+    assert late.completion_tokens <= 3
+    model.forward = real
+
+
+def test_the_padded_cache_joins_and_trims_by_hand():
+    class Layer:
+        def __init__(self, n, value):
+            self.keys = torch.full((1, 1, n, 2), float(value))
+            self.values = torch.full((1, 1, n, 2), -float(value))
+
+    class Cache:
+        def __init__(self, n, value):
+            self.layers = [Layer(n, value)]
+
+    batch = PaddedBatch()
+    batch.add("a", Cache(2, 1))
+    batch.add("b", Cache(4, 2))  # longer: the first row is padded on the left
+    batch.add("c", Cache(1, 3))  # shorter: padded itself
+    assert batch.mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]] and batch.lengths == [2, 4, 1]
+    assert batch.keys[0][:, 0, :, 0].tolist() == [[0, 0, 1, 1], [2, 2, 2, 2], [0, 0, 0, 3]]
+    batch.keep([0, 2])  # "b" leaves: the two columns only it needed go
+    assert batch.mask.tolist() == [[1, 1], [0, 1]] and batch.seqs == ["a", "c"] and batch.lengths == [2, 1]
+    assert batch.values[0][:, 0, :, 0].tolist() == [[-1, -1], [0, -3]]
+    assert left(torch.ones(1, 2, dtype=torch.long), 1).tolist() == [[0, 1, 1]]
+
+
+def test_the_server_batches_concurrent_clients_and_each_gets_its_alone_answer(tokenizer):
+    """The official openai client, 6 at once (3 streaming), against a batched server: each answer is the one the
+    one-at-a-time holder gives."""
+    import openai
+
+    from forgetlab.serve import create_app
+
+    from .test_serve import serving
+
+    serial, batched = holders(tokenizer, 4)
+    want = [serial.complete([{"role": "user", "content": p}], max_tokens=16).text for p in PROMPTS]
+    got = [None] * len(PROMPTS)
+    with serving(create_app(batched)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+        def ask(i):
+            messages = [{"role": "user", "content": PROMPTS[i]}]
+            if i % 2:
+                stream = client.chat.completions.create(model="t", messages=messages, max_tokens=16, stream=True)
+                got[i] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            else:
+                got[i] = client.chat.completions.create(model="t", messages=messages,
+                                                        max_tokens=16).choices[0].message.content
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(PROMPTS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == want
