@@ -1,17 +1,19 @@
-"""Load: 32 concurrent clients against `forgetlab serve` and `forgetlab serve --learn` (the bundled model, real
-servers on loopback, the official `openai` client), for a bounded time each.
+"""Load: 1, 8 and 32 concurrent clients against `forgetlab serve` (batched, the default), the same server one request
+at a time (`--max-batch 1`, the baseline) and `forgetlab serve --learn` (the bundled model, real servers on loopback,
+the official `openai` client), for a bounded time each.
 
-Clients: 12 ask for whole answers, 12 stream (each asks again as soon as it has its answer), 4 send malformed
+Clients at 32: 12 ask for whole answers, 12 stream (each asks again as soon as it has its answer), 4 send malformed
 requests (broken JSON, no messages, temperature 5, an unknown model) and 4 start a stream and hang up after the
-first chunk (these two kinds once a second). Checked: no 5xx; every well-formed answer
+first chunk (these two kinds once a second); at 8: 4 whole, 4 streaming; at 1: one asking for whole answers.
+Checked: no 5xx; every well-formed answer
 is the greedy answer the server gave to the same question alone before the load (plain serve; with --learn the
 model changes as it learns, so the answer must be well formed and the learner must have learned); every malformed
 request a 4xx with an OpenAI-style error. Recorded: p50/p99 latency and throughput of well-formed requests, and the
 server's resident memory over the run (sampled every second after a warm-up).
 
-Baseline, measured in the same run: the same questions asked one at a time by one client. Generation is serialised
-in the server (one model, one lock), so throughput under load should match it (ratio ≈ 1) while latency grows with
-the queue.
+Baseline, measured in the same run on each server: the same questions asked one at a time by one client; the ratio
+is the throughput under load over that rate. Served one at a time the ratio stays near 1 and latency grows with the
+queue; batched, concurrent answers share each decoding step.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ QUESTIONS = ["What is the capital of France?", "Name a primary colour.", "What d
 FACTS = ["My sister's name is Oriel.", "I live in Tromso.", "My dog is called Rex.", "I work at Halden Labs."]
 MAX_TOKENS = 8
 CLIENTS = {"whole": 12, "stream": 12, "malformed": 4, "hang_up": 4}
+LEVELS = {1: {"whole": 1}, 8: {"whole": 4, "stream": 4}, 32: CLIENTS}
+"""Clients of each kind at each load level."""
 PAUSE = 1.0  # seconds a malformed or hanging-up client waits between requests (the others ask again at once)
 
 
@@ -105,8 +109,9 @@ def one_at_a_time(server: Server, rounds: int = 2) -> tuple[dict, list[float]]:
     return answers, latencies
 
 
-def under_load(server: Server, expected: dict | None, seconds: float, learn: bool) -> dict:
-    """32 clients for `seconds`; expected None: answers are checked for form only (the model is learning)."""
+def under_load(server: Server, expected: dict | None, seconds: float, learn: bool, clients: dict = CLIENTS) -> dict:
+    """`clients` (kind: count) for `seconds`; expected None: answers are checked for form only (the model is
+    learning)."""
     deadline = time.perf_counter() + seconds
     lock = threading.Lock()
     stats = {"latency": [], "ok": 0, "wrong": [], "server_errors": 0, "malformed_4xx": 0, "malformed_other": [],
@@ -172,7 +177,7 @@ def under_load(server: Server, expected: dict | None, seconds: float, learn: boo
                 record("errors", f"{type(e).__name__}: {e}"[:200])
 
     threads = [threading.Thread(target=ask, args=(kind, 1000 * n + i)) for n, (kind, count) in
-               enumerate(CLIENTS.items()) for i in range(count)]
+               enumerate(clients.items()) for i in range(count)]
     memory: list[float] = []
 
     def sample():
@@ -202,33 +207,40 @@ def under_load(server: Server, expected: dict | None, seconds: float, learn: boo
             "rss_mb_max": round(max(memory), 1) if memory else None}
 
 
-def main(seconds: float = 90, modes: tuple[str, ...] = ("serve", "serve --learn")) -> dict:
+MODES = {"serve --max-batch 1": ["--max-batch", "1"], "serve": [], "serve --learn": ["--learn"]}
+
+
+def main(seconds: float = 60, modes: tuple[str, ...] = tuple(MODES), levels: tuple[int, ...] = tuple(LEVELS)) -> dict:
     out = {}
     home = tempfile.mkdtemp(prefix="forgetlab-load-")
-    for mode, args in (("serve", []), ("serve --learn", ["--learn", "--assistant", "load", "--home", home])):
-        if mode not in modes:
-            continue
+    for mode in modes:
+        args = MODES[mode] + (["--assistant", "load", "--home", home] if "--learn" in MODES[mode] else [])
         server = Server(args)
         try:
             expected, alone = one_at_a_time(server)
-            result = under_load(server, None if "--learn" in args else expected, seconds, "--learn" in args)
+            base_throughput = len(alone) / sum(alone)
+            out[mode] = {"alone_p50_s": round(statistics.median(alone), 2),
+                         "alone_throughput_per_s": round(base_throughput, 2)}
+            for level in levels:
+                learn = "--learn" in args
+                result = under_load(server, None if learn else expected, seconds, learn, LEVELS[level])
+                result["throughput_ratio"] = round(result["throughput_per_s"] / base_throughput, 2)
+                out[mode][level] = result
+                print(f"{mode}, {level} clients: throughput {result['throughput_per_s']}/s "
+                      f"({result['throughput_ratio']}x one client alone), p50 {result['p50_s']} s, p99 "
+                      f"{result['p99_s']} s, 5xx {result['server_errors']}, wrong {len(result['wrong'])}, "
+                      f"errors {len(result['errors'])}, rss MB by fifth {result['rss_mb_by_fifth']}", flush=True)
             if "--learn" in args:
                 with urllib.request.urlopen(f"{server.url}/v1/learning/wait", data=b"", timeout=600) as r:
-                    result["learning"] = {k: v for k, v in json.loads(r.read()).items()
-                                          if k in ("turns", "turns_learned", "facts_stored", "facts_learned",
-                                                   "updates_rejected", "errors")}
-            base_throughput = len(alone) / sum(alone)
-            result.update(alone_p50_s=round(statistics.median(alone), 2),
-                          alone_throughput_per_s=round(base_throughput, 2),
-                          throughput_ratio=round(result["throughput_per_s"] / base_throughput, 2))
+                    out[mode]["learning"] = {k: v for k, v in json.loads(r.read()).items()
+                                             if k in ("turns", "turns_learned", "facts_stored", "facts_learned",
+                                                      "updates_rejected", "errors")}
         finally:
             server.stop()
-        out[mode] = result
-        print(f"{mode}: {json.dumps(result)}", flush=True)
     return out
 
 
 if __name__ == "__main__":
-    # python bench/load.py [SECONDS [MODE]]: MODE "serve" or "serve --learn" runs only that one
-    print(json.dumps(main(float(sys.argv[1]) if len(sys.argv) > 1 else 90,
-                          tuple(sys.argv[2:3]) or ("serve", "serve --learn")), indent=2))
+    # python bench/load.py [SECONDS [MODE [LEVEL]]]: MODE one of MODES, LEVEL 1, 8 or 32 (default: all)
+    print(json.dumps(main(float(sys.argv[1]) if len(sys.argv) > 1 else 60, tuple(sys.argv[2:3]) or tuple(MODES),
+                          tuple(int(x) for x in sys.argv[3:4]) or tuple(LEVELS)), indent=2, default=str))

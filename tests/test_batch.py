@@ -119,19 +119,14 @@ def test_an_update_runs_between_batches_never_during_one(tokenizer):
 
 
 def test_the_padded_cache_joins_and_trims_by_hand():
-    class Layer:
-        def __init__(self, n, value):
-            self.keys = torch.full((1, 1, n, 2), float(value))
-            self.values = torch.full((1, 1, n, 2), -float(value))
-
-    class Cache:
-        def __init__(self, n, value):
-            self.layers = [Layer(n, value)]
+    def rows(n, value, pad=0):  # one row: `pad` padding columns, then n columns of `value`
+        k = torch.cat([torch.zeros(1, 1, pad, 2), torch.full((1, 1, n, 2), float(value))], dim=2)
+        return [k], [-k], torch.tensor([[0] * pad + [1] * n])
 
     batch = PaddedBatch()
-    batch.add("a", Cache(2, 1))
-    batch.add("b", Cache(4, 2))  # longer: the first row is padded on the left
-    batch.add("c", Cache(1, 3))  # shorter: padded itself
+    batch.add(["a"], *rows(2, 1), [2])
+    batch.add(["b"], *rows(4, 2), [4])  # longer: the first row is padded on the left
+    batch.add(["c"], *rows(1, 3, pad=1), [1])  # shorter (and padded already): padded further
     assert batch.mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]] and batch.lengths == [2, 4, 1]
     assert batch.keys[0][:, 0, :, 0].tolist() == [[0, 0, 1, 1], [2, 2, 2, 2], [0, 0, 0, 3]]
     batch.keep([0, 2])  # "b" leaves: the two columns only it needed go

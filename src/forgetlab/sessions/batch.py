@@ -38,6 +38,7 @@ class Sequence:
     pick: Callable[[torch.Tensor], int]
     eos: set[int]
     route: object = None
+    pad: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     out: queue.Queue = field(default_factory=queue.Queue)
     produced: int = 0
@@ -59,11 +60,10 @@ class PaddedBatch:
         self.mask: torch.Tensor | None = None
         self.lengths: list[int] = []
 
-    def add(self, seq: Sequence, cache) -> None:
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
+    def add(self, seqs: list[Sequence], keys: list[torch.Tensor], values: list[torch.Tensor], mask: torch.Tensor,
+            lengths: list[int]) -> None:
+        """Rows joining: their cache (k, heads, n, dim per layer, left-padded as `mask` (k, n) says) and lengths."""
         n = keys[0].shape[2]
-        mask = torch.ones(1, n, dtype=torch.long, device=keys[0].device)
         if self.seqs:
             width = self.keys[0].shape[2]
             if n < width:
@@ -76,8 +76,8 @@ class PaddedBatch:
             values = [torch.cat([a, b]) for a, b in zip(self.values, values, strict=True)]
             mask = torch.cat([self.mask, mask])
         self.keys, self.values, self.mask = keys, values, mask
-        self.seqs.append(seq)
-        self.lengths.append(n)
+        self.seqs += seqs
+        self.lengths += lengths
 
     def step(self, model) -> torch.Tensor:
         """One decoding step for every row (its last token in); the next-token logits (B, vocab)."""
@@ -186,22 +186,40 @@ class Scheduler:
             with self.lock, torch.no_grad():
                 batch = PaddedBatch()
                 while True:
-                    for seq in self._admit(batch):
-                        self._prefill(batch, seq)
+                    self._prefill(batch, self._admit(batch))
                     if not batch.seqs:
                         break
                     self._decode(batch)
 
-    def _prefill(self, batch: PaddedBatch, seq: Sequence) -> None:
+    def _prefill(self, batch: PaddedBatch, seqs: list[Sequence]) -> None:
+        """The joining sequences' prompts in one forward pass (left-padded, masked, each row at its own positions);
+        their first tokens picked and their caches added to the batch."""
+        if not seqs:
+            return
         try:
-            model = seq.loaded.model
+            model = seqs[0].loaded.model
             device = next(model.parameters()).device
-            with self.context(seq.route):
-                step = model(input_ids=torch.tensor([seq.ids], device=device), use_cache=True)
-            if self._take(seq, seq.pick(step.logits[0, -1].cpu())):
-                batch.add(seq, step.past_key_values)
-        except Exception as e:  # the request fails, not the scheduler
-            self._end(seq, "error", e)
+            width = max(len(s.ids) for s in seqs)
+            pad = seqs[0].pad
+            ids = torch.tensor([[pad] * (width - len(s.ids)) + s.ids for s in seqs], device=device)
+            mask = torch.tensor([[0] * (width - len(s.ids)) + [1] * len(s.ids) for s in seqs], device=device)
+            with self.context(seqs[0].route):
+                step = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                             use_cache=True)
+            logits = step.logits[:, -1].cpu()
+            keep = mask[:, None, :, None].to(step.past_key_values.layers[0].keys.dtype)  # padding stays exactly zero
+            keys = [layer.keys * keep for layer in step.past_key_values.layers]
+            values = [layer.values * keep for layer in step.past_key_values.layers]
+        except Exception as e:  # these requests fail, not the scheduler
+            for seq in seqs:
+                self._end(seq, "error", e)
+            return
+        rows = [i for i, seq in enumerate(seqs) if self._take(seq, seq.pick(logits[i]))]
+        if rows:
+            index = torch.tensor(rows, device=device)
+            batch.add([seqs[i] for i in rows], [k.index_select(0, index) for k in keys],
+                      [v.index_select(0, index) for v in values], mask.index_select(0, index),
+                      [len(seqs[i].ids) for i in rows])
 
     def _decode(self, batch: PaddedBatch) -> None:
         try:

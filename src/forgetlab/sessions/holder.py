@@ -176,7 +176,7 @@ class ModelHolder:
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
         seq = Sequence(loaded, ids, max_tokens, lambda logits: _pick(logits, temperature, top_p, gen),
                        set(eos_ids(loaded.model, tok)), self.route_key(text) if self.route_key else None,
-                       cancel or threading.Event())
+                       tok.pad_token_id or 0, cancel or threading.Event())
         self._scheduler.submit(seq)
         out: list[int] = []
         tidier, reason = StreamTidier(stops), None
