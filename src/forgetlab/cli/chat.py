@@ -237,8 +237,8 @@ def add_serve(sub) -> None:
                    f"model.device) [default: {default_of(OnlineConfig, 'model.device')}]")
     p.add_argument("--learn", action="store_true", help="learn from every turn (state in the assistant's directory; "
                    "without --assistant a fresh state that ends with the server)")
-    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="decode up to N concurrent requests together, "
-                   "each joining the running batch at its next token (1: one request at a time) [default: 8]")
+    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="decode up to N concurrent requests together, "
+                   "each joining the running batch at its next token (1: one request at a time) [default: 32]")
     p.add_argument("--runs", metavar="DIR", default="runs", help="the runs directory the console's run browser lists "
                    "[default: runs]")
     add_online_args(p)
