@@ -41,7 +41,8 @@ quickstart: $(STAMP)
 	@echo "  forgetlab online-eval                                          learning from every chat turn, scored (5 min)"
 	@echo "  forgetlab unlearn --rtt                                        forget known facts, test by retraining (2.6 min)"
 	@echo "  forgetlab sweep --config configs/sweep/small.yaml              does LoRA rank change what comes back? (10 min)"
-	@echo "  forgetlab serve --learn                                        an OpenAI-style server that learns (starts in seconds)"
+	@echo "  forgetlab serve --learn                                        an OpenAI-style server that learns, with a web"
+	@echo "                                                                 console at http://127.0.0.1:8000/ (starts in seconds)"
 
 # The tiny-model tests run in two worker processes (they keep about one core busy each), the kill tests (crash) among
 # them; then the end-to-end tests on the bundled model, one at a time (each keeps both cores busy).
