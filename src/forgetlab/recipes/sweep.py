@@ -78,7 +78,10 @@ def run_point(out: Path, name: str, point: dict) -> dict:
     """Run one point (`forgetlab unlearn` in a child process), or read it back when an earlier run finished it."""
     previous, state = child_run(out / "runs", name)
     if state.get("status") in ("complete", "below bar"):
-        return dict(point_row(name, point, state, previous), seconds=None)
+        row = point_row(name, point, state, previous)
+        if state["status"] == "below bar":  # the reason, as the run that finished it said
+            row["error"] = f"no checkpoint met the bar ({(state.get('kept') or {}).get('reason')})"
+        return dict(row, seconds=None)
     ran = run_command(["unlearn", "--config", str(out / "configs" / f"{name}.yaml")], log=out / "logs" / f"{name}.log")
     run_dir, state = child_run(out / "runs", name)
     row = point_row(name, point, state, run_dir)

@@ -127,8 +127,9 @@ def run_unlearn(cfg: UnlearnConfig, console=None) -> Path:
         k = state["final"]
         raise BelowBar(f"unlearn: no checkpoint met the bar ({state['kept']['reason']}); the nearest (step "
                        f"{k['step']}: forget {fmt(k.get('forget_ll', k.get('forget_qa')))}, retain "
-                       f"{fmt(k.get('retain_ll', k.get('retain_qa')))}, general {fmt(k.get('general'))}) is saved as "
-                       f"{state.get('saved', '-')}; try another --lr, more --epochs or another --method")
+                       f"{fmt(k.get('retain_ll', k.get('retain_qa')))}, general {fmt(k.get('general'))}) "
+                       + (f"is saved as {state['saved']}" if state.get("saved") else "was not saved (--save none)")
+                       + "; try another --lr, more --epochs or another --method")
     return run_dir
 
 
