@@ -39,7 +39,7 @@ def test_chat_streams_learns_a_fact_shows_and_deletes_it_and_the_plots_grow(page
     with serving(create_app(learner.holder, learner, runs=tmp_path / "runs")) as url:
         page.goto(url + "/")
         page.wait_for_selector("#learning-panel:not([hidden])")
-        assert page.evaluate("document.activeElement.id") == "prompt"  # ready to type
+        page.wait_for_function("document.activeElement.id === 'prompt'")  # ready to type
         assert page.locator("#plots figure").first.get_attribute("data-points") == "0"
 
         page.keyboard.type("My dog's name is Biscotti.")
@@ -127,11 +127,11 @@ def test_sessions_roll_back_and_a_run_report_opens(page, assistant_and_runs, tin
         page.click("button.rollback[data-session='1']")  # confirmed by the dialog handler
         page.wait_for_function("document.querySelector('#sessions tr.active td').textContent === '1'")
         assert get(url + "/health")["session"] == 1 and store.info()["active"] == 1
-        assert "session 1" in page.locator("#serving").inner_text()
+        page.wait_for_function("document.querySelector('#serving').textContent.includes('session 1')")
 
         page.click("button.open-report")
         frame = page.frame_locator("#report")
-        assert frame.locator("h1").inner_text().startswith("forgetlab sequential")
+        frame.locator("h1", has_text="forgetlab sequential").wait_for()  # the run's own page, inside the console
         assert frame.locator("h2", has_text="Settings").count() == 1
         page.screenshot(path=str(runs / "console-sessions.png"), full_page=True)
 
