@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import assistants  # noqa: E402
 import below  # noqa: E402
 import grid_overhead  # noqa: E402
 import lanczos  # noqa: E402
@@ -23,7 +24,7 @@ if __name__ == "__main__":
     results = {}
     for name, mod in (("mcq_eval", mcq_eval), ("train_throughput", train_throughput), ("lanczos", lanczos),
                       ("serving", serving), ("online", online), ("below", below), ("grid_overhead", grid_overhead),
-                      ("load", load), ("unlearn_cost", unlearn_cost)):
+                      ("load", load), ("assistants", assistants), ("unlearn_cost", unlearn_cost)):
         t0 = time.perf_counter()
         results[name] = mod.main()
         results[name]["seconds"] = round(time.perf_counter() - t0, 1)
