@@ -128,78 +128,73 @@ class ModelHolder:
         if not 0 <= temperature <= 2 or not 0 < top_p <= 1:
             raise RequestError("temperature must be in [0, 2] and top_p in (0, 1]", "temperature")
         last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-        run = self._batched if self._scheduler else self._run
-        return run(loaded, ids, min(max_tokens, room), temperature, top_p, stops, seed, cancel, last)
-
-    def _run(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-             stops: list[str], seed: int | None, cancel: threading.Event | None,
-             text: str = "") -> Iterator[str | Completion]:
-        model, tok = loaded.model, loaded.tok
-        device = next(model.parameters()).device
-        eos = eos_ids(model, tok)
         gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+        pick = lambda logits: _pick(logits, temperature, top_p, gen)
+        route = self.route_key(last) if self.route_key else None
+        end = {"reason": "length"}
+        source = self._batched_tokens if self._scheduler else self._serial_tokens
+        tokens = source(loaded, ids, min(max_tokens, room), pick, route, cancel, end)
+        return self._answer(loaded, ids, tokens, stops, end)
+
+    def _answer(self, loaded: Loaded, ids: list[int], tokens: Iterator[int], stops: list[str],
+                end: dict) -> Iterator[str | Completion]:
+        """The answer's settled pieces as `tokens` come (tidied: `StreamTidier`), then the Completion; a stop string
+        or a made-up turn ends it early (the token source is closed, freeing the model or the batch row)."""
         out: list[int] = []
-        tidier, reason = StreamTidier(stops), "length"
-        route = self.route_key(text) if self.route_key else None
+        tidier = StreamTidier(stops)
+        try:
+            for token in tokens:
+                out.append(token)
+                piece = tidier.feed(loaded.tok.decode(out, skip_special_tokens=True))
+                if piece:
+                    yield piece
+                if tidier.stopped:
+                    end["reason"] = "stop"
+                    break
+        finally:
+            tokens.close()
+        rest = tidier.finish(truncated=end["reason"] == "length")
+        if rest:
+            yield rest
+        yield Completion(tidier.final, end["reason"], len(ids), len(out), loaded.session, tidier.raw)
+
+    def _serial_tokens(self, loaded: Loaded, ids: list[int], max_tokens: int, pick, route,
+                       cancel: threading.Event | None, end: dict) -> Iterator[int]:
+        """The answer's tokens, decoded alone with the model held (`end["reason"]` says why it ended)."""
+        model = loaded.model
+        device = next(model.parameters()).device
+        eos = eos_ids(model, loaded.tok)
         with self._generate_lock, torch.no_grad(), self.route_context(route):
             x, past = torch.tensor([ids], device=device), None
             for _ in range(max_tokens):
                 if cancel is not None and cancel.is_set():
-                    reason = "cancelled"
-                    break
+                    end["reason"] = "cancelled"
+                    return
                 step = model(input_ids=x, past_key_values=past, use_cache=True)
                 past = step.past_key_values
-                nxt = _pick(step.logits[0, -1].cpu(), temperature, top_p, gen)
+                nxt = pick(step.logits[0, -1].cpu())
                 if nxt in eos:
-                    reason = "stop"
-                    break
-                out.append(nxt)
-                piece = tidier.feed(tok.decode(out, skip_special_tokens=True))
-                if piece:
-                    yield piece
-                if tidier.stopped:
-                    reason = "stop"
-                    break
+                    end["reason"] = "stop"
+                    return
+                yield nxt
                 x = torch.tensor([[nxt]], device=device)
-        rest = tidier.finish(truncated=reason == "length")
-        if rest:
-            yield rest
-        yield Completion(tidier.final, reason, len(ids), len(out), loaded.session, tidier.raw)
 
-    def _batched(self, loaded: Loaded, ids: list[int], max_tokens: int, temperature: float, top_p: float,
-                 stops: list[str], seed: int | None, cancel: threading.Event | None,
-                 text: str = "") -> Iterator[str | Completion]:
-        """As `_run`, with the tokens decoded by the scheduler in a batch with whatever else is being answered."""
+    def _batched_tokens(self, loaded: Loaded, ids: list[int], max_tokens: int, pick, route,
+                        cancel: threading.Event | None, end: dict) -> Iterator[int]:
+        """The answer's tokens, decoded by the scheduler in a batch with whatever else is being answered."""
         from .batch import Sequence
 
-        tok = loaded.tok
-        gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
-        seq = Sequence(loaded, ids, max_tokens, lambda logits: _pick(logits, temperature, top_p, gen),
-                       set(eos_ids(loaded.model, tok)), self.route_key(text) if self.route_key else None,
-                       tok.pad_token_id or 0, cancel or threading.Event())
+        seq = Sequence(loaded, ids, max_tokens, pick, set(eos_ids(loaded.model, loaded.tok)), route,
+                       loaded.tok.pad_token_id or 0, cancel or threading.Event())
         self._scheduler.submit(seq)
-        out: list[int] = []
-        tidier, reason = StreamTidier(stops), None
         try:
-            while reason is None:
-                item = seq.out.get()
+            while (item := seq.out.get()) is not None:
                 if isinstance(item, Exception):
                     raise item
-                if item is None:
-                    reason = seq.reason
-                    break
-                out.append(item)
-                piece = tidier.feed(tok.decode(out, skip_special_tokens=True))
-                if piece:
-                    yield piece
-                if tidier.stopped:
-                    reason = "stop"
+                yield item
+            end["reason"] = seq.reason
         finally:
             seq.cancel.set()  # a reader that stops early (a stop string, a hang-up) frees its row at the next step
-        rest = tidier.finish(truncated=reason == "length")
-        if rest:
-            yield rest
-        yield Completion(tidier.final, reason, len(ids), len(out), loaded.session, tidier.raw)
 
     def complete(self, messages: list[dict], **kw) -> Completion:
         """The whole answer, tidied (a made-up next turn dropped; an unfinished last sentence dropped when the
