@@ -230,14 +230,22 @@ def main(seconds: float = 60, modes: tuple[str, ...] = tuple(MODES), levels: tup
                       f"({result['throughput_ratio']}x one client alone), p50 {result['p50_s']} s, p99 "
                       f"{result['p99_s']} s, 5xx {result['server_errors']}, wrong {len(result['wrong'])}, "
                       f"errors {len(result['errors'])}, rss MB by fifth {result['rss_mb_by_fifth']}", flush=True)
-            if "--learn" in args:
-                with urllib.request.urlopen(f"{server.url}/v1/learning/wait", data=b"", timeout=600) as r:
+            if "--learn" in args:  # under load answers come first: the learner catches up once the clients stop
+                t0 = time.perf_counter()
+                with urllib.request.urlopen(f"{server.url}/v1/learning/wait", data=b"", timeout=3600) as r:
                     out[mode]["learning"] = {k: v for k, v in json.loads(r.read()).items()
                                              if k in ("turns", "turns_learned", "facts_stored", "facts_learned",
                                                       "updates_rejected", "errors")}
+                out[mode]["learning"]["caught_up_after_s"] = round(time.perf_counter() - t0, 1)
+                print(f"{mode}: learning {out[mode]['learning']}", flush=True)
         finally:
             server.stop()
     return out
+
+
+def memory_run(seconds: float = 300) -> dict:
+    """The batched server under 32 clients for `seconds`: resident memory by fifth of the run (flat: no leak)."""
+    return main(seconds, ("serve",), (32,))
 
 
 if __name__ == "__main__":

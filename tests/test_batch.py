@@ -118,6 +118,84 @@ def test_an_update_runs_between_batches_never_during_one(tokenizer):
     model.forward = real
 
 
+def test_under_load_answers_get_as_long_as_the_last_update_took(tokenizer):
+    """An update right after another waits while requests are answered, as long as the first took; on an idle
+    server it runs at once."""
+    _, batched = holders(tokenizer, 8)
+    times = {}
+
+    def update(name):
+        def fn(loaded):
+            times[name] = [time.monotonic()]
+            time.sleep(0.4)
+            times[name].append(time.monotonic())
+        return fn
+
+    batched.update(update("idle 1"))
+    batched.update(update("idle 2"))
+    assert times["idle 2"][0] - times["idle 1"][1] < 0.1
+    decoded, stop = [], time.monotonic() + 3.0
+
+    def client(p):
+        while time.monotonic() < stop:
+            batched.complete([{"role": "user", "content": p}], max_tokens=4)
+            decoded.append(time.monotonic())
+
+    clients = [threading.Thread(target=client, args=(p,)) for p in PROMPTS]
+    for t in clients:
+        t.start()
+    time.sleep(0.2)
+    batched.update(update("busy 1"))
+    batched.update(update("busy 2"))
+    for t in clients:
+        t.join()
+    (s1, e1), (s2, _) = times["busy 1"], times["busy 2"]
+    assert s2 - e1 >= 0.9 * (e1 - s1)  # the answers' share, spent answering:
+    assert sum(e1 < t < s2 for t in decoded) >= len(PROMPTS)
+
+
+def test_a_kept_prompt_start_gives_the_same_answers_and_an_update_drops_it(tokenizer):
+    """Prompts sharing the system turn are prefilled from past the kept start: the answers are the one-at-a-time
+    answers token for token; after an update changes the weights the start is computed again (stale keys would
+    give the old model's answer)."""
+    serial, batched = holders(tokenizer, 8)
+    sched = batched._scheduler
+    limits = [5, 17, 9, 24, 3, 12]
+    for i, (p, n) in enumerate(zip(PROMPTS, limits, strict=True)):  # one at a time: each starts like the last
+        want = serial.complete([{"role": "user", "content": p}], max_tokens=n)
+        assert batched.complete([{"role": "user", "content": p}], max_tokens=n).raw == want.raw
+        assert (sched.prefix is not None) == (i > 0)  # the second prompt finds the start it shares with the first
+        assert (sched.reused > 0) == (i > 1)  # ... and the third is prefilled from past it
+    start = list(sched.prefix.ids)
+    assert len(start) >= 8 and all(tokenizer.decode(start) in tokenizer.decode(batched_ids(batched, p))
+                                   for p in PROMPTS)
+    before = sched.reused
+    got = ask_together(batched, PROMPTS, max_tokens=10)  # together: one padded pass from past the kept start
+    assert [g.raw for g in got] == [serial.complete([{"role": "user", "content": p}], max_tokens=10).raw
+                                    for p in PROMPTS] and sched.reused > before
+
+    def change(loaded):
+        with torch.no_grad():
+            for w in loaded.model.parameters():
+                w.add_(torch.randn_like(w) * 0.5)
+
+    old = serial.complete([{"role": "user", "content": PROMPTS[1]}], max_tokens=12).raw
+    batched.update(change)  # both holders share the model: its weights change under both
+    new = serial.complete([{"role": "user", "content": PROMPTS[1]}], max_tokens=12).raw
+    assert new != old and batched.complete([{"role": "user", "content": PROMPTS[1]}], max_tokens=12).raw == new
+    assert sched.prefix is None  # dropped; the next prompt that starts the same way computes it again
+    again = batched.complete([{"role": "user", "content": PROMPTS[2]}], max_tokens=12).raw
+    assert again == serial.complete([{"role": "user", "content": PROMPTS[2]}], max_tokens=12).raw
+    assert sched.prefix.ids == start
+
+
+def batched_ids(holder, prompt: str) -> list[int]:
+    from forgetlab.batching import prompt_ids
+    from forgetlab.sessions.holder import with_system
+
+    return prompt_ids(holder.current.tok, with_system([{"role": "user", "content": prompt}]))
+
+
 def test_the_padded_cache_joins_and_trims_by_hand():
     def rows(n, value, pad=0):  # one row: `pad` padding columns, then n columns of `value`
         k = torch.cat([torch.zeros(1, 1, pad, 2), torch.full((1, 1, n, 2), float(value))], dim=2)

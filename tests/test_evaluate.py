@@ -6,7 +6,7 @@ from forgetlab.batching import encode, fixed_batches, prompt_ids
 from forgetlab.config import EvalConfig
 from forgetlab.data import load_task
 from forgetlab.data.records import LETTERS, MCQItem, mcq_prompt, user
-from forgetlab.evaluate import evaluate_task, generate_answers, letter_ids, mcq_accuracy, mcq_predictions, mean_loss
+from forgetlab.evaluate import evaluate_task, evaluate_tasks, generate_answers, letter_ids, mcq_accuracy, mcq_predictions, mean_loss
 
 from .conftest import FEW_FACTS
 
@@ -66,6 +66,21 @@ def test_evaluate_task_reports_splits_and_chance(tokenizer, tiny):
     assert set(result) == {"seen", "held_out"}
     assert result["seen"]["chance"] == 0.25 and result["seen"]["n"] == 12
     assert 0.0 <= result["held_out"]["qa_contains"] <= 1.0
+
+
+def test_tasks_scored_together_score_as_each_task_alone(tokenizer, tiny):
+    tasks = [load_task(f"facts:{d}", FEW_FACTS) for d in ("people", "elements")]
+    together = evaluate_tasks(tiny, tokenizer, tasks, EvalConfig(batch_size=5), items=True)
+    for t in tasks:
+        alone = evaluate_task(tiny, tokenizer, t, EvalConfig(batch_size=5), items=True)
+        assert together[t.name].keys() == alone.keys()
+        for split, row in alone.items():
+            assert {k: v for k, v in together[t.name][split].items() if k != "items"} == \
+                {k: v for k, v in row.items() if k != "items"}
+            got, want = together[t.name][split]["items"], row["items"]
+            assert [g["answer"] for g in got] == [w["answer"] for w in want]
+            assert all(abs(a - b) < 1e-3 for g, w in zip(got, want, strict=True)
+                       for a, b in zip(g["logprobs"], w["logprobs"], strict=True))
 
 
 def test_mean_loss_matches_model_loss(tokenizer, tiny):

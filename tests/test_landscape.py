@@ -40,6 +40,19 @@ def test_lanczos_matches_dense_eigendecomposition(tokenizer):
     assert exact[0] > 0
 
 
+def test_products_differentiating_the_kept_gradient_graph_equal_products_built_afresh(tokenizer):
+    lora = LoraSettings(rank=2, alpha=4, dropout=0.0, targets=("q_proj", "v_proj"))
+    model, batches = trained_tiny(tokenizer, torch.float64, lora)
+    hvp, n = make_hvp(model, batches)  # one batch: the gradient graph is kept after the first product
+    vs = [torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    again = [hvp(v) for v in vs]
+    fresh = [make_hvp(model, batches)[0](v) for v in vs]
+    two = make_hvp(model, batches + batches)[0]  # two batches: rebuilt each product (the mean of the same batch twice)
+    for a, f, v in zip(again, fresh, vs, strict=True):
+        assert torch.allclose(a, f, rtol=1e-10, atol=1e-12) and torch.allclose(two(v), f, rtol=1e-8, atol=1e-12)
+    assert not torch.allclose(again[0], again[1])
+
+
 def test_power_iteration_and_lanczos_on_a_known_spectrum():
     # A symmetric matrix with a known spectrum: power iteration with deflation finds the top 3, and so does
     # Lanczos, with far fewer products. (On the LoRA Hessian near B = 0 eigenvalues come in ± pairs, where power

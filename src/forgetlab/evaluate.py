@@ -207,16 +207,34 @@ def mean_loss(model, batches: list[dict]) -> float:
     return sum(float(nll(model, to_device(b, device))) for b in batches) / max(1, len(batches))
 
 
-def evaluate_task(model, tok, task: Task, cfg: EvalConfig, items: bool = False) -> dict[str, dict]:
+def evaluate_tasks(model, tok, tasks: list[Task], cfg: EvalConfig, items: bool = False) -> dict[str, dict]:
+    """`evaluate_task` for every task, the MCQ items of all tasks and splits scored together: sorted by length and
+    padded as one set, so a stage's evaluation runs as few batches as the items need, whatever task they are from."""
+    pooled = [(t.name, split, mcq) for t in tasks for split, mcq in t.mcq.items() if mcq]
+    probs = mcq_letter_probs(model, tok, [it for _, _, mcq in pooled for it in mcq], cfg.batch_size) if pooled else []
+    scored, i = {}, 0
+    for name, split, mcq in pooled:
+        scored[(name, split)] = probs[i:i + len(mcq)]
+        i += len(mcq)
+    return {t.name: evaluate_task(model, tok, t, cfg, items, {s: scored.get((t.name, s), []) for s in t.mcq})
+            for t in tasks}
+
+
+def evaluate_task(model, tok, task: Task, cfg: EvalConfig, items: bool = False,
+                  scored: dict[str, list] | None = None) -> dict[str, dict]:
     """Per split: `accuracy` (MCQ letter accuracy, or QA `contains` for tasks without MCQ items), plus QA
     exact/contains when `cfg.qa` is on or the task has only QA records. `items`: also each item's prediction
     ("items": the predicted letter or the greedy answer, whether it is right, and for MCQ the log-softmax of the
-    option letters' logits — what the accuracy reads)."""
+    option letters' logits — what the accuracy reads). `scored`: the MCQ letter probabilities per split, computed
+    already (`evaluate_tasks`)."""
     import math
 
     result: dict[str, dict] = {}
     for split, mcq in task.mcq.items():
-        probs = mcq_letter_probs(model, tok, mcq, cfg.batch_size) if mcq else []
+        if scored is not None:
+            probs = scored[split]
+        else:
+            probs = mcq_letter_probs(model, tok, mcq, cfg.batch_size) if mcq else []
         picked = picks(probs)
         right = [p == it.answer for p, it in zip(picked, mcq, strict=True)]
         result[split] = {"accuracy": sum(right) / len(right) if right else float("nan"), "n": len(mcq),

@@ -40,21 +40,33 @@ def eager_attention(model):
 def make_hvp(model, batches: list[dict]) -> tuple[HVP, int]:
     """Return (v ↦ H v, n) for the mean answer-token loss over `batches`; v and Hv are flat, shape (n,).
 
-    Dropout is off (eval mode) so H is the Hessian of a fixed function.
+    Dropout is off (eval mode) so H is the Hessian of a fixed function. Over one batch the gradient and its graph
+    are built once and every product differentiates it again (a forward and a backward pass saved per product; the
+    parameters must not change while the returned function is in use); over several, each product builds them anew
+    (one graph in memory at a time).
     """
     params = [p for _, p in trainable_named(model)]
     n = sum(p.numel() for p in params)
     device = params[0].device
+
+    kept = []  # one batch: its gradient's graph, built by the first product and differentiated again by the rest
+
+    def gradient(b: dict, keep: bool):
+        if kept:
+            return kept[0]
+        grads = torch.autograd.grad(nll(model, to_device(b, device)) / len(batches), params, create_graph=True)
+        if keep:
+            kept.append(grads)
+        return grads
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         pieces = list(torch.split(v.to(device, params[0].dtype), [p.numel() for p in params]))
         vs = [piece.view_as(p) for piece, p in zip(pieces, params, strict=False)]
         out = [torch.zeros_like(p) for p in params]
         for b in batches:
-            loss = nll(model, to_device(b, device)) / len(batches)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
+            grads = gradient(b, keep=len(batches) == 1)
             dot = sum((g * u).sum() for g, u in zip(grads, vs, strict=False))
-            for acc, h in zip(out, torch.autograd.grad(dot, params), strict=False):
+            for acc, h in zip(out, torch.autograd.grad(dot, params, retain_graph=bool(kept)), strict=False):
                 acc += h.detach()
         return torch.cat([h.reshape(-1) for h in out]).to(v.dtype)
 

@@ -239,6 +239,9 @@ def add_serve(sub) -> None:
                    "without --assistant a fresh state that ends with the server)")
     p.add_argument("--max-batch", type=int, default=32, metavar="N", help="decode up to N concurrent requests together, "
                    "each joining the running batch at its next token (1: one request at a time) [default: 32]")
+    p.add_argument("--layout", choices=["shared", "merged"], default="shared", help="several --assistant: each "
+                   "assistant's sessions as one adapter on one shared copy of the base model (shared), or each merged "
+                   "into its own copy of the model (merged: one model's memory per assistant) [default: shared]")
     p.add_argument("--runs", metavar="DIR", default="runs", help="the runs directory the console's run browser lists "
                    "[default: runs]")
     add_online_args(p)
@@ -259,9 +262,14 @@ def cmd_serve(args) -> int:
         raise UserError("--learn learns for one assistant; serve the others from another `forgetlab serve`")
     if args.max_batch < 1:
         raise UserError(f"--max-batch {args.max_batch}: must be at least 1 (1: one request at a time)")
-    stores, holders = zip(*(open_for(args, cfg, name) for name in names), strict=True)
-    for h in holders:
-        h.batch(args.max_batch)
+    if len(names) > 1 and args.layout == "shared":
+        from ..sessions.manage import open_shared
+
+        stores, holders = open_shared(args.home, names, cfg.model, args.max_batch, getattr(args, "session", None))
+    else:
+        stores, holders = zip(*(open_for(args, cfg, name) for name in names), strict=True)
+        for h in holders:
+            h.batch(args.max_batch)
     with contextlib.ExitStack() as stack:
         learner = start_learner(stack, holders[0], cfg, stores[0]) if args.learn else None
         print("serving " + ", ".join(f"'{h.current.assistant}' session {h.current.session}" for h in holders)

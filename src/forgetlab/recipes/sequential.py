@@ -18,7 +18,7 @@ from ..batching import encode
 from ..config import SequentialConfig, dump_yaml
 from ..data import Task, load_task
 from ..errors import Interrupted
-from ..evaluate import evaluate_task, general_score, task_batches
+from ..evaluate import evaluate_tasks, general_score, task_batches
 from ..landscape import checkpoint_landscape, forgetting_estimates
 from ..loop import steps_for, train
 from ..methods import MethodContext, build_method, call_hook
@@ -216,7 +216,7 @@ def new_state(cfg: SequentialConfig, tasks, method) -> dict:
 
 def evaluate_stage(model, tok, tasks, cfg: SequentialConfig) -> tuple[dict, dict]:
     """Every task's scores per split, and apart from them each item's prediction (predictions.csv, the flips)."""
-    scores = {t.name: evaluate_task(model, tok, t, cfg.eval, items=True) for t in tasks}
+    scores = evaluate_tasks(model, tok, tasks, cfg.eval, items=True)
     items = {t: {s: row.pop("items") for s, row in splits.items() if "items" in row} for t, splits in scores.items()}
     return scores, items
 

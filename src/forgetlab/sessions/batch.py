@@ -1,16 +1,23 @@
 """Continuous batching for the holder: requests that arrive while a batch is decoding join it at the next step.
 
-One scheduler thread owns generation. A request is prefilled alone (its prompt in one forward pass, batch 1) and
-its key/value cache joins the running batch, left-padded to the batch's length; every step then decodes one token
+One scheduler thread owns generation. The requests that arrive together are prefilled in one padded forward pass and
+their key/value caches join the running batch, left-padded to the batch's length; every step then decodes one token
 for every sequence in one forward pass (an attention mask hides the padding, each row keeps its own positions). A
 sequence leaves the batch when it ends (end of answer, its token limit, a stop string its reader saw, or its client
 hung up); the padding no row needs any more is trimmed. Decoding one token of a 135M model is bound by reading the
 weights, so a batch of 8 costs little more than one sequence.
 
+Prompts start alike (the chat template, the system turn, a conversation's earlier turns): the keys and values of the
+longest start that the joining prompts share with each other or with the last prompt are computed once and kept, and
+later prompts that begin the same way are prefilled from their first token past it. Causal attention makes this exact:
+a token's keys and values depend only on the tokens before it. The kept start is dropped whenever the weights change.
+
 Only sequences that answer with the same model and the same route (the online router may switch the learned
 adapter off for a request) share a batch; the others wait for it to drain. Updates of the weights (`holder.update`)
 never run while a batch decodes: once one is waiting no sequence joins, the batch drains, the update runs, and
-the next batch starts after it.
+the next batch starts after it. Under load the answers get a fair share: after an update, the next one waits while
+requests are being answered, for as long as the last update took (or until nothing is left to answer), so a
+learning server never spends more than half its time learning while clients wait.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import atexit
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +55,30 @@ class Sequence:
 
     def group(self) -> tuple:
         return id(self.loaded), self.route
+
+
+MIN_SHARED = 8
+"""Tokens: a shorter common start of the prompts is not worth keeping; it is prefilled with each prompt."""
+
+
+@dataclass
+class Prefix:
+    """The keys and values of a prompt start (`ids`), computed with `loaded`'s model answering by `route`."""
+
+    loaded: object
+    route: object
+    ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
+def common_start(rows: list[list[int]]) -> int:
+    """How many leading tokens every row shares."""
+    first, n = rows[0], min(len(r) for r in rows)
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows[1:]):
+            return i
+    return n
 
 
 class PaddedBatch:
@@ -119,13 +151,18 @@ def left(t: torch.Tensor, n: int) -> torch.Tensor:
 class Scheduler:
     """The thread that decodes every sequence submitted to it, in batches of at most `max_batch`."""
 
-    def __init__(self, lock: threading.Lock, context: Callable[[object], contextlib.AbstractContextManager],
+    def __init__(self, lock: threading.Lock, context: Callable[[object, object], contextlib.AbstractContextManager],
                  max_batch: int = 8):
         self.lock, self.context, self.max_batch = lock, context, max_batch
         self.cond = threading.Condition()
         self.pending: list[Sequence] = []
         self.updates_waiting = 0
+        self.running = False  # a batch is decoding
+        self.answers_until = 0.0  # (monotonic) under load, the next update waits until then: the answers' share
         self.closed = False
+        self.prefix: Prefix | None = None  # the kept prompt start
+        self.recent: tuple | None = None  # (loaded, route, ids) of the last prompt prefilled
+        self.reused = 0  # prompt tokens taken from the kept start instead of computed (the benchmark reports it)
         self.thread = threading.Thread(target=self._loop, daemon=True, name="forgetlab-batch")
         self.thread.start()
         atexit.register(self.close)  # a thread cut off inside torch at interpreter exit aborts the process
@@ -145,15 +182,23 @@ class Scheduler:
 
     @contextlib.contextmanager
     def update(self):
-        """Hold the model for an update: no sequence joins once one waits; it runs when the batch has drained."""
+        """Hold the model for an update: no sequence joins once one waits; it runs when the batch has drained. While
+        requests are being answered it first waits out the answers' share (as long as the last update took)."""
         with self.cond:
+            while (self.pending or self.running) and not self.closed and time.monotonic() < self.answers_until:
+                self.cond.wait(timeout=self.answers_until - time.monotonic())
             self.updates_waiting += 1
+        start = time.monotonic()
         try:
             with self.lock:
+                start = time.monotonic()
+                self.prefix = self.recent = None  # keys and values computed by the old weights
                 yield
         finally:
             with self.cond:
                 self.updates_waiting -= 1
+                now = time.monotonic()
+                self.answers_until = now + (now - start)
                 self.cond.notify_all()
 
     def _admit(self, batch: PaddedBatch) -> list[Sequence]:
@@ -183,29 +228,42 @@ class Scheduler:
                     for seq in self.pending:
                         self._end(seq, "error", RuntimeError("the server is shutting down"))
                     return
-            with self.lock, torch.no_grad():
-                batch = PaddedBatch()
-                while True:
-                    self._prefill(batch, self._admit(batch))
-                    if not batch.seqs:
-                        break
-                    self._decode(batch)
+                self.running = True
+            try:
+                with self.lock, torch.no_grad():
+                    batch = PaddedBatch()
+                    while True:
+                        self._prefill(batch, self._admit(batch))
+                        if not batch.seqs:
+                            break
+                        self._decode(batch)
+            finally:
+                with self.cond:
+                    self.running = False
+                    self.cond.notify_all()  # an update waiting out the answers' share need not wait for an idle server
 
     def _prefill(self, batch: PaddedBatch, seqs: list[Sequence]) -> None:
-        """The joining sequences' prompts in one forward pass (left-padded, masked, each row at its own positions);
-        their first tokens picked and their caches added to the batch."""
+        """The joining sequences' prompts in one forward pass (left-padded, masked, each row at its own positions),
+        from the end of the start they share with the kept one when there is one; their first tokens picked and
+        their caches added to the batch."""
         if not seqs:
             return
         try:
             model = seqs[0].loaded.model
             device = next(model.parameters()).device
-            width = max(len(s.ids) for s in seqs)
-            pad = seqs[0].pad
-            ids = torch.tensor([[pad] * (width - len(s.ids)) + s.ids for s in seqs], device=device)
-            mask = torch.tensor([[0] * (width - len(s.ids)) + [1] * len(s.ids) for s in seqs], device=device)
-            with self.context(seqs[0].route):
-                step = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-                             use_cache=True)
+            pad, k = seqs[0].pad, len(seqs)
+            with self.context(seqs[0].loaded, seqs[0].route):
+                n, past = self._shared(seqs, model, device)
+                width = max(len(s.ids) - n for s in seqs)
+                ids = torch.tensor([[pad] * (width - len(s.ids) + n) + s.ids[n:] for s in seqs], device=device)
+                tail = torch.tensor([[0] * (width - len(s.ids) + n) + [1] * (len(s.ids) - n) for s in seqs],
+                                    device=device)
+                mask = torch.cat([torch.ones(k, n, dtype=torch.long, device=device), tail], dim=1)
+                cache = DynamicCache(ddp_cache_data=[(a.expand(k, -1, -1, -1), b.expand(k, -1, -1, -1))
+                                                     for a, b in past]) if n else None
+                step = model(input_ids=ids, attention_mask=mask, position_ids=n + (tail.cumsum(1) - 1).clamp(min=0),
+                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.recent = (seqs[0].loaded, seqs[0].route, seqs[-1].ids)
             logits = step.logits[:, -1].cpu()
             keep = mask[:, None, :, None].to(step.past_key_values.layers[0].keys.dtype)  # padding stays exactly zero
             keys = [layer.keys * keep for layer in step.past_key_values.layers]
@@ -221,9 +279,33 @@ class Scheduler:
                       [v.index_select(0, index) for v in values], mask.index_select(0, index),
                       [len(seqs[i].ids) for i in rows])
 
+    def _shared(self, seqs: list[Sequence], model, device) -> tuple[int, list[tuple]]:
+        """How many leading prompt tokens the joining sequences take from a kept start, and its (keys, values) per
+        layer, batch 1. The kept start serves as far as they all share it; otherwise the start they share with each
+        other and with the last prompt is computed and kept. Each sequence keeps at least one token of its own."""
+        loaded, route = seqs[0].loaded, seqs[0].route
+        room = min(len(s.ids) for s in seqs) - 1
+        p = self.prefix
+        if p is not None and p.loaded is loaded and p.route == route:
+            n = min(common_start([p.ids, *(s.ids for s in seqs)]), room)
+            if n >= MIN_SHARED:
+                self.reused += n * len(seqs)
+                return n, [(a[:, :, :n], b[:, :, :n]) for a, b in zip(p.keys, p.values, strict=True)]
+        rows = [s.ids for s in seqs]
+        if self.recent is not None and self.recent[0] is loaded and self.recent[1] == route:
+            rows.append(self.recent[2])
+        n = min(common_start(rows), room) if len(rows) > 1 else 0
+        if n < MIN_SHARED:
+            return 0, []
+        start = model(input_ids=torch.tensor([seqs[0].ids[:n]], device=device), use_cache=True, logits_to_keep=1)
+        layers = start.past_key_values.layers
+        self.prefix = Prefix(loaded, route, seqs[0].ids[:n], [x.keys for x in layers], [x.values for x in layers])
+        self.reused += n * (len(seqs) - 1)
+        return n, list(zip(self.prefix.keys, self.prefix.values, strict=True))
+
     def _decode(self, batch: PaddedBatch) -> None:
         try:
-            with self.context(batch.seqs[0].route):
+            with self.context(batch.seqs[0].loaded, batch.seqs[0].route):
                 logits = batch.step(batch.seqs[0].loaded.model).cpu()
         except Exception as e:
             for seq in batch.seqs:

@@ -40,6 +40,7 @@ class Loaded:
     assistant: str
     session: int | None
     loaded_at: float
+    adapter: str | None = None  # on a shared base (`shared.py`): the adapter that makes the model this assistant
 
 
 @dataclass
@@ -59,6 +60,15 @@ def with_system(messages: list[dict]) -> list[dict]:
     return [{"role": "system", "content": SYSTEM}, *messages]
 
 
+def use_adapter(loaded: Loaded) -> None:
+    """Make `loaded`'s adapter the active one on its shared model (`shared.py`); nothing when it has none or it is
+    active already."""
+    if loaded.adapter is None or getattr(loaded.model, "_forgetlab_active", None) == loaded.adapter:
+        return
+    loaded.model.base_model.set_adapter(loaded.adapter, inference_mode=True)
+    loaded.model._forgetlab_active = loaded.adapter
+
+
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:
     """Greedy at temperature 0; otherwise sample from the smallest set of tokens whose probability reaches top_p."""
     if temperature <= 0:
@@ -74,10 +84,11 @@ def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Gen
 class ModelHolder:
     """Owns the current model; `stream`/`complete` generate, `reload` switches to what `load` returns now."""
 
-    def __init__(self, load: Callable[[], Loaded]):
+    def __init__(self, load: Callable[[], Loaded], lock: threading.Lock | None = None):
+        """`lock`: one shared with other holders whose models share weights (a shared base), else a new one."""
         self._load = load
         self._current = load()
-        self._generate_lock = threading.Lock()
+        self._generate_lock = lock or threading.Lock()
         self._reload_lock = threading.Lock()
         self.route_key: Callable[[str], object] | None = None
         """Set by the online learner: per request (its last user message), which way the router sends it ..."""
@@ -85,12 +96,21 @@ class ModelHolder:
         """... and the context that answers that way (requests of one route share a batch)."""
         self._scheduler = None
 
-    def batch(self, max_batch: int) -> None:
-        """Decode concurrent requests together, up to `max_batch` at a time (1: one at a time, as before)."""
+    def batch(self, max_batch: int, scheduler=None):
+        """Decode concurrent requests together, up to `max_batch` at a time (1: one at a time, as before); with
+        `scheduler`, in that one (holders on a shared base decode in one). Returns the scheduler (None at 1)."""
         if max_batch > 1 and self._scheduler is None:
             from .batch import Scheduler
 
-            self._scheduler = Scheduler(self._generate_lock, lambda key: self.route_context(key), max_batch)
+            self._scheduler = scheduler or Scheduler(self._generate_lock, self._answering, max_batch)
+        return self._scheduler
+
+    @contextlib.contextmanager
+    def _answering(self, loaded: Loaded, route):
+        """The model as `loaded` answers with it: its adapter active on a shared base, the router's `route` taken."""
+        use_adapter(loaded)
+        with self.route_context(route):
+            yield
 
     @property
     def current(self) -> Loaded:
@@ -164,13 +184,13 @@ class ModelHolder:
         model = loaded.model
         device = next(model.parameters()).device
         eos = eos_ids(model, loaded.tok)
-        with self._generate_lock, torch.no_grad(), self.route_context(route):
+        with self._generate_lock, torch.no_grad(), self._answering(loaded, route):
             x, past = torch.tensor([ids], device=device), None
             for _ in range(max_tokens):
                 if cancel is not None and cancel.is_set():
                     end["reason"] = "cancelled"
                     return
-                step = model(input_ids=x, past_key_values=past, use_cache=True)
+                step = model(input_ids=x, past_key_values=past, use_cache=True, logits_to_keep=1)
                 past = step.past_key_values
                 nxt = pick(step.logits[0, -1].cpu())
                 if nxt in eos:

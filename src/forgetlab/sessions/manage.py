@@ -158,9 +158,32 @@ def open_assistant(home: str | None, name: str | None, model: ModelConfig, sessi
         holder = ModelHolder(lambda: Loaded(*load_base(model), store.name, None, time.time()))
         store.create(model.name, "merge")  # only once the model has loaded
         return store, holder
-    if store.info()["active"] is None and session is None and not learning:
-        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
+    if not learning:
+        check_served(store, session)
     return store, ModelHolder(loader(store, device=model.device, dtype=model.dtype, session=session))
+
+
+def check_served(store: Store, session: int | None) -> None:
+    if store.info()["active"] is None and session is None:
+        raise UserError(f"assistant '{store.name}' has no session yet; train one with `forgetlab session train`")
+
+
+def open_shared(home: str | None, names: list[str], model: ModelConfig, max_batch: int,
+                session: int | None = None) -> tuple[list[Store], list]:
+    """(stores, holders) for serving several assistants on one shared base model (`shared.py`), their requests
+    decoded by one scheduler (`max_batch`) under one lock."""
+    from .holder import ModelHolder
+    from .shared import SharedBase
+
+    stores = [Store(home, n) for n in names]
+    for store in stores:
+        check_served(store, session)
+    base = SharedBase(model)
+    holders = [ModelHolder(base.loader(store, session), lock=base.lock) for store in stores]
+    base.scheduler = holders[0].batch(max_batch)
+    for h in holders[1:]:
+        h.batch(max_batch, base.scheduler)
+    return stores, holders
 
 
 def loader(store: Store, device: str = "auto", dtype: str = "auto", session: int | None = None):
