@@ -6,7 +6,15 @@ from forgetlab.batching import encode, fixed_batches, prompt_ids
 from forgetlab.config import EvalConfig
 from forgetlab.data import load_task
 from forgetlab.data.records import LETTERS, MCQItem, mcq_prompt, user
-from forgetlab.evaluate import evaluate_task, evaluate_tasks, generate_answers, letter_ids, mcq_accuracy, mcq_predictions, mean_loss
+from forgetlab.evaluate import (
+    evaluate_task,
+    evaluate_tasks,
+    generate_answers,
+    letter_ids,
+    mcq_accuracy,
+    mcq_predictions,
+    mean_loss,
+)
 
 from .conftest import FEW_FACTS
 
