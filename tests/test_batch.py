@@ -196,6 +196,26 @@ def batched_ids(holder, prompt: str) -> list[int]:
     return prompt_ids(holder.current.tok, with_system([{"role": "user", "content": prompt}]))
 
 
+def test_the_loop_moves_to_the_calling_thread_and_stops_when_told(tokenizer):
+    """`run_here` (what `serve` does on its main thread): the scheduler's own thread ends, the caller decodes the
+    same answers, and once `until()` is true it returns and later requests fail instead of waiting forever."""
+    serial, batched = holders(tokenizer, 8)
+    sched = batched._scheduler
+    own = sched.thread
+    want = [serial.complete([{"role": "user", "content": p}], max_tokens=8).raw for p in PROMPTS[:3]]
+    got, done = [], threading.Event()
+
+    def client():
+        got.extend(g.raw for g in ask_together(batched, PROMPTS[:3], max_tokens=8))
+        done.set()
+
+    threading.Thread(target=client).start()
+    sched.run_here(until=done.is_set)
+    assert got == want and not own.is_alive() and sched.thread is threading.current_thread()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        batched.complete([{"role": "user", "content": "Hi"}], max_tokens=3)
+
+
 def test_the_padded_cache_joins_and_trims_by_hand():
     def rows(n, value, pad=0):  # one row: `pad` padding columns, then n columns of `value`
         k = torch.cat([torch.zeros(1, 1, pad, 2), torch.full((1, 1, n, 2), float(value))], dim=2)

@@ -25,6 +25,7 @@ reloading belong to the holder.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -291,7 +292,33 @@ def check_listen(host: str, port: int) -> None:
 
 def run(holder: ModelHolder, host: str, port: int, log_level: str = "info", learner=None, stores: dict | None = None,
         runs: str | Path = "runs") -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted. With one batch scheduler, its decoding runs on this (the main) thread and uvicorn on
+    another: torch decodes a sequence about 1.6× faster on the thread that loaded the model than on one of its own
+    (bench/RESULTS.md). SIGTERM and Ctrl-C stop the server; requests still decoding are answered with an error."""
+    import signal
+
     import uvicorn
 
-    uvicorn.run(create_app(holder, learner, stores, runs), host=host, port=port, log_level=log_level)
+    app = create_app(holder, learner, stores, runs)
+    schedulers = {id(h._scheduler): h._scheduler for h in (holder if isinstance(holder, list) else [holder])}
+    if len(schedulers) != 1 or None in schedulers.values() or threading.current_thread() is not threading.main_thread():
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        return
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    web = threading.Thread(target=server.run, name="forgetlab-http", daemon=True)
+
+    def stop(*_):
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    web.start()
+    try:
+        next(iter(schedulers.values())).run_here(until=lambda: not web.is_alive())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        web.join(timeout=30)
+        signal.signal(signal.SIGTERM, previous)
+    if not server.started:
+        raise UserError(f"--host {host} --port {port}: the HTTP server did not start (its message is above)")

@@ -15,9 +15,10 @@ a token's keys and values depend only on the tokens before it. The kept start is
 Only sequences that answer with the same model and the same route (the online router may switch the learned
 adapter off for a request) share a batch; the others wait for it to drain. Updates of the weights (`holder.update`)
 never run while a batch decodes: once one is waiting no sequence joins, the batch drains, the update runs, and
-the next batch starts after it. Under load the answers get a fair share: after an update, the next one waits while
-requests are being answered, for as long as the last update took (or until nothing is left to answer), so a
-learning server never spends more than half its time learning while clients wait.
+the next batch starts after it. Under load the answers come first: after an update, the next one waits while
+requests are being answered, for `ANSWER_SHARE` times as long as the last update took (or until nothing is left to
+answer), so a learning server spends at most a third of its time learning while clients wait; learning falls behind
+under load and catches up when it ends.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ class Sequence:
     def group(self) -> tuple:
         return id(self.loaded), self.route
 
+
+ANSWER_SHARE = 2.0
+"""Under load, answering time owed after each update, as a multiple of the update's own time."""
 
 MIN_SHARED = 8
 """Tokens: a shorter common start of the prompts is not worth keeping; it is prefilled with each prompt."""
@@ -160,6 +164,7 @@ class Scheduler:
         self.running = False  # a batch is decoding
         self.answers_until = 0.0  # (monotonic) under load, the next update waits until then: the answers' share
         self.closed = False
+        self.handover = False  # the loop moves to another thread (`run_here`)
         self.prefix: Prefix | None = None  # the kept prompt start
         self.recent: tuple | None = None  # (loaded, route, ids) of the last prompt prefilled
         self.reused = 0  # prompt tokens taken from the kept start instead of computed (the benchmark reports it)
@@ -172,10 +177,27 @@ class Scheduler:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
-        self.thread.join(timeout=30)
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=30)
+
+    def run_here(self, until: Callable[[], bool]) -> None:
+        """Decode on the calling thread from now on (the scheduler's own thread ends) until `until()` is true, then
+        close. torch decodes a sequence faster on the thread that loaded the model than on a thread of its own
+        (bench/RESULTS.md); `serve` calls this on its main thread and runs the HTTP server on another."""
+        with self.cond:
+            self.handover = True
+            self.cond.notify_all()
+        self.thread.join()
+        self.thread, self.handover = threading.current_thread(), False
+        try:
+            self._loop(until)
+        finally:
+            self.close()
 
     def submit(self, seq: Sequence) -> Sequence:
         with self.cond:
+            if self.closed:
+                raise RuntimeError("the server is shutting down")
             self.pending.append(seq)
             self.cond.notify_all()
         return seq
@@ -183,7 +205,7 @@ class Scheduler:
     @contextlib.contextmanager
     def update(self):
         """Hold the model for an update: no sequence joins once one waits; it runs when the batch has drained. While
-        requests are being answered it first waits out the answers' share (as long as the last update took)."""
+        requests are being answered it first waits out the answers' share (`ANSWER_SHARE` × the last update's time)."""
         with self.cond:
             while (self.pending or self.running) and not self.closed and time.monotonic() < self.answers_until:
                 self.cond.wait(timeout=self.answers_until - time.monotonic())
@@ -198,7 +220,7 @@ class Scheduler:
             with self.cond:
                 self.updates_waiting -= 1
                 now = time.monotonic()
-                self.answers_until = now + (now - start)
+                self.answers_until = now + ANSWER_SHARE * (now - start)
                 self.cond.notify_all()
 
     def _admit(self, batch: PaddedBatch) -> list[Sequence]:
@@ -219,24 +241,34 @@ class Scheduler:
                     room -= 1
             return taken
 
-    def _loop(self) -> None:
+    def _loop(self, until: Callable[[], bool] | None = None) -> None:
         while True:
             with self.cond:
-                while (not self.pending or self.updates_waiting) and not self.closed:
-                    self.cond.wait()
+                while (not self.pending or self.updates_waiting) and not self.closed and not self.handover:
+                    if until is not None and until():
+                        self.closed = True
+                        break
+                    self.cond.wait(timeout=None if until is None else 0.5)
+                if self.handover:
+                    return
                 if self.closed:
                     for seq in self.pending:
                         self._end(seq, "error", RuntimeError("the server is shutting down"))
+                    self.pending.clear()
                     return
                 self.running = True
+            batch = PaddedBatch()
             try:
                 with self.lock, torch.no_grad():
-                    batch = PaddedBatch()
                     while True:
                         self._prefill(batch, self._admit(batch))
                         if not batch.seqs:
                             break
                         self._decode(batch)
+            except BaseException as e:  # an interrupt mid-batch (Ctrl-C on the serving thread): its readers are told
+                for seq in batch.seqs:
+                    self._end(seq, "error", RuntimeError(f"the server stopped ({type(e).__name__})"))
+                raise
             finally:
                 with self.cond:
                     self.running = False
