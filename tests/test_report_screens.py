@@ -35,6 +35,7 @@ def test_the_quickstart_report_opens_standalone_and_gives_the_readme_its_picture
 def test_the_console_on_the_bundled_model_learns_a_fact_and_answers_from_it(tmp_path, browser):
     """`forgetlab serve --learn` as the README shows it, in the browser: a stated fact, learned, then asked back; the
     screenshot is the README's picture of the console."""
+    import json
     import time
     import urllib.request
 
@@ -56,6 +57,10 @@ def test_the_console_on_the_bundled_model_learns_a_fact_and_answers_from_it(tmp_
         page.keyboard.type("My manager is Priya Velloso.")
         page.keyboard.press("Enter")
         page.wait_for_selector("#messages li.assistant[data-done]", timeout=120_000)
+        deadline = time.time() + 600  # the stated turn learned, not only an empty queue at this moment
+        while json.loads(urllib.request.urlopen(url + "/v1/learning", timeout=60).read())["turns_learned"] < 1:
+            assert time.time() < deadline, "the stated fact was never learned"
+            time.sleep(0.5)
         urllib.request.urlopen(urllib.request.Request(url + "/v1/learning/wait", method="POST"), timeout=600).read()
         page.click("#reset")  # a new conversation: the answer must come from the weights
         page.keyboard.type("Who do I report to?")
