@@ -84,3 +84,39 @@ def test_chat_keys_label_the_answer_in_the_models_own_chat_answer_and_push_it_do
     ctx = UnlearnContext(tokenizer, TrainConfig())
     with torch.no_grad():
         assert math.isclose(float(method.loss(tiny, batch, ctx)), 2.0 + 0.5 * got, rel_tol=1e-4)
+
+
+def test_chat_retain_keeps_the_models_own_chat_answers_to_the_retain_questions(tiny, tokenizer, monkeypatch):
+    """`method.chat_retain`: a row per retain question with a non-empty own answer, every answer token labelled;
+    the term is the weight times the token-mean NLL of those rows, added to the inner loss (and to the forget term)."""
+    import math
+
+    from forgetlab.batching import IGNORE, answer_ids, collate
+    from forgetlab.config import TrainConfig
+    from forgetlab.data.records import Example, user
+    from forgetlab.losses import nll
+    from forgetlab.unlearning import UnlearnContext, chat
+
+    answers = ["Rome is the capital.", "  ", "It is blue."]
+    monkeypatch.setattr(chat, "generate_answers", lambda *a, **k: answers)
+    questions = [Example(user("Capital of Italy?"), "Rome"), Example(user("Why?"), "x"),
+                 Example(user("Sky colour?"), "blue")]
+    rows = chat.own_answer_rows(tiny, tokenizer, questions, 16, 128)
+    assert len(rows) == 2  # the blank answer gives no row
+    for row, said in zip(rows, ["Rome is the capital.", "It is blue."], strict=True):
+        assert [t for t in row.labels if t != IGNORE] == answer_ids(tokenizer, said)  # its own words, all labelled
+
+    class Inner:
+        def loss(self, model, batch, ctx):
+            return torch.tensor(1.5)
+
+    batch = collate(rows, tokenizer.pad_token_id)
+    ctx = UnlearnContext(tokenizer, TrainConfig())
+    with torch.no_grad():
+        want = 1.5 + 0.25 * float(nll(tiny, batch))
+        method = chat.ChatKeys(Inner(), 0.0, [], batch_size=8, pad_id=tokenizer.pad_token_id, retain_weight=0.25,
+                               retain_rows=rows)
+        assert math.isclose(float(method.loss(tiny, batch, ctx)), want, rel_tol=1e-4)
+        off = chat.ChatKeys(Inner(), 0.0, [], batch_size=8, pad_id=tokenizer.pad_token_id)
+        assert float(off.loss(tiny, batch, ctx)) == 1.5
+

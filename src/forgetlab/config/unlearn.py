@@ -59,6 +59,9 @@ class UnlearnMethodConfig(Frozen):
     chat_keys: float = Field(1.0, ge=0, description="weight of a term added to any method: unlikelihood of the tokens "
                              "that spell each forget answer where the model's own greedy chat answer says it (the chat "
                              "form keeps facts the plain form has lost; see unlearning/chat.py); 0: off")
+    chat_retain: float = Field(0.0, ge=0, description="weight of a term added to any method: NLL of the model's own "
+                               "greedy chat answers to the retain questions, generated before the first step (keeps "
+                               "how the model answers in chat while the plain form of the facts is trained); 0: off")
     beta: float = Field(0.1, gt=0, description="npo / simnpo: inverse temperature β (NPO's paper: 0.1)")
     gamma: float = Field(0.0, ge=0, description="simnpo: reward margin γ")
     layer: int | None = Field(None, ge=0, description="rmu: the layer whose hidden states are steered; None: layer 7 "

@@ -236,7 +236,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     rows = method.rows(sets["forget"], ctx) if hasattr(method, "rows") else sets["forget"].rows(tok, cfg.train.max_length)
     if hasattr(method, "prepare"):
         method.prepare(model, rows, ctx)
-    method = with_chat_keys(method, model, tok, cfg, sets["forget"], state)  # method.chat_keys
+    method = with_chat_keys(method, model, tok, cfg, sets["forget"], state, sets["retain"])  # method.chat_*
     loss_sets = loss_batches(sets, tok, cfg.train.max_length)
     tc, gc = cfg.train, cfg.guard
     total = steps_for(len(rows), tc)

@@ -22,7 +22,7 @@ import torch
 from ..batching import IGNORE, Encoded, encode, key_positions
 from ..data.records import Example
 from ..evaluate import generate_answers
-from ..losses import answer_logits
+from ..losses import answer_logits, nll
 from ..metrics.qa import contains
 from . import Cycle
 
@@ -61,28 +61,54 @@ def unlikelihood(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
 
 
-class ChatKeys:
-    """A method with the chat-answer term added: inner loss + weight · unlikelihood of the forget answers' tokens
-    in the model's own chat answers (see the module docstring). Everything else is the inner method's."""
+def own_answer_rows(model, tok, questions: list[Example], max_new_tokens: int, max_length: int) -> list[Encoded]:
+    """One row per question: the question through the chat template and `model`'s own greedy answer to it (as it
+    is now), every answer token labelled — what the chat-retain term keeps the model saying."""
+    was = model.training
+    model.eval()
+    try:
+        answers = generate_answers(model, tok, questions, max_new_tokens, 64)
+    finally:
+        model.train(was)
+    return [encode(tok, Example(ex.messages, answer), max_length) for ex, answer in zip(questions, answers, strict=True)
+            if answer.strip()]
 
-    def __init__(self, inner, weight: float, rows: list[Encoded], batch_size: int, pad_id: int):
-        self.inner, self.weight = inner, weight
+
+class ChatKeys:
+    """A method with the chat terms added: inner loss + weight · unlikelihood of the forget answers' tokens in the
+    model's own chat answers (see the module docstring) + retain_weight · NLL of the model's own chat answers to the
+    retain questions. Everything else is the inner method's."""
+
+    def __init__(self, inner, weight: float, rows: list[Encoded], batch_size: int, pad_id: int,
+                 retain_weight: float = 0.0, retain_rows: list[Encoded] | None = None):
+        self.inner, self.weight, self.retain_weight = inner, weight, retain_weight
         self.keys = Cycle(rows, batch_size, pad_id)
+        self.kept = Cycle(retain_rows or [], batch_size, pad_id)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def loss(self, model, batch, ctx):
         loss = self.inner.loss(model, batch, ctx)
-        keys = self.keys.next(next(model.parameters()).device)
-        return loss + self.weight * unlikelihood(model, keys) if keys is not None else loss
+        device = next(model.parameters()).device
+        keys = self.keys.next(device) if self.weight else None
+        if keys is not None:
+            loss = loss + self.weight * unlikelihood(model, keys)
+        kept = self.kept.next(device) if self.retain_weight else None
+        return loss + self.retain_weight * nll(model, kept) if kept is not None else loss
 
 
-def with_chat_keys(method, model, tok, cfg, forget, state: dict):
+def with_chat_keys(method, model, tok, cfg, forget, state: dict, retain=None):
     """`method` with the chat-answer term when `cfg.method.chat_keys` > 0 (the rows from `forget`'s questions,
     answered by `model` before its first step; their count goes to `state["chat_keys"]`); else `method` itself."""
-    if not cfg.method.chat_keys:
+    m = cfg.method
+    if not m.chat_keys and not (m.chat_retain and retain is not None):
         return method
-    rows = key_rows(model, tok, forget.qa(), cfg.eval.max_new_tokens, cfg.train.max_length)
+    rows = key_rows(model, tok, forget.qa(), cfg.eval.max_new_tokens, cfg.train.max_length) if m.chat_keys else []
     state["chat_keys"] = len(rows)
-    return ChatKeys(method, cfg.method.chat_keys, rows, cfg.train.batch_size, tok.pad_token_id)
+    kept = []
+    if m.chat_retain and retain is not None:
+        kept = own_answer_rows(model, tok, retain.qa(), cfg.eval.max_new_tokens, cfg.train.max_length)
+        state["chat_retain"] = len(kept)
+    return ChatKeys(method, m.chat_keys, rows, cfg.train.batch_size, tok.pad_token_id, m.chat_retain, kept)
+
