@@ -13,6 +13,10 @@ greedy chat answer holds, only the tokens that spell the answer in it are pushed
 answer alone. The term is added to the wrapped method's loss with weight `method.chat_keys`. Pushing down only the
 token where the answer begins was tried: on the tuning sets it needed three times the weight for the same effect
 and cost more general answers.
+
+`method.chat_retain` (off by default): the model's own greedy chat answers to the retain questions, generated before
+the first step, trained by NLL with that weight — it keeps how the model answers in chat. With the retain weight
+raised it let body → nature meet the bar, but did not transfer (science → objects lost it; docs/results.md).
 """
 
 from __future__ import annotations
@@ -27,15 +31,20 @@ from ..metrics.qa import contains
 from . import Cycle
 
 
-def key_rows(model, tok, questions: list[Example], max_new_tokens: int, max_length: int) -> list[Encoded]:
-    """One row per question whose greedy chat answer (by `model` as it is now) holds its target: the question and
-    that answer, labelled only at the tokens that spell the target within it."""
+def greedy_answers(model, tok, questions: list[Example], max_new_tokens: int) -> list[str]:
+    """`model`'s greedy chat answers to `questions` as it is now (evaluation mode for the call, then as it was)."""
     was = model.training
     model.eval()
     try:
-        answers = generate_answers(model, tok, questions, max_new_tokens, 64)
+        return generate_answers(model, tok, questions, max_new_tokens, 64)
     finally:
         model.train(was)
+
+
+def key_rows(model, tok, questions: list[Example], max_new_tokens: int, max_length: int) -> list[Encoded]:
+    """One row per question whose greedy chat answer (by `model` as it is now) holds its target: the question and
+    that answer, labelled only at the tokens that spell the target within it."""
+    answers = greedy_answers(model, tok, questions, max_new_tokens)
     rows = []
     for ex, answer in zip(questions, answers, strict=True):
         pos = key_positions(tok, answer, ex.target) if contains(answer, ex.target) else []
@@ -64,12 +73,7 @@ def unlikelihood(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def own_answer_rows(model, tok, questions: list[Example], max_new_tokens: int, max_length: int) -> list[Encoded]:
     """One row per question: the question through the chat template and `model`'s own greedy answer to it (as it
     is now), every answer token labelled — what the chat-retain term keeps the model saying."""
-    was = model.training
-    model.eval()
-    try:
-        answers = generate_answers(model, tok, questions, max_new_tokens, 64)
-    finally:
-        model.train(was)
+    answers = greedy_answers(model, tok, questions, max_new_tokens)
     return [encode(tok, Example(ex.messages, answer), max_length) for ex, answer in zip(questions, answers, strict=True)
             if answer.strip()]
 
@@ -99,8 +103,10 @@ class ChatKeys:
 
 
 def with_chat_keys(method, model, tok, cfg, forget, state: dict, retain=None):
-    """`method` with the chat-answer term when `cfg.method.chat_keys` > 0 (the rows from `forget`'s questions,
-    answered by `model` before its first step; their count goes to `state["chat_keys"]`); else `method` itself."""
+    """`method` with the chat terms: the chat-answer term when `cfg.method.chat_keys` > 0 (the rows from `forget`'s
+    questions, answered by `model` before its first step; their count goes to `state["chat_keys"]`) and the
+    chat-retain term when `cfg.method.chat_retain` > 0 (`retain`'s questions, likewise; `state["chat_retain"]`);
+    `method` itself when both are off."""
     m = cfg.method
     if not m.chat_keys and not (m.chat_retain and retain is not None):
         return method
