@@ -113,8 +113,8 @@ def test_chat_retain_keeps_the_models_own_chat_answers_to_the_retain_questions(t
     batch = collate(rows, tokenizer.pad_token_id)
     ctx = UnlearnContext(tokenizer, TrainConfig())
     with torch.no_grad():
-        want = 1.5 + 0.25 * float(nll(tiny, batch))
-        method = chat.ChatKeys(Inner(), 0.0, [], batch_size=8, pad_id=tokenizer.pad_token_id, retain_weight=0.25,
+        want = 1.5 + 0.5 * float(chat.unlikelihood(tiny, batch)) + 0.25 * float(nll(tiny, batch))
+        method = chat.ChatKeys(Inner(), 0.5, rows, batch_size=8, pad_id=tokenizer.pad_token_id, retain_weight=0.25,
                                retain_rows=rows)
         assert math.isclose(float(method.loss(tiny, batch, ctx)), want, rel_tol=1e-4)
         off = chat.ChatKeys(Inner(), 0.0, [], batch_size=8, pad_id=tokenizer.pad_token_id)

@@ -117,4 +117,3 @@ def with_chat_keys(method, model, tok, cfg, forget, state: dict, retain=None):
         kept = own_answer_rows(model, tok, retain.qa(), cfg.eval.max_new_tokens, cfg.train.max_length)
         state["chat_retain"] = len(kept)
     return ChatKeys(method, m.chat_keys, rows, cfg.train.batch_size, tok.pad_token_id, m.chat_retain, kept)
-
