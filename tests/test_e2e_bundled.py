@@ -138,6 +138,10 @@ def test_unlearn_with_defaults_keeps_a_checkpoint_above_the_floors_and_saves_it(
     assert kept["retain_ll"] >= guard["retain_min"] - 1e-9 and kept["general"] >= guard["general_min"] - 1e-9, kept
     assert state["chat_keys"] > 0 and kept["forget_qa"] <= 0.2, kept  # the chat answers forget too (method.chat_keys)
     assert guard["retain_min"] == 0.9 * first["retain_ll"] and guard["general_min"] == 0.8 * first["general"]
+    checks = state["checks"]  # the retain term's weight after each check, by hand (guard.retain_gain, default 5)
+    for before, row in zip(checks[:-1], checks[1:], strict=True):
+        lost = max(0.0, first["retain_ll"] - before["retain_ll"]) / (0.1 * first["retain_ll"])
+        assert row["retain_weight"] == pytest.approx(state["rc"] * (1 + guard["retain_gain"] * lost)), checks
     assert f"Kept step {kept['step']}" in " ".join(r.stdout.split())
     # the field's measures at the start and the kept step, and the quantization attack on the saved weights
     assert all(first[k] is not None and kept[k] is not None for k in ("forget_prob", "forget_tr", "utility"))

@@ -99,6 +99,33 @@ def test_target_floors_and_the_nearest_miss():
     assert g.see(Check(2, 1, 0.4, 0.82, None)).acceptable
 
 
+def test_the_retain_weight_rises_with_the_retain_facts_lost_by_hand(tiny, tokenizer):
+    """guard.retain_gain: after a check the retain term is rc × (1 + gain × lost / allowed); start 0.9, floor 0.9×,
+    so 0.09 may be lost: at 0.855 half of it is gone and gain 4 gives 3×; nothing lost (or gain 0) gives 1×. The
+    multiplier reaches the loss: the retain term with it is exactly 3× the one without."""
+    from forgetlab.batching import collate, encode
+    from forgetlab.config import TrainConfig
+    from forgetlab.data.records import Example, user
+    from forgetlab.losses import nll
+    from forgetlab.recipes.unlearn import retain_scale
+    from forgetlab.unlearning import UnlearnContext
+    from forgetlab.unlearning.retain import retain_nll
+
+    g = guard()
+    assert retain_scale(g, 4.0, 0.855) == pytest.approx(3.0)
+    assert retain_scale(g, 4.0, 0.72) == pytest.approx(9.0)  # 0.18 lost, twice the allowance
+    assert retain_scale(g, 4.0, 0.95) == 1.0 and retain_scale(g, 0.0, 0.5) == 1.0
+    assert retain_scale(guard(start_retain=None), 4.0, 0.5) == 1.0
+
+    rows = [encode(tokenizer, Example(user(q), a), 64) for q, a in (("Capital of France?", "Paris"), ("Sky?", "blue"))]
+    ctx = UnlearnContext(tokenizer, TrainConfig(batch_size=2), retain=rows)
+    with torch.no_grad():
+        plain = float(nll(tiny, collate(rows, tokenizer.pad_token_id)))
+        assert float(retain_nll(tiny, ctx, 0.5)) == pytest.approx(0.5 * plain, rel=1e-5)
+        ctx.retain_scale = 3.0
+        assert float(retain_nll(tiny, ctx, 0.5)) == pytest.approx(1.5 * plain, rel=1e-5)
+
+
 def args(tiny_dir, out, *extra):
     return ("unlearn", "--model", str(tiny_dir), "--out", str(out), "--save", "merged", "--lora-rank", "4",
             "--set", "general.enabled=false", "--set", "method.ascent_cap=null",

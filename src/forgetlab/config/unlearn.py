@@ -136,6 +136,9 @@ class GuardConfig(Frozen):
                                 "its start")
     general_floor: float = Field(0.8, ge=0, le=1, description="stop when the general score falls below this share "
                                  "of its start")
+    retain_gain: float = Field(5.0, ge=0, description="hold the retain facts harder once some are lost: after each "
+                               "check the retain term's weight is rc × (1 + retain_gain × lost / allowed), lost = start "
+                               "− retain accuracy (0 if none lost), allowed = start − floor; 0: rc throughout")
     patience: int = Field(2, gt=0, description="stop only after this many checks in a row below a floor (a check "
                           "below one is never kept); 1: at the first")
 

@@ -246,7 +246,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
 
     def measure(step: int, epoch: int, full: bool) -> dict:
         since = [h for h in seen if h["step"] > (state["checks"][-1]["step"] if state["checks"] else 0)]
-        row = {**base, "step": step, "epoch": epoch,
+        row = {**base, "retain_weight": cfg.method.rc * ctx.retain_scale, "step": step, "epoch": epoch,
                **evaluate_unlearning(model, tok, sets, cfg, loss_sets if full else None, reference),
                "train_loss": sum(h["loss"] for h in since) / len(since) if since else None, "note": ""}
         (track or NullTracker()).scalars(row, step, "check/")
@@ -260,8 +260,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         guard.see(guard_check(start))
         state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
                           "min_drop": gc.min_drop, "qa_target": guard.qa_target, "eval_every": every,
-                          "patience": gc.patience,
-                          "reference": accuracy}
+                          "patience": gc.patience, "retain_gain": gc.retain_gain, "reference": accuracy}
     finish(run_dir, cfg, state, "incomplete")
     snapshots: dict[int, dict] = {}
     stopped: dict = {}
@@ -280,6 +279,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
             finish(run_dir, cfg, state, "incomplete")
             return False
         c = guard.see(guard_check(result))
+        ctx.retain_scale = retain_scale(guard, gc.retain_gain, c.retain)
         best, _ = guard.kept()
         if best is c or (best is None and guard.best_rejected() is c):
             snapshots.clear()
@@ -316,12 +316,21 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         load_adapter_state(model, snapshots[chosen.step])
     final = measure(chosen.step, chosen.epoch, full=True)  # the restored weights, scored in full
     i = next(i for i, r in enumerate(state["checks"]) if r["step"] == chosen.step and i > 0)
-    final["train_loss"] = state["checks"][i]["train_loss"]
+    final |= {k: state["checks"][i][k] for k in ("train_loss", "retain_weight")}  # what trained up to that check
     final["note"] = "; ".join(filter(None, [state["checks"][i]["note"],
                                             ("kept: " if kept else "best, not acceptable: ") + why]))
     state["checks"][i] = final
     state["final"] = final
     return model
+
+
+def retain_scale(guard, gain: float, retain: float | None) -> float:
+    """The retain term's multiplier after a check: 1 + gain × (retain facts lost since the start) / (the loss the
+    floor allows)."""
+    if not gain or retain is None or guard.retain_min is None:
+        return 1.0
+    allowed = max(guard.start_retain - guard.retain_min, 1e-6)
+    return 1.0 + gain * max(0.0, guard.start_retain - retain) / allowed
 
 
 def guard_check(row: dict):

@@ -9,7 +9,7 @@ from .unlearn_scores import COLUMNS as FIELD_COLUMNS
 
 CHECK_COLUMNS = [("step", "step"), ("epoch", "epoch"), ("forget_ll", "forget acc"), ("forget_qa", "forget QA"),
                  ("retain_ll", "retain acc"), ("retain_qa", "retain QA"), ("general", "general"),
-                 ("train_loss", "train loss"), ("note", "")]
+                 ("retain_weight", "retain weight"), ("train_loss", "train loss"), ("note", "")]
 LETTER_COLUMNS = [("step", "step"), ("forget_letter", "forget letter"), ("forget_letter_cal", "forget letter cal"),
                   ("retain_letter", "retain letter"), ("retain_letter_cal", "retain letter cal"),
                   ("forget_loss", "forget loss"), ("retain_loss", "retain loss"),

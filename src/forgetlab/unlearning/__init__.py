@@ -66,6 +66,7 @@ class UnlearnContext:
     train: TrainConfig
     retain: list[Encoded] = field(default_factory=list)
     cache: dict = field(default_factory=dict)
+    retain_scale: float = 1.0  # the guard raises it as retain facts are lost (guard.retain_gain)
     _retain: Cycle | None = None
 
     def retain_batch(self, device) -> dict[str, torch.Tensor] | None:
