@@ -54,6 +54,7 @@ def test_the_console_on_the_bundled_model_learns_a_fact_and_answers_from_it(tmp_
     with serving(create_app(holder, learner, runs=tmp_path / "runs")) as url:
         page.goto(url + "/")
         page.wait_for_selector("#learning-panel:not([hidden])")
+        page.wait_for_function("document.activeElement.id === 'prompt'")  # ready: keys typed earlier are lost
         page.keyboard.type("My manager is Priya Velloso.")
         page.keyboard.press("Enter")
         page.wait_for_selector("#messages li.assistant[data-done]", timeout=120_000)
