@@ -170,7 +170,7 @@ def test_the_shipped_unlearning_sets_are_known_to_the_bundled_model():
 
     model, tok = load_base(ModelConfig())
     files = sorted((ROOT / "examples" / "unlearn").glob("*.jsonl"))
-    assert len(files) >= 14
+    assert len(files) >= 17
     for path in files:
         items = read_facts(str(path)).mcq()
         answers = [it.options[it.answer].lower().removeprefix("the ").removeprefix("a ") for it in items]
