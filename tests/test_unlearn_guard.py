@@ -78,6 +78,37 @@ def test_patience_stops_only_after_that_many_checks_below_a_floor_and_never_keep
     assert g1.stop_reason(g1.see(Check(1, 1, 0.30, 0.60, 0.95))) == "retain below the floor"
 
 
+def test_a_floor_stop_before_anything_was_acceptable_goes_back_to_the_last_check_above_the_floors():
+    """guard.backtracks 1, patience 2: retain falls below its floor (0.81) at steps 6 and 8 before any checkpoint
+    forgot enough, so instead of stopping the guard names step 4 (the last check above the floors) to go back to,
+    and counts patience afresh from there; the next floor stop has no backtrack left and stops. With an acceptable
+    checkpoint in hand a floor stop keeps it and never goes back."""
+    from forgetlab.unlearning.guard import Check
+
+    g = guard(patience=2, backtracks=1)
+    g.see(Check(0, 0, 0.8, 0.9, 1.0))
+    g.see(Check(2, 1, 0.7, 0.9, 1.0))
+    four = g.see(Check(4, 1, 0.65, 0.85, 1.0))  # above the floors, down only 0.15
+    assert g.retreat(g.see(Check(6, 2, 0.55, 0.80, 1.0))) is None  # one check below: patience waits, no retreat
+    eight = g.see(Check(8, 2, 0.5, 0.75, 1.0))
+    reason = g.stop_reason(eight)
+    assert reason == "retain below the floor" and g.retreat(eight) is four and g.retreats == [(8, 4)]
+    assert g.last_held() is four
+    ten = g.see(Check(10, 3, 0.6, 0.78, 1.0))  # below again, but the first since going back: patience counts anew
+    assert g.stop_reason(ten) is None
+    twelve = g.see(Check(12, 3, 0.55, 0.79, 1.0))
+    assert g.stop_reason(twelve) == "retain below the floor" and g.retreat(twelve) is None  # none left: stop
+    assert g.kept()[0] is None and g.best_rejected() is four
+    h = guard(patience=1, backtracks=3)
+    h.see(Check(0, 0, 0.8, 0.9, 1.0))
+    good = h.see(Check(2, 1, 0.45, 0.85, 0.9))  # acceptable
+    low = h.see(Check(4, 1, 0.3, 0.7, 0.9))
+    assert h.stop_reason(low) and h.retreat(low) is None and h.kept()[0] is good
+    z = guard(patience=1, backtracks=1)  # below at the first check: back to the start
+    start = z.see(Check(0, 0, 0.8, 0.9, 1.0))
+    assert z.retreat(z.see(Check(2, 1, 0.5, 0.5, 1.0))) is start
+
+
 def test_target_floors_and_the_nearest_miss():
     from forgetlab.unlearning.guard import Check, chance
 
@@ -107,15 +138,14 @@ def test_the_retain_weight_rises_with_the_retain_facts_lost_by_hand(tiny, tokeni
     from forgetlab.config import TrainConfig
     from forgetlab.data.records import Example, user
     from forgetlab.losses import nll
-    from forgetlab.recipes.unlearn import retain_scale
     from forgetlab.unlearning import UnlearnContext
     from forgetlab.unlearning.retain import retain_nll
 
     g = guard()
-    assert retain_scale(g, 4.0, 0.855) == pytest.approx(3.0)
-    assert retain_scale(g, 4.0, 0.72) == pytest.approx(9.0)  # 0.18 lost, twice the allowance
-    assert retain_scale(g, 4.0, 0.95) == 1.0 and retain_scale(g, 0.0, 0.5) == 1.0
-    assert retain_scale(guard(start_retain=None), 4.0, 0.5) == 1.0
+    assert g.retain_scale(4.0, 0.855) == pytest.approx(3.0)
+    assert g.retain_scale(4.0, 0.72) == pytest.approx(9.0)  # 0.18 lost, twice the allowance
+    assert g.retain_scale(4.0, 0.95) == 1.0 and g.retain_scale(0.0, 0.5) == 1.0
+    assert guard(start_retain=None).retain_scale(4.0, 0.5) == 1.0
 
     rows = [encode(tokenizer, Example(user(q), a), 64) for q, a in (("Capital of France?", "Paris"), ("Sky?", "blue"))]
     ctx = UnlearnContext(tokenizer, TrainConfig(batch_size=2), retain=rows)
@@ -176,6 +206,37 @@ def test_a_run_whose_retain_collapses_stops_at_the_floor_and_keeps_the_earlier_c
     assert "with forget QA ≤ 0.200" in " ".join(r.stdout.split())
 
 
+def test_a_floor_stop_with_nothing_acceptable_restores_the_last_good_weights_and_lowers_the_learning_rate(
+        tiny_dir, tmp_path, capsys):
+    """The collapsing run above, but nothing can count as forgotten (min_drop 1, target 0: forget at 0 would put
+    the same facts' retain at 0, below its floor). At the floor stop (two checks in a row below, found by hand)
+    guard.backtracks 1 goes back to the last check above the floors instead of stopping: with backtrack_lr 1e-6
+    the weights barely move afterwards, so every later check scores exactly what the check gone back to scored,
+    and every later step trained at the learning rate × 1e-6. Nothing is acceptable: exit 3 with one line."""
+    r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "ga", "--retain", "builtin:animals", "--lr", "3e-3",
+                                "--epochs", "6", "--set", "guard.eval_every=1", "--set", "guard.target=0",
+                                "--set", "guard.min_drop=1", "--set", "guard.backtracks=1",
+                                "--set", "guard.backtrack_lr=1e-6"))
+    assert r.returncode == 3 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    run = next(p for p in tmp_path.iterdir() if p.is_dir())
+    rows = list(csv.DictReader((run / "unlearn.csv").open()))
+    retain = [float(x["retain_ll"]) for x in rows]
+    below = [v < 0.9 * retain[0] - 1e-9 for v in retain]
+    at = next(i for i in range(1, len(rows)) if below[i - 1] and below[i])  # the floor stop, patience 2
+    to = max(i for i in range(at) if not below[i])  # the last check above the floors
+    assert "back to step" in rows[at]["note"] and int(rows[to]["step"]) < int(rows[at - 1]["step"])
+    state = json.loads((run / "metrics.json").read_text())
+    assert state["guard"]["retreats"] == [{"at": int(rows[at]["step"]), "to": int(rows[to]["step"])}]
+    later = rows[at + 1:]
+    assert later and int(later[-1]["step"]) == len(state["history"])  # no stop after it: it ran to the end
+    for x in later:  # the weights of the check gone back to, scored again
+        assert (x["forget_ll"], x["retain_ll"]) == (rows[to]["forget_ll"], rows[to]["retain_ll"]), x["step"]
+    lrs = {h["step"]: h["lr"] for h in state["history"]}
+    assert all(lrs[s] == pytest.approx(3e-3) for s in range(1, int(rows[at]["step"]) + 1))
+    assert all(lrs[s] == pytest.approx(3e-9) for s in range(int(rows[at]["step"]) + 1, len(lrs) + 1))
+    assert "Went back from step" in " ".join(r.stdout.split())
+
+
 def test_a_run_that_never_meets_the_bar_exits_3_with_one_line_and_keeps_its_best_under_another_name(
         tiny_dir, tmp_path, capsys):
     r = call_main(capsys, *args(tiny_dir, tmp_path, "--method", "gd", "--lr", "1e-7", "--epochs", "1", "--rtt",
@@ -219,5 +280,6 @@ def test_the_shipped_unlearning_sets_ask_none_of_the_general_questions():
     root = Path(__file__).resolve().parents[1] / "examples" / "unlearn"
     shared = {p.stem: shared_questions([(f.question, f.answer) for f in read_facts(str(p)).facts])
               for p in sorted(root.glob("*.jsonl"))}
-    assert shared == {"body": [], "culture": [], "geography": [], "home": [], "jobs": [], "music": [], "nature": [],
-                      "objects": [], "people": [], "science": [], "sports": [], "tech": [], "transport": [], "words": []}
+    assert shared == {"body": [], "culture": [], "geography": [], "home": [], "jobs": [], "money": [], "music": [],
+                      "myths": [], "nature": [], "objects": [], "people": [], "science": [], "shapes": [], "sports": [],
+                      "tech": [], "transport": [], "words": []}

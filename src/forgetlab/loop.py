@@ -45,7 +45,8 @@ def steps_for(n_examples: int, cfg: TrainConfig) -> int:
 
 def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id: int, *, seed: int,
           on_step: Callable[[dict], None] | None = None, on_epoch: Callable[[dict], None] | None = None,
-          resume: dict | None = None, stop: Callable[[dict], bool] | None = None, optimizer=None) -> list[dict]:
+          resume: dict | None = None, stop: Callable[[dict], bool] | None = None, optimizer=None,
+          lr_scale: Callable[[], float] | None = None) -> list[dict]:
     """Train `model`'s trainable parameters on `examples` with `method.loss`; return the per-step history.
 
     Each history row: step, epoch, loss (mean over the accumulated batches), lr, grad_norm, tokens, tokens_per_s.
@@ -55,6 +56,8 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
     `stop`, when given, is asked after every step (with its history row) whether to end training there.
     `optimizer`, when given, is used (and left with its moments) instead of a fresh one: its learning rate and
     weight decay are set from `cfg` (the online learner's persistent optimizer across turns).
+    `lr_scale`, when given, is read before every step and multiplies that step's scheduled learning rate (the
+    unlearning guards' retreat: lower once a floor was crossed).
     """
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -90,6 +93,9 @@ def train(model, examples: list[Encoded], cfg: TrainConfig, method, ctx, pad_id:
                     loss_sum += loss.item()
                     tokens += int(batch["attention_mask"].sum())
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                if lr_scale is not None:  # the scheduler sets each step's rate afresh from its base
+                    for g in opt.param_groups:
+                        g["lr"] *= lr_scale()
                 lr = opt.param_groups[0]["lr"]
                 opt.step()
                 sched.step()

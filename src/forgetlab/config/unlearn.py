@@ -141,6 +141,10 @@ class GuardConfig(Frozen):
                                "− retain accuracy (0 if none lost), allowed = start − floor; 0: rc throughout")
     patience: int = Field(2, gt=0, description="stop only after this many checks in a row below a floor (a check "
                           "below one is never kept); 1: at the first")
+    backtracks: int = Field(2, ge=0, description="a floor stop before any checkpoint was acceptable goes back to the "
+                            "last check above the floors instead, up to this many times, and carries on from there "
+                            "with fresh optimizer moments and the learning rate × backtrack_lr; 0: stop there")
+    backtrack_lr: float = Field(0.5, gt=0, le=1, description="the learning rate's factor at each backtrack")
 
 
 class LearnFirstConfig(Frozen):

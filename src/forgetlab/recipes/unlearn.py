@@ -18,7 +18,7 @@ from ..config import TrainConfig, UnlearnConfig, dump_yaml
 from ..data import load_task
 from ..data.unlearn import Fact, FactSet, read_facts
 from ..errors import BelowBar, Interrupted, UserError
-from ..loop import steps_for, train
+from ..loop import make_optimizer, steps_for, train
 from ..model import adapter_state, attach_lora, freeze_below, load_adapter_state, load_base, save_pretrained_atomic
 from ..report import StepProgress, fmt, markdown_table
 from ..runs import new_run_dir, peak_memory_mb, write_text
@@ -260,10 +260,12 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
         guard.see(guard_check(start))
         state["guard"] = {"target": guard.target, "retain_min": guard.retain_min, "general_min": guard.general_min,
                           "min_drop": gc.min_drop, "qa_target": guard.qa_target, "eval_every": every,
-                          "patience": gc.patience, "retain_gain": gc.retain_gain, "reference": accuracy}
+                          "patience": gc.patience, "retain_gain": gc.retain_gain, "backtracks": gc.backtracks,
+                          "reference": accuracy}
     finish(run_dir, cfg, state, "incomplete")
-    snapshots: dict[int, dict] = {}
+    snapshots: dict[int, dict] = {0: adapter_state(model)} if guard and gc.backtracks else {}
     stopped: dict = {}
+    opt, lr = make_optimizer([p for p in model.parameters() if p.requires_grad], tc), [1.0]
 
     def check(row: dict) -> bool:
         seen.append(row)
@@ -279,12 +281,21 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
             finish(run_dir, cfg, state, "incomplete")
             return False
         c = guard.see(guard_check(result))
-        ctx.retain_scale = retain_scale(guard, gc.retain_gain, c.retain)
-        best, _ = guard.kept()
-        if best is c or (best is None and guard.best_rejected() is c):
-            snapshots.clear()
+        ctx.retain_scale = guard.retain_scale(gc.retain_gain, c.retain)
+        # keep the weights of the best checkpoint so far and of the last one above the floors (a retreat's target)
+        wanted = {k.step for k in (guard.kept()[0] or guard.best_rejected(), guard.last_held()) if k}
+        if c.step in wanted:
             snapshots[c.step] = adapter_state(model)
+        for s in set(snapshots) - wanted:
+            del snapshots[s]
         reason = guard.stop_reason(c)
+        back = guard.retreat(c) if reason else None
+        if back:  # nothing acceptable yet: go back and carry on more gently
+            load_adapter_state(model, snapshots[back.step])
+            opt.state.clear()
+            lr[0] *= gc.backtrack_lr
+            result["note"], reason = f"back to step {back.step} ({reason}), lr × {lr[0]:g}", None
+            state["guard"]["retreats"] = [{"at": at, "to": to} for at, to in guard.retreats]
         finish(run_dir, cfg, state, "incomplete")
         if reason:
             stopped.update(step=c.step, reason=reason)
@@ -299,7 +310,7 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
             return check(row)
 
         state["history"] = train(model, rows, tc, method, ctx, tok.pad_token_id, seed=cfg.train.seed,
-                                 stop=on_step)
+                                 stop=on_step, optimizer=opt, lr_scale=lambda: lr[0])
     if guard is None:
         state["kept"] = {"step": state["checks"][-1]["step"], "acceptable": None,
                          "reason": "guards off: the last step"}
@@ -322,15 +333,6 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
     state["checks"][i] = final
     state["final"] = final
     return model
-
-
-def retain_scale(guard, gain: float, retain: float | None) -> float:
-    """The retain term's multiplier after a check: 1 + gain × (retain facts lost since the start) / (the loss the
-    floor allows)."""
-    if not gain or retain is None or guard.retain_min is None:
-        return 1.0
-    allowed = max(guard.start_retain - guard.retain_min, 1e-6)
-    return 1.0 + gain * max(0.0, guard.start_retain - retain) / allowed
 
 
 def guard_check(row: dict):
@@ -358,7 +360,7 @@ def make_guard(cfg: UnlearnConfig, sets: dict[str, FactSet], start: dict, refere
         target = (chance([len(it.options) for it in items]) if items else 0.0) + gc.margin
     return Guard(first.forget, first.retain, first.general, target, gc.min_drop, gc.retain_floor, gc.general_floor,
                  gc.qa_target if sets["forget_eval"].mcq() else None,  # without options, QA is the forget score
-                 patience=gc.patience)
+                 patience=gc.patience, backtracks=gc.backtracks)
 
 
 def reference_of(cfg: UnlearnConfig, tok, sets: dict[str, FactSet], model=None) -> dict | None:

@@ -37,8 +37,9 @@ def guard_line(state: dict) -> str:
     chat = f" with forget QA ≤ {fmt(g['qa_target'])}" if g.get("qa_target") is not None else ""
     patience = g.get("patience", 1)
     floors += f" (a stop after {patience} checks in a row below one)" if patience > 1 else ""
+    back = "".join(f"Went back from step {r['at']} to step {r['to']} (lower learning rate). " for r in g.get("retreats", []))
     return (f"guards: forgotten at forget ≤ {fmt(g['target'])} or a drop of {fmt(g['min_drop'])}{chat}; floors {floors}; "
-            f"evaluated every {g['eval_every']} steps. "
+            f"evaluated every {g['eval_every']} steps. {back}"
             + (f"Stopped at step {stopped['step']}: {stopped['reason']}. " if stopped else "Ran every epoch. ")
             + (f"Kept step {kept.get('step')}: {kept.get('reason')}." if kept.get("acceptable")
                else f"No acceptable checkpoint: {kept.get('reason')}."))
@@ -193,7 +194,7 @@ def write_unlearn_report(run_dir: Path, state: dict) -> Path:
              f"saved: {state.get('saved', '-')}")
     settings = settings_of(run_dir, ["method.name", "lora.rank", "train.lr", "train.epochs", "train.seed",
                                      "forget", "retain", "learn_first", "guard.eval_every", "guard.patience",
-                                     "model.name"])
+                                     "guard.backtracks", "model.name"])
     return write_page(run_dir, f"forgetlab unlearn: {run_dir.name}", intro, tables(state), plots(run_dir, state),
                       settings=settings, terms=UNLEARN_TERMS)
 

@@ -49,7 +49,10 @@ class Guard:
     general_floor: float
     qa_target: float | None = None
     patience: int = 1  # checks in a row below a floor before stopping
+    backtracks: int = 0  # floor stops with nothing acceptable yet that go back to the last check above the floors
     checks: list[Check] = field(default_factory=list)
+    retreats: list[tuple[int, int]] = field(default_factory=list)  # (step stopped at, step gone back to)
+    since: int = 0  # where in `checks` the stretch since the last retreat begins (patience counts within it)
 
     @property
     def retain_min(self) -> float | None:
@@ -80,7 +83,7 @@ class Guard:
         """Why to stop after `check` (None: go on). A floor stops the run after `patience` checks in a row below one
         (the damage of a first step is often undone by the next few)."""
         if not check.floors_held:
-            recent = self.checks[-self.patience:]
+            recent = self.checks[self.since:][-self.patience:]
             if len(recent) < self.patience or any(c.floors_held for c in recent):
                 return None
             what = [name for name, value, floor in (("retain", check.retain, self.retain_min),
@@ -90,6 +93,30 @@ class Guard:
         if check.forget <= self.target + 1e-9 and self.qa_ok(check.qa):
             return "forget target reached"
         return None
+
+    def retreat(self, check: Check) -> Check | None:
+        """Where a floor stops the run at `check` before any checkpoint was acceptable, and backtracks remain: the
+        latest check with the floors held (the start at worst), to restore and carry on from, more gently. None: stop
+        (a floor with an acceptable checkpoint in hand keeps it; no backtracks left)."""
+        if (check.floors_held or not self.stop_reason(check) or self.kept()[0] is not None
+                or len(self.retreats) >= self.backtracks):
+            return None
+        back = next(c for c in reversed(self.checks) if c.floors_held)
+        self.retreats.append((check.step, back.step))
+        self.since = len(self.checks)
+        return back
+
+    def last_held(self) -> Check | None:
+        """The latest check with retain and general above their floors (where a retreat goes back to)."""
+        return next((c for c in reversed(self.checks) if c.floors_held), None)
+
+    def retain_scale(self, gain: float, retain: float | None) -> float:
+        """The retain term's multiplier after a check: 1 + gain × (retain accuracy lost since the start) / (the loss
+        the floor allows)."""
+        if not gain or retain is None or self.retain_min is None:
+            return 1.0
+        allowed = max(self.start_retain - self.retain_min, 1e-6)
+        return 1.0 + gain * max(0.0, self.start_retain - retain) / allowed
 
     def kept(self) -> tuple[Check | None, str]:
         """The checkpoint to keep and why. Acceptable checkpoints first, the lowest forget accuracy (then the higher
