@@ -101,7 +101,7 @@ class Guard:
         if (check.floors_held or not self.stop_reason(check) or self.kept()[0] is not None
                 or len(self.retreats) >= self.backtracks):
             return None
-        back = next(c for c in reversed(self.checks) if c.floors_held)
+        back = self.last_held()
         self.retreats.append((check.step, back.step))
         self.since = len(self.checks)
         return back
