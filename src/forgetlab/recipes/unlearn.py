@@ -282,14 +282,14 @@ def unlearn(model, tok, cfg: UnlearnConfig, method, sets, state: dict, run_dir: 
             return False
         c = guard.see(guard_check(result))
         ctx.retain_scale = guard.retain_scale(gc.retain_gain, c.retain)
-        # keep the weights of the best checkpoint so far and of the last one above the floors (a retreat's target)
-        wanted = {k.step for k in (guard.kept()[0] or guard.best_rejected(), guard.last_held()) if k}
+        # keep the weights of the best checkpoint so far and (with backtracks) of the last one above the floors
+        wanted = {k.step for k in (guard.kept()[0] or guard.best_rejected(), gc.backtracks and guard.last_held()) if k}
         if c.step in wanted:
             snapshots[c.step] = adapter_state(model)
         for s in set(snapshots) - wanted:
             del snapshots[s]
         reason = guard.stop_reason(c)
-        back = guard.retreat(c) if reason else None
+        back = guard.retreat(c)
         if back:  # nothing acceptable yet: go back and carry on more gently
             load_adapter_state(model, snapshots[back.step])
             opt.state.clear()
